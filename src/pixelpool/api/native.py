@@ -1,0 +1,165 @@
+"""The native dialect (`/api`, FoxBurrow-compatible shapes)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header
+from fastapi.responses import FileResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from pixelpool.api import ops
+from pixelpool.api.errors import ApiError
+from pixelpool.api.state import AppState, get_state
+from pixelpool.jobs.spec import JobRecord, JobStatus
+
+router = APIRouter(prefix="/api", tags=["native"])
+State = Annotated[AppState, Depends(get_state)]
+
+OPERATIONS = ("generate",)
+
+
+class GenerateRequest(BaseModel):
+    """POST /api/generate and /api/enqueue/generate. Unknown fields are rejected by name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str
+    negative_prompt: str = ""
+    model: str | None = None
+    width: int | None = Field(None, description="default: the model's native size")
+    height: int | None = None
+    steps: int | None = Field(None, description="default 25")
+    cfg_scale: float | None = Field(None, description="default 7")
+    seed: int | None = Field(None, description="0, -1 or absent: random; the seed used is reported")
+    sampler: str | None = None
+    scheduler: str | None = None
+    priority: int = Field(100, ge=1, le=100)
+    output_format: str = Field("png", pattern="^(png|jpeg|webp)$")
+    vae_tile_width: int = Field(0, ge=0, description="accepted for compatibility; tiling is automatic")
+    vae_tile_height: int = Field(0, ge=0)
+    regional_prompting: bool = False
+
+
+def _spec(state: AppState, req: GenerateRequest) -> Any:
+    if req.regional_prompting:
+        raise ApiError(422, "regional_prompting: not supported", "regional_prompting")
+    fields = req.model_dump(exclude={"vae_tile_width", "vae_tile_height", "regional_prompting"})
+    return ops.txt2img_spec(state, **fields)
+
+
+async def _result_response(state: AppState, record: JobRecord, index: int = 0) -> Any:
+    if record.status in (JobStatus.queued, JobStatus.running):
+        return JSONResponse({"job_id": record.id, "status": record.status.value}, status_code=202)
+    if record.status is JobStatus.expired:
+        raise ApiError(410, f"job {record.id} has expired; its result was deleted")
+    if record.status is not JobStatus.completed:
+        raise ApiError(409, f"job {record.id} {record.status.value}: {record.error or 'no result'}")
+    artifacts = record.result.get("artifacts", [])
+    if not 0 <= index < len(artifacts):
+        raise ApiError(404, f"index: job {record.id} has {len(artifacts)} result(s)", "index")
+    art = await state.jobs.artifacts.get(artifacts[index]["id"])
+    if art is None:
+        raise ApiError(410, f"job {record.id}: result has expired")
+    headers = {"X-Job-Id": record.id, "X-Seed": str(record.result.get("seeds", [0])[index])}
+    return FileResponse(art.path, media_type=art.media_type, headers=headers)
+
+
+def job_view(state: AppState, record: JobRecord) -> dict[str, Any]:
+    now = time.time()
+    live = state.jobs.progress(record.id)
+    step, total = live.get("step", 0), live.get("total", record.spec.params.get("steps", 0))
+    if record.status is JobStatus.completed:
+        step, progress = total, 1.0
+    else:
+        progress = step / total if total else 0.0
+    run_s = record.result.get("run_s")
+    end = record.finished or now
+    return {
+        "job_id": record.id,
+        "op": record.spec.op,
+        "model": record.spec.model["name"],
+        "status": record.status.value,
+        "stage": live.get("stage", "denoise" if record.status is JobStatus.running else None),
+        "stage_index": 0,
+        "stage_count": 1,
+        "denoise_step": step,
+        "denoise_total": total,
+        "progress": round(progress, 4),
+        "gpus": [record.device] if record.device else [],
+        "batch_size": record.batch_size,
+        "attempts": record.attempts,
+        "created_at": record.created,
+        "queued_s": round((record.started or end) - record.created, 4),
+        "elapsed_s": round(end - record.created, 4),
+        "gpu_time_s": round(run_s, 4) if run_s is not None else None,
+        "seeds": record.result.get("seeds") or [record.spec.params.get("seed")],
+        "error": record.error,
+    }
+
+
+async def _job(state: AppState, job_id: str) -> JobRecord:
+    record = await state.jobs.get(job_id)
+    if record is None:
+        raise ApiError(404, f"job not found: {job_id}", "job_id")
+    return record
+
+
+@router.get("/status")
+async def status(state: State) -> dict[str, Any]:
+    return {
+        "ready": state.scheduler.ready,
+        "uptime_s": round(time.time() - state.started, 1),
+        "queue_depth": state.scheduler.queue_depth(),
+        "active_jobs": state.jobs.active_count(),
+        "devices": state.scheduler.snapshot(),
+        "models": len(state.registry.entries()),
+    }
+
+
+@router.get("/model-list")
+async def model_list(state: State) -> list[dict[str, Any]]:
+    return [ops.describe_model(state, e) for e in state.registry.entries()]
+
+
+@router.post("/rescan-models")
+async def rescan_models(state: State) -> dict[str, int]:
+    result = await asyncio.to_thread(state.registry.scan)
+    return result.__dict__
+
+
+@router.post("/generate", response_class=FileResponse, responses={200: {"content": {"image/png": {}}}})
+async def generate(req: GenerateRequest, state: State) -> Any:
+    record = await ops.submit(state, _spec(state, req))
+    return await _result_response(state, await state.jobs.wait(record.id))
+
+
+@router.post("/enqueue/{operation}")
+async def enqueue(
+    operation: str,
+    req: GenerateRequest,
+    state: State,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> dict[str, str]:
+    if operation not in OPERATIONS:
+        raise ApiError(404, f"operation: unknown operation {operation!r}; valid: {', '.join(OPERATIONS)}", "operation")
+    record = await ops.submit(state, _spec(state, req), idempotency_key=idempotency_key)
+    return {"job_id": record.id}
+
+
+@router.get("/job/{job_id}")
+async def job_status(job_id: str, state: State) -> dict[str, Any]:
+    return job_view(state, await _job(state, job_id))
+
+
+@router.get("/job/{job_id}/result")
+async def job_result(job_id: str, state: State, index: int = 0) -> Any:
+    return await _result_response(state, await _job(state, job_id), index)
+
+
+@router.post("/job/{job_id}/cancel")
+async def job_cancel(job_id: str, state: State) -> dict[str, str]:
+    await _job(state, job_id)
+    return {"status": await state.jobs.cancel(job_id)}

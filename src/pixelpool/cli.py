@@ -1,0 +1,190 @@
+"""The `pixelpool` command: init, demo, serve, models list."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import secrets
+import socket
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pixelpool.config import ConfigError, Settings, load_settings
+
+app = typer.Typer(help="pixelpool: a self-hosted inference server for image models.",
+                  no_args_is_help=True)
+models_app = typer.Typer(help="Inspect the models on disk.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML config file")]
+ModelsDirOpt = Annotated[Path | None, typer.Option("--models-dir", help="models directory")]
+DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="data directory")]
+
+
+def _settings(config: Path | None, **server: object) -> Settings:
+    try:
+        settings = load_settings(config)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    updates = {k: v for k, v in server.items() if v is not None}
+    settings.server = settings.server.model_copy(update=updates)
+    return settings
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        try:
+            return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
+        except OSError:
+            return False
+
+
+INIT_TEMPLATE = '''# pixelpool configuration. Every key can be overridden by an environment
+# variable PIXELPOOL_<SECTION>__<KEY>, e.g. PIXELPOOL_SERVER__PORT=9000.
+
+[server]
+host = "127.0.0.1"          # a non-loopback address requires auth (or --insecure)
+port = 8800
+data_dir = "data"           # job store, artifacts, fingerprint cache
+models_dir = "models"       # <family>/... diffusers dirs or .safetensors files
+cors_origins = []
+# default_model = "demo-sd"
+
+[auth]
+# Clients send "Authorization: Bearer <key>" or "?apikey=<key>".
+keys = ["{secret}"]
+# jwt_secret = "..."
+
+[limits]
+min_size = 64
+max_size = 2048
+max_steps = 150
+max_cfg = 30.0
+
+[scheduler]
+batching = true             # run compatible queued jobs as one batch
+max_batch = 4
+batch_window_ms = 0         # >0: wait this long for batch companions
+max_queue = 1000
+max_queue_per_key = 200
+max_retries = 2             # re-runs of a job whose worker died
+
+[storage]
+ttl_s = 86400               # results are kept this long
+
+[cluster]
+backend = "local"
+
+# Devices detected on this machine (one worker each when enabled):
+{devices}'''
+
+
+def _device_block(device_id: str, name: str, memory_gb: float, enabled: bool) -> str:
+    return (
+        f'[devices.{device_id}]   # {name}, {memory_gb:.1f} GiB\n'
+        f'enabled = {"true" if enabled else "false"}\n'
+        'capabilities = ["*"]\n'
+        '# vram_budget_gb = ...   (GPU) / ram_budget_gb = ... (CPU)\n'
+        'onload = []\npinned = []\n'
+    )
+
+
+@app.command()
+def init(
+    path: Annotated[Path, typer.Option("--path", help="file to write")] = Path("pixelpool.toml"),
+    force: Annotated[bool, typer.Option("--force", help="overwrite an existing file")] = False,
+) -> None:
+    """Write a commented pixelpool.toml with the detected devices and a random API key."""
+    from pixelpool.engine.devices import detect_devices, select_devices
+
+    if path.exists() and not force:
+        typer.echo(f"error: {path} exists (use --force to overwrite)", err=True)
+        raise typer.Exit(1)
+    detected = detect_devices()
+    chosen = {d.id for d in select_devices(detected, {})}
+    blocks = "\n".join(
+        _device_block(d.id, d.name, d.total_memory_bytes / 2**30, d.id in chosen) for d in detected
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(INIT_TEMPLATE.format(secret=secrets.token_urlsafe(32), devices=blocks))
+    typer.echo(f"wrote {path}")
+
+
+@app.command()
+def demo(models_dir: ModelsDirOpt = None, config: ConfigOpt = None) -> None:
+    """Write the tiny demo models (SD 1.x and SDXL) into the models dir. Idempotent."""
+    from pixelpool.testing import write_demo_models
+
+    target = models_dir or _settings(config).server.models_dir
+    for path in write_demo_models(target):
+        typer.echo(str(path))
+
+
+@app.command()
+def serve(
+    config: ConfigOpt = None,
+    host: Annotated[str | None, typer.Option(help="bind address")] = None,
+    port: Annotated[int | None, typer.Option(help="port")] = None,
+    models_dir: ModelsDirOpt = None,
+    data_dir: DataDirOpt = None,
+    insecure: Annotated[bool, typer.Option("--insecure", help="allow no auth off loopback")] = False,
+) -> None:
+    """Start the server (default 127.0.0.1:8800)."""
+    import uvicorn
+
+    from pixelpool.api.app import create_app
+
+    settings = _settings(config, host=host, port=port, models_dir=models_dir, data_dir=data_dir)
+    auth_on = bool(settings.auth.keys or settings.auth.jwt_secret)
+    if not is_loopback(settings.server.host) and not auth_on and not insecure:
+        typer.echo(
+            f"error: refusing to serve on {settings.server.host} without auth; configure "
+            "[auth] keys or jwt_secret, or pass --insecure",
+            err=True,
+        )
+        raise typer.Exit(2)
+    logging.basicConfig(
+        level=settings.server.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.server.host,
+        port=settings.server.port,
+        log_level=settings.server.log_level,
+        timeout_graceful_shutdown=10,
+    )
+
+
+@models_app.command("list")
+def models_list(
+    config: ConfigOpt = None,
+    models_dir: ModelsDirOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Print id, name, family, architecture and size of every model."""
+    from pixelpool.registry.registry import Registry
+
+    settings = _settings(config, models_dir=models_dir, data_dir=data_dir)
+    registry = Registry(settings.server.models_dir, settings.server.data_dir / "registry.db")
+    registry.scan()
+    registry.wait_for_fingerprints()
+    rows = [("ID", "NAME", "FAMILY", "ARCHITECTURE", "SIZE")]
+    for e in registry.entries():
+        fp = registry.fingerprint(e) or "-"
+        rows.append((fp[:16], e.name, e.family, e.architecture, f"{e.size_bytes / 2**20:.1f} MiB"))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    for row in rows:
+        typer.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    registry.close()
+
+
+if __name__ == "__main__":
+    app()

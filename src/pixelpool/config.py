@@ -1,0 +1,163 @@
+"""Settings: one TOML file, every key overridable by PIXELPOOL_<SECTION>__<KEY>.
+
+Validation happens once at start; a bad value stops start-up with an error that
+names the key, never later in the middle of a request.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+CONFIG_CANDIDATES = (Path("pixelpool.toml"), Path("conf/pixelpool.toml"))
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8800, ge=1, le=65535)
+    data_dir: Path = Path("data")
+    models_dir: Path = Path("models")
+    cors_origins: list[str] = []
+    default_model: str | None = None
+    max_body_bytes: int = Field(50 * 1024 * 1024, ge=1024)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class AuthSettings(_Section):
+    keys: list[str] = []
+    jwt_secret: str | None = None
+
+
+class LimitsSettings(_Section):
+    """Bounds on request fields, enforced before a job is accepted."""
+
+    min_size: int = Field(64, ge=8)
+    max_size: int = Field(2048, ge=64)
+    max_steps: int = Field(150, ge=1)
+    max_cfg: float = Field(30.0, gt=0)
+    max_prompt_chars: int = Field(10_000, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LimitsSettings:
+        if self.min_size > self.max_size:
+            raise ValueError("min_size must not exceed max_size")
+        return self
+
+
+class SchedulerSettings(_Section):
+    batching: bool = True
+    max_batch: int = Field(4, ge=1, le=64)
+    batch_window_ms: int = Field(0, ge=0, le=10_000)
+    max_queue: int = Field(1000, ge=1)
+    max_queue_per_key: int = Field(200, ge=1)
+    max_retries: int = Field(2, ge=0)
+
+
+class StorageSettings(_Section):
+    ttl_s: int = Field(24 * 3600, ge=60)
+    job_store: str | None = None  # sqlite file path; default <data_dir>/jobs.db
+
+
+class DeviceSettings(_Section):
+    enabled: bool = True
+    capabilities: list[str] = ["*"]
+    vram_budget_gb: float | None = Field(None, gt=0)
+    ram_budget_gb: float | None = Field(None, gt=0)
+    threads: int | None = Field(None, ge=1)
+    onload: list[str] = []
+    pinned: list[str] = []
+
+
+class ClusterSettings(_Section):
+    backend: Literal["local", "ray"] = "local"
+    ray_address: str | None = None
+
+
+class Settings(BaseSettings):
+    """The whole configuration. Device sections are keyed by device id (cpu, cuda0, mps)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PIXELPOOL_", env_nested_delimiter="__", extra="forbid", case_sensitive=False
+    )
+
+    server: ServerSettings = ServerSettings()
+    auth: AuthSettings = AuthSettings()
+    limits: LimitsSettings = LimitsSettings()
+    scheduler: SchedulerSettings = SchedulerSettings()
+    storage: StorageSettings = StorageSettings()
+    devices: dict[str, DeviceSettings] = {}
+    cluster: ClusterSettings = ClusterSettings()
+
+    _toml_file: Path | None = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_file = settings_cls.model_config.get("toml_file")
+        if toml_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+    @property
+    def job_store_path(self) -> Path:
+        return Path(self.storage.job_store or self.server.data_dir / "jobs.db")
+
+
+def find_config_file(explicit: Path | None = None) -> Path | None:
+    """The first config file that exists: --config, ./pixelpool.toml, ./conf/pixelpool.toml."""
+    if explicit is not None:
+        if not explicit.is_file():
+            raise ConfigError(f"config file not found: {explicit}")
+        return explicit
+    return next((p for p in CONFIG_CANDIDATES if p.is_file()), None)
+
+
+def _describe(error: dict[str, Any]) -> str:
+    key = ".".join(str(part) for part in error["loc"])
+    env = "PIXELPOOL_" + "__".join(str(p).upper() for p in error["loc"])
+    return f"{key}: {error['msg']} (set in the config file or {env})"
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Read the config file (if any), the environment and explicit overrides, in that order."""
+    path = find_config_file(config_file)
+
+    class _FileSettings(Settings):
+        model_config = SettingsConfigDict(**{**Settings.model_config, "toml_file": path})
+
+    try:
+        settings = _FileSettings(**overrides)
+    except ValidationError as exc:
+        details = "; ".join(_describe(e) for e in exc.errors())
+        raise ConfigError(f"invalid configuration: {details}") from exc
+    except (OSError, ValueError) as exc:  # unreadable or malformed TOML
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    return Settings.model_validate(settings.model_dump())
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").lower() in {"1", "true", "yes", "on"}

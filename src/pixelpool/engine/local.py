@@ -1,0 +1,88 @@
+"""The local backend: one spawned subprocess per device on this machine."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing as mp
+import threading
+from multiprocessing.connection import Connection
+from typing import Any
+
+from pixelpool.engine.devices import DeviceInfo
+from pixelpool.engine.handle import OnExit, OnMessage, WorkerHandle
+from pixelpool.engine.messages import Stop
+from pixelpool.engine.worker import worker_main
+
+log = logging.getLogger(__name__)
+
+
+class LocalWorker(WorkerHandle):
+    def __init__(self, device: DeviceInfo, options: dict[str, Any]) -> None:
+        self.device = device
+        self.options = options
+        self._process: mp.process.BaseProcess | None = None
+        self._conn: Connection | None = None
+        self._send_lock = threading.Lock()
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    async def start(self, on_message: OnMessage, on_exit: OnExit) -> None:
+        loop = asyncio.get_running_loop()
+        ctx = mp.get_context("spawn")
+        parent, child = ctx.Pipe(duplex=True)
+        wire = {**self.device.to_dict(), "torch_device": self.device.torch_device}
+        process = ctx.Process(
+            target=worker_main,
+            args=(wire, self.options, child),
+            name=f"pixelpool-worker-{self.device.id}",
+            daemon=True,
+        )
+        process.start()
+        child.close()
+        self._process, self._conn = process, parent
+
+        def read() -> None:
+            while True:
+                try:
+                    message = parent.recv()
+                except (EOFError, OSError):
+                    break
+                loop.call_soon_threadsafe(on_message, self, message)
+            process.join(timeout=5)
+            reason = f"worker process exited with code {process.exitcode}"
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(on_exit, self, reason)
+
+        threading.Thread(target=read, name=f"reader-{self.device.id}", daemon=True).start()
+
+    def send(self, message: object) -> None:
+        if self._conn is None:
+            raise RuntimeError("worker not started")
+        with self._send_lock:
+            self._conn.send(message)
+
+    def is_alive(self) -> bool:
+        return self._process is not None and self._process.is_alive()
+
+    def kill(self) -> None:
+        if self._process is not None and self._process.is_alive():
+            self._process.kill()
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        process = self._process
+        if process is None:
+            return
+        try:
+            self.send(Stop())
+        except (OSError, RuntimeError):
+            pass
+        await asyncio.to_thread(process.join, timeout)
+        if process.is_alive():
+            log.warning("worker %s did not stop in %.0fs; killing it", self.device.id, timeout)
+            process.kill()
+            await asyncio.to_thread(process.join, 5)
+        if self._conn is not None:
+            self._conn.close()

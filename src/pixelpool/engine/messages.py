@@ -1,0 +1,77 @@
+"""Messages between the engine (HTTP process) and worker processes, sent over a Pipe."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pixelpool.pipelines.base import Result, WorkItem
+
+# parent -> worker
+
+
+@dataclass
+class RunBatch:
+    batch_id: str
+    family: str
+    model: dict[str, Any]
+    items: list[WorkItem]
+
+
+@dataclass
+class CancelJob:
+    job_id: str
+
+
+@dataclass
+class Stop:
+    pass
+
+
+# worker -> parent
+
+
+@dataclass
+class Ready:
+    device: dict[str, Any]
+    pid: int
+
+
+@dataclass
+class Progress:
+    batch_id: str
+    job_ids: list[str]
+    step: int
+    total: int
+    stage: str
+
+
+@dataclass
+class BatchStarted:
+    batch_id: str
+    model_load_s: float
+
+
+@dataclass
+class ItemResult:
+    job_id: str
+    result: Result
+
+
+@dataclass
+class ItemFailed:
+    job_id: str
+    error: str
+    kind: str  # "cancelled" | "error" | "oom"
+
+
+@dataclass
+class BatchDone:
+    batch_id: str
+    run_s: float
+    cache: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Heartbeat:
+    time: float

@@ -1,0 +1,45 @@
+"""Build the engine from settings: one worker per selected device, behind a scheduler."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pixelpool.config import Settings
+from pixelpool.engine.devices import DeviceInfo, detect_devices, select_devices
+from pixelpool.engine.handle import WorkerHandle
+from pixelpool.engine.local import LocalWorker
+from pixelpool.engine.scheduler import Scheduler, Slot
+from pixelpool.engine.task import EngineListener
+
+GIB = 1 << 30
+
+
+def worker_options(settings: Settings, device: DeviceInfo) -> dict[str, Any]:
+    cfg = settings.devices.get(device.id)
+    budget_gb = None
+    if cfg is not None:
+        budget_gb = cfg.vram_budget_gb if device.kind != "cpu" else cfg.ram_budget_gb
+    return {
+        "dtype": "auto",
+        "threads": cfg.threads if cfg else None,
+        "budget_bytes": int(budget_gb * GIB) if budget_gb else None,
+        "pinned": list(cfg.pinned) if cfg else [],
+        "log_level": settings.server.log_level,
+    }
+
+
+def build_scheduler(settings: Settings, listener: EngineListener) -> Scheduler:
+    if settings.cluster.backend != "local":
+        raise NotImplementedError("the ray backend is not available yet; use cluster.backend=local")
+    devices = select_devices(detect_devices(), settings.devices)
+    if not devices:
+        raise RuntimeError("no device is enabled: enable one under [devices.<id>]")
+
+    def make(device: DeviceInfo) -> WorkerHandle:
+        return LocalWorker(device, worker_options(settings, device))
+
+    slots = [
+        Slot(make(d), list(settings.devices[d.id].capabilities) if d.id in settings.devices else ["*"])
+        for d in devices
+    ]
+    return Scheduler(slots, listener, settings.scheduler, respawn=lambda s: make(s.handle.device))

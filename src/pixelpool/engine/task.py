@@ -1,0 +1,43 @@
+"""What the engine schedules: a task per job, and how it reports back."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pixelpool.pipelines.base import Result
+
+
+@dataclass
+class Task:
+    """One job as the engine sees it. Tasks with equal `group` may share a batch."""
+
+    job_id: str
+    family: str
+    op: str
+    model: dict[str, Any]
+    params: dict[str, Any]
+    batch_key: tuple[Any, ...] = ()
+    priority: int = 100
+    owner: str | None = None
+    submitted: float = field(default_factory=time.monotonic)
+    attempts: int = 0
+
+    @property
+    def group(self) -> tuple[Any, ...]:
+        return (self.family, self.op, self.model["path"], self.batch_key)
+
+
+class EngineListener(Protocol):
+    """The jobs layer implements this; the engine calls it on the event loop."""
+
+    def job_started(self, job_id: str, device_id: str, batch_size: int) -> None: ...
+
+    def job_progress(self, job_id: str, step: int, total: int, stage: str) -> None: ...
+
+    def job_finished(self, job_id: str, result: Result, device_id: str, run_s: float) -> None: ...
+
+    def job_failed(self, job_id: str, error: str, kind: str) -> None: ...
+
+    def job_requeued(self, job_id: str, reason: str) -> None: ...

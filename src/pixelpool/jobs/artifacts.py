@@ -1,0 +1,117 @@
+"""Artifacts: job inputs and outputs as files, content-addressed, with a TTL.
+
+Files are stored once per content hash; each reference gets its own unguessable
+128-bit id, an owner and an expiry, so outputs can feed later jobs by id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import secrets
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pixelpool.jobs.store import Database
+
+ORPHAN_GRACE_S = 3600
+
+
+@dataclass(frozen=True)
+class Artifact:
+    id: str
+    sha256: str
+    media_type: str
+    size: int
+    owner: str | None
+    expires: float
+    path: Path
+
+
+def new_artifact_id() -> str:
+    return secrets.token_hex(16)  # 128 bits
+
+
+class ArtifactStore:
+    def __init__(self, db: Database, root: Path, ttl_s: int) -> None:
+        self.db = db
+        self.root = root
+        self.ttl_s = ttl_s
+        root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, sha256: str) -> Path:
+        return self.root / sha256[:2] / sha256
+
+    def _write(self, data: bytes) -> str:
+        """Blocking: hash and write the file (atomically) if it is not there yet."""
+        sha = hashlib.sha256(data).hexdigest()
+        path = self._path(sha)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{secrets.token_hex(4)}.tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        return sha
+
+    async def put(self, data: bytes, media_type: str, owner: str | None) -> Artifact:
+        sha = await asyncio.to_thread(self._write, data)
+        art = Artifact(
+            id=new_artifact_id(),
+            sha256=sha,
+            media_type=media_type,
+            size=len(data),
+            owner=owner,
+            expires=time.time() + self.ttl_s,
+            path=self._path(sha),
+        )
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO artifacts VALUES (?,?,?,?,?,?,?)",
+                (art.id, sha, media_type, art.size, owner, time.time(), art.expires),
+            )
+
+        await self.db.call(run)
+        return art
+
+    async def get(self, artifact_id: str) -> Artifact | None:
+        def run(conn: sqlite3.Connection) -> tuple[str, str, int, str | None, float] | None:
+            return conn.execute(
+                "SELECT sha256, media_type, size, owner, expires FROM artifacts WHERE id=?",
+                (artifact_id,),
+            ).fetchone()
+
+        row = await self.db.call(run)
+        if row is None or row[4] < time.time():
+            return None
+        sha, media_type, size, owner, expires = row
+        path = self._path(sha)
+        if not path.exists():
+            return None
+        return Artifact(artifact_id, sha, media_type, size, owner, expires, path)
+
+    async def purge_expired(self) -> int:
+        """Drop expired references, then files no reference points to any more."""
+        now = time.time()
+
+        def run(conn: sqlite3.Connection) -> list[str]:
+            conn.execute("DELETE FROM artifacts WHERE expires < ?", (now,))
+            live = {r[0] for r in conn.execute("SELECT DISTINCT sha256 FROM artifacts")}
+            return [p for p in self._all_hashes() if p not in live]
+
+        orphans = await self.db.call(run)
+        for sha in orphans:
+            self._path(sha).unlink(missing_ok=True)
+        return len(orphans)
+
+    def _all_hashes(self) -> list[str]:
+        """Stored files old enough that no put() can still be about to reference them."""
+        cutoff = time.time() - ORPHAN_GRACE_S
+        return [
+            p.name
+            for p in self.root.glob("*/*")
+            if "." not in p.name and p.is_file() and p.stat().st_mtime < cutoff
+        ]

@@ -1,0 +1,252 @@
+"""The job service: accept, persist, hand to the engine, and record what comes back.
+
+Every dialect goes through `submit`. A job is in the store before its id is
+returned; engine callbacks turn into store writes, artifacts and events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from typing import Any
+
+from pixelpool.config import Settings
+from pixelpool.engine.scheduler import Scheduler
+from pixelpool.engine.task import Task
+from pixelpool.jobs.artifacts import ArtifactStore
+from pixelpool.jobs.encode import MEDIA_TYPES, a1111_parameters, encode_image
+from pixelpool.jobs.events import EventBus
+from pixelpool.jobs.spec import JobRecord, JobSpec, JobStatus
+from pixelpool.jobs.store import JobStore
+from pixelpool.pipelines.base import Result
+
+log = logging.getLogger(__name__)
+
+
+class QueueFull(Exception):
+    def __init__(self, message: str, retry_after_s: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+def new_job_id() -> str:
+    return secrets.token_hex(16)
+
+
+class JobService:
+    def __init__(
+        self,
+        settings: Settings,
+        store: JobStore,
+        artifacts: ArtifactStore,
+        bus: EventBus,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.artifacts = artifacts
+        self.bus = bus
+        self.scheduler: Scheduler | None = None
+        self._active: dict[str, JobRecord] = {}  # queued or running, the live truth
+        self._progress: dict[str, dict[str, Any]] = {}
+        self._done: dict[str, asyncio.Event] = {}
+        self._background: set[asyncio.Task[None]] = set()
+
+    def attach(self, scheduler: Scheduler) -> None:
+        self.scheduler = scheduler
+
+    # --- accepting work ---------------------------------------------------------------
+
+    async def submit(
+        self, spec: JobSpec, owner: str | None = None, idempotency_key: str | None = None
+    ) -> JobRecord:
+        if idempotency_key:
+            existing = await self.store.by_idempotency_key(owner, idempotency_key)
+            if existing is not None:
+                return self._active.get(existing.id, existing)
+        self._check_queue(owner)
+        record = JobRecord(
+            id=new_job_id(),
+            spec=spec,
+            owner=owner,
+            status=JobStatus.queued,
+            created=time.time(),
+            idempotency_key=idempotency_key,
+        )
+        await self.store.insert(record)  # durable before anyone learns the id
+        self._enqueue(record)
+        return record
+
+    def _check_queue(self, owner: str | None) -> None:
+        limits = self.settings.scheduler
+        queued = [r for r in self._active.values() if r.status is JobStatus.queued]
+        if len(queued) >= limits.max_queue:
+            raise QueueFull(f"queue is full ({limits.max_queue} jobs)")
+        if sum(1 for r in queued if r.owner == owner) >= limits.max_queue_per_key:
+            raise QueueFull(f"too many queued jobs for this key ({limits.max_queue_per_key})")
+
+    def _enqueue(self, record: JobRecord) -> None:
+        assert self.scheduler is not None
+        spec = record.spec
+        self._active[record.id] = record
+        self._done[record.id] = asyncio.Event()
+        self.scheduler.submit(
+            Task(
+                job_id=record.id,
+                family=spec.family,
+                op=spec.op,
+                model=spec.model,
+                params=spec.params,
+                batch_key=tuple(spec.batch_key),
+                priority=spec.priority,
+                owner=record.owner,
+                attempts=record.attempts,
+            )
+        )
+        self._publish(record, "queued")
+
+    async def recover(self) -> int:
+        """Run again every job that was queued or running when the server stopped."""
+        jobs = await self.store.unfinished()
+        for record in jobs:
+            record.status, record.started, record.device = JobStatus.queued, None, None
+            await self.store.update(record.id, status=JobStatus.queued, started=None, device=None)
+            self._enqueue(record)
+        if jobs:
+            log.info("re-queued %d unfinished jobs from the store", len(jobs))
+        return len(jobs)
+
+    # --- reading ---------------------------------------------------------------
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        return self._active.get(job_id) or await self.store.get(job_id)
+
+    def progress(self, job_id: str) -> dict[str, Any]:
+        return self._progress.get(job_id, {})
+
+    async def wait(self, job_id: str) -> JobRecord:
+        event = self._done.get(job_id)
+        if event is not None:
+            await event.wait()
+        record = await self.store.get(job_id)
+        assert record is not None
+        return record
+
+    async def cancel(self, job_id: str) -> str:
+        record = await self.get(job_id)
+        if record is None:
+            raise KeyError(job_id)
+        if record.status.finished:
+            return "already_completed" if record.status is JobStatus.completed else record.status
+        assert self.scheduler is not None
+        outcome = self.scheduler.cancel(job_id)
+        return "cancelled" if outcome == "cancelled" else "cancelling"
+
+    def active_count(self) -> int:
+        return len(self._active)
+
+    # --- engine callbacks (EngineListener, on the loop) ------------------------------
+
+    def job_started(self, job_id: str, device_id: str, batch_size: int) -> None:
+        record = self._active.get(job_id)
+        if record is None:
+            return
+        record.status, record.started = JobStatus.running, time.time()
+        record.device, record.batch_size = device_id, batch_size
+        self._spawn(
+            self.store.update(
+                job_id, status=JobStatus.running, started=record.started,
+                device=device_id, batch_size=batch_size,
+            )  # fmt: skip
+        )
+        self._publish(record, "started")
+
+    def job_progress(self, job_id: str, step: int, total: int, stage: str) -> None:
+        record = self._active.get(job_id)
+        if record is None:
+            return
+        self._progress[job_id] = {"step": step, "total": total, "stage": stage}
+        self._publish(record, "progress")
+
+    def job_finished(self, job_id: str, result: Result, device_id: str, run_s: float) -> None:
+        self._spawn(self._complete(job_id, result, run_s))
+
+    def job_failed(self, job_id: str, error: str, kind: str) -> None:
+        status = JobStatus.cancelled if kind == "cancelled" else JobStatus.failed
+        self._spawn(self._finish(job_id, status, error=error))
+
+    def job_requeued(self, job_id: str, reason: str) -> None:
+        record = self._active.get(job_id)
+        if record is None:
+            return
+        record.status, record.attempts = JobStatus.queued, record.attempts + 1
+        self._spawn(self.store.update(job_id, status=JobStatus.queued, attempts=record.attempts))
+        self._publish(record, "queued", reason=reason)
+
+    # --- completion ----------------------------------------------------------------
+
+    async def _complete(self, job_id: str, result: Result, run_s: float) -> None:
+        record = self._active.get(job_id)
+        if record is None:
+            return
+        fmt = record.spec.output_format
+        try:
+            text = {"parameters": a1111_parameters(record.spec.params, record.spec.model["name"])}
+            blobs = await asyncio.gather(
+                *(asyncio.to_thread(encode_image, img, fmt, 90, text) for img in result.images)
+            )
+            arts = [await self.artifacts.put(b, MEDIA_TYPES[fmt], record.owner) for b in blobs]
+        except Exception as exc:  # noqa: BLE001 - the job fails, the server does not
+            log.exception("storing result of %s failed", job_id)
+            await self._finish(job_id, JobStatus.failed, error=f"storing result failed: {exc}")
+            return
+        payload = {
+            "artifacts": [
+                {"id": a.id, "media_type": a.media_type, "size": a.size,
+                 "width": int(img.shape[1]), "height": int(img.shape[0])}
+                for a, img in zip(arts, result.images, strict=True)
+            ],
+            "seeds": result.seeds,
+            "info": result.info,
+            "run_s": run_s,
+        }  # fmt: skip
+        await self._finish(job_id, JobStatus.completed, result=payload)
+
+    async def _finish(self, job_id: str, status: JobStatus, **fields: Any) -> None:
+        record = self._active.pop(job_id, None)
+        if record is None:
+            return
+        now = time.time()
+        record.status, record.finished = status, now
+        record.error = fields.get("error")
+        record.result = fields.get("result", {})
+        record.expires = now + self.settings.storage.ttl_s
+        await self.store.update(
+            job_id, status=status, finished=now, error=record.error,
+            result=record.result, expires=record.expires,
+        )  # fmt: skip
+        self._progress.pop(job_id, None)
+        event = {"completed": "completed", "failed": "failed", "cancelled": "cancelled"}[status]
+        self._publish(record, event, error=record.error)
+        done = self._done.pop(job_id, None)
+        if done is not None:
+            done.set()
+
+    def _publish(self, record: JobRecord, kind: str, **extra: Any) -> None:
+        event = {"type": kind, "job_id": record.id, "status": record.status.value, **extra}
+        if kind == "progress":
+            p = self._progress.get(record.id, {})
+            total = p.get("total") or 1
+            event.update(p, progress=p.get("step", 0) / total)
+        self.bus.publish({**event, "owner": record.owner})
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def drain(self) -> None:
+        """Wait for pending store writes (used at shutdown)."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)

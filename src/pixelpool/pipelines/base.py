@@ -1,0 +1,57 @@
+"""The interface every task family implements: load(entry) and run(batch).
+
+Only worker processes import the modules that implement it (they import torch);
+the parameter schemas next to them are torch-free so the API can validate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+ProgressFn = Callable[[int, int, str], None]
+"""progress(step, total, stage) — called from the worker between steps."""
+
+CancelFn = Callable[[], bool]
+"""Returns True once every item of the running batch has been cancelled."""
+
+
+class Cancelled(Exception):
+    """Raised inside a run when its batch was cancelled; the worker reports it."""
+
+
+@dataclass
+class Loaded:
+    """A model ready to run on one device, with the bytes it occupies there."""
+
+    obj: Any
+    size_bytes: int
+    architecture: str
+    device: str
+
+
+@dataclass
+class WorkItem:
+    """One job of a batch, as the pipeline sees it: its id, operation and validated params."""
+
+    job_id: str
+    op: str
+    params: dict[str, Any]
+
+
+@dataclass
+class Result:
+    """What one job produced: raw RGB(A) uint8 arrays (encoded later, off the worker)."""
+
+    images: list[Any] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Family(Protocol):
+    def load(self, entry: dict[str, Any], device: str, dtype: str) -> Loaded: ...
+
+    def run(
+        self, loaded: Loaded, batch: list[WorkItem], progress: ProgressFn, cancel: CancelFn
+    ) -> list[Result]: ...

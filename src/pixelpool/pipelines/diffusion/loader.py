@@ -1,0 +1,48 @@
+"""Load a diffusers pipeline from local files only (directory or single file)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import DiffusionPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
+
+PIPELINE_CLASSES: dict[str, type[DiffusionPipeline]] = {
+    "sd15": StableDiffusionPipeline,
+    "sdxl": StableDiffusionXLPipeline,
+}
+
+
+def torch_dtype(device: str, dtype: str) -> torch.dtype:
+    if dtype == "auto":
+        return torch.float16 if device.startswith("cuda") else torch.float32
+    return getattr(torch, dtype)
+
+
+def module_bytes(pipe: DiffusionPipeline) -> int:
+    """Bytes held by the pipeline's weights: what the model cache budgets."""
+    total = 0
+    for component in pipe.components.values():
+        if isinstance(component, torch.nn.Module):
+            total += sum(t.numel() * t.element_size() for t in component.parameters())
+            total += sum(t.numel() * t.element_size() for t in component.buffers())
+    return total
+
+
+def load_pipeline(entry: dict[str, Any], dtype: torch.dtype) -> DiffusionPipeline:
+    arch = entry["architecture"]
+    path = Path(entry["path"])
+    extra: dict[str, Any] = {}
+    if arch == "sd15":
+        extra = {"safety_checker": None, "requires_safety_checker": False}
+    if entry["format"] == "single_file":
+        from pixelpool.pipelines.diffusion.singlefile import load_single_file
+
+        pipe = load_single_file(path, arch, torch_dtype=dtype)
+    else:
+        pipe = PIPELINE_CLASSES[arch].from_pretrained(
+            path, torch_dtype=dtype, local_files_only=True, **extra
+        )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

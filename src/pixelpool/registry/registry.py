@@ -1,0 +1,129 @@
+"""The registry: which models exist, their ids, and lookup by name or fingerprint."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from pixelpool.registry.entry import ModelEntry
+from pixelpool.registry.fingerprint import FingerprintCache, hash_model
+from pixelpool.registry.scan import scan_models
+
+log = logging.getLogger(__name__)
+
+MIN_ID_PREFIX = 10
+
+
+class ModelNotFound(LookupError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"model not found: {name!r}")
+        self.name = name
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    added: int
+    removed: int
+    unchanged: int
+    total: int
+
+
+class Registry:
+    """Models on disk, rescanned on demand; fingerprints computed in the background."""
+
+    def __init__(self, models_dir: Path, cache_db: Path) -> None:
+        self.models_dir = models_dir
+        self._cache = FingerprintCache(cache_db)
+        self._entries: dict[str, ModelEntry] = {}
+        self._fingerprints: dict[Path, str] = {}
+        self._lock = threading.Lock()
+        self._hash_thread: threading.Thread | None = None
+
+    def scan(self) -> ScanResult:
+        found = {e.qualified_name: e for e in scan_models(self.models_dir)}
+        with self._lock:
+            old = self._entries
+            unchanged = sum(1 for k, e in found.items() if old.get(k) == e)
+            added = sum(1 for k in found if k not in old)
+            removed = sum(1 for k in old if k not in found)
+            self._entries = found
+            for entry in found.values():
+                cached = self._cache.get(entry.path, entry.size_bytes, entry.mtime_ns)
+                if cached:
+                    self._fingerprints[entry.path] = cached
+                elif old.get(entry.qualified_name) != entry:
+                    self._fingerprints.pop(entry.path, None)
+        self._start_hashing()
+        return ScanResult(added, removed, unchanged, len(found))
+
+    def entries(self) -> list[ModelEntry]:
+        with self._lock:
+            return sorted(self._entries.values(), key=lambda e: (e.folder, e.name))
+
+    def fingerprint(self, entry: ModelEntry) -> str | None:
+        with self._lock:
+            return self._fingerprints.get(entry.path)
+
+    def resolve(self, key: str) -> ModelEntry:
+        """By name, by folder/name, by fingerprint or by a unique fingerprint prefix."""
+        key = key.strip()
+        entries = self.entries()
+        by_name = [e for e in entries if e.name == key]
+        if len(by_name) == 1:
+            return by_name[0]
+        for e in entries:
+            if e.qualified_name == key:
+                return e
+        lowered = key.lower().removeprefix("sha256:")
+        if len(lowered) >= MIN_ID_PREFIX:
+            with self._lock:
+                hits = [e for e in entries if self._fingerprints.get(e.path, "").startswith(lowered)]
+            if len(hits) == 1:
+                return hits[0]
+        raise ModelNotFound(key)
+
+    def default_entry(self, preferred: str | None = None) -> ModelEntry:
+        if preferred:
+            return self.resolve(preferred)
+        entries = self.entries()
+        if not entries:
+            raise ModelNotFound("(default: no models installed)")
+        return entries[0]
+
+    def wait_for_fingerprints(self, timeout: float | None = None) -> bool:
+        thread = self._hash_thread
+        if thread is not None:
+            thread.join(timeout)
+            return not thread.is_alive()
+        return True
+
+    def close(self) -> None:
+        self.wait_for_fingerprints(timeout=0)
+        self._cache.close()
+
+    def _start_hashing(self) -> None:
+        if self._hash_thread is not None and self._hash_thread.is_alive():
+            self._rehash = True
+            return
+        self._rehash = False
+        self._hash_thread = threading.Thread(target=self._hash_all, name="fingerprints", daemon=True)
+        self._hash_thread.start()
+
+    def _hash_all(self) -> None:
+        while True:
+            for entry in self.entries():
+                if self.fingerprint(entry):
+                    continue
+                try:
+                    digest = hash_model(entry.path)
+                except OSError as exc:
+                    log.warning("cannot fingerprint %s: %s", entry.path, exc)
+                    continue
+                self._cache.put(entry.path, entry.size_bytes, entry.mtime_ns, digest)
+                with self._lock:
+                    self._fingerprints[entry.path] = digest
+            if not self._rehash:
+                return
+            self._rehash = False

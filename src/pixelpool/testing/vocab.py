@@ -1,0 +1,70 @@
+"""Generated CLIP byte-level BPE vocabularies, so tokenizers need no download."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+SPECIAL = ("<|startoftext|>", "<|endoftext|>")
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """The byte -> printable character table that CLIP's BPE works on."""
+    bs = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, (chr(c) for c in cs), strict=True))
+
+
+def _merges_for(words: list[str]) -> list[tuple[str, str]]:
+    """Left-to-right merges that build each whole word (with its end-of-word mark)."""
+    merges: list[tuple[str, str]] = []
+    seen: set[tuple[str, str]] = set()
+    for word in words:
+        symbols = list(word[:-1]) + [word[-1] + "</w>"]
+        current = symbols[0]
+        for nxt in symbols[1:]:
+            pair = (current, nxt)
+            if pair not in seen:
+                seen.add(pair)
+                merges.append(pair)
+            current = current + nxt
+    return merges
+
+
+def write_clip_tokenizer_files(
+    directory: Path, words: list[str], pad_token: str = "<|endoftext|>"
+) -> int:
+    """Write vocab.json, merges.txt and configs for a CLIP tokenizer; return vocab size."""
+    directory.mkdir(parents=True, exist_ok=True)
+    base = list(bytes_to_unicode().values())
+    vocab_list = base + [c + "</w>" for c in base]
+    merges = _merges_for(sorted(set(words)))
+    vocab_list += ["".join(pair) for pair in merges]
+    vocab_list += list(SPECIAL)
+    vocab = {tok: i for i, tok in enumerate(dict.fromkeys(vocab_list))}
+    (directory / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+    lines = ["#version: 0.2"] + [f"{a} {b}" for a, b in merges]
+    (directory / "merges.txt").write_text("\n".join(lines) + "\n")
+    config = {
+        "tokenizer_class": "CLIPTokenizer",
+        "model_max_length": 77,
+        "bos_token": SPECIAL[0],
+        "eos_token": SPECIAL[1],
+        "unk_token": SPECIAL[1],
+        "pad_token": pad_token,
+        "do_lower_case": True,
+    }
+    (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+    special = {k: config[k] for k in ("bos_token", "eos_token", "unk_token", "pad_token")}
+    (directory / "special_tokens_map.json").write_text(json.dumps(special, indent=2))
+    return len(vocab)
