@@ -13,8 +13,9 @@ import typer
 
 from pixelpool.config import ConfigError, Settings, load_settings
 
-app = typer.Typer(help="pixelpool: a self-hosted inference server for image models.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="pixelpool: a self-hosted inference server for image models.", no_args_is_help=True
+)
 models_app = typer.Typer(help="Inspect the models on disk.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
@@ -46,7 +47,7 @@ def is_loopback(host: str) -> bool:
             return False
 
 
-INIT_TEMPLATE = '''# pixelpool configuration. Every key can be overridden by an environment
+INIT_TEMPLATE = """# pixelpool configuration. Every key can be overridden by an environment
 # variable PIXELPOOL_<SECTION>__<KEY>, e.g. PIXELPOOL_SERVER__PORT=9000.
 
 [server]
@@ -83,16 +84,16 @@ ttl_s = 86400               # results are kept this long
 backend = "local"
 
 # Devices detected on this machine (one worker each when enabled):
-{devices}'''
+{devices}"""
 
 
 def _device_block(device_id: str, name: str, memory_gb: float, enabled: bool) -> str:
     return (
-        f'[devices.{device_id}]   # {name}, {memory_gb:.1f} GiB\n'
-        f'enabled = {"true" if enabled else "false"}\n'
+        f"[devices.{device_id}]   # {name}, {memory_gb:.1f} GiB\n"
+        f"enabled = {'true' if enabled else 'false'}\n"
         'capabilities = ["*"]\n'
-        '# vram_budget_gb = ...   (GPU) / ram_budget_gb = ... (CPU)\n'
-        'onload = []\npinned = []\n'
+        "# vram_budget_gb = ...   (GPU) / ram_budget_gb = ... (CPU)\n"
+        "onload = []\npinned = []\n"
     )
 
 
@@ -134,7 +135,9 @@ def serve(
     port: Annotated[int | None, typer.Option(help="port")] = None,
     models_dir: ModelsDirOpt = None,
     data_dir: DataDirOpt = None,
-    insecure: Annotated[bool, typer.Option("--insecure", help="allow no auth off loopback")] = False,
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="allow no auth off loopback")
+    ] = False,
 ) -> None:
     """Start the server (default 127.0.0.1:8800)."""
     import uvicorn

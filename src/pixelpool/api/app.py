@@ -36,7 +36,7 @@ async def _maintenance(state: AppState) -> None:
             await state.jobs.store.expire(time.time())
             await state.jobs.artifacts.purge_expired()
             await asyncio.to_thread(state.registry.scan)
-        except Exception:  # noqa: BLE001 - maintenance must keep running
+        except Exception:
             log.exception("maintenance pass failed")
 
 
@@ -50,8 +50,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     log.info("found %d models in %s", result.total, settings.server.models_dir)
     db = Database(settings.job_store_path)
     bus = EventBus()
-    jobs = JobService(settings, JobStore(db), ArtifactStore(db, data_dir / "artifacts",
-                                                           settings.storage.ttl_s), bus)
+    jobs = JobService(
+        settings,
+        JobStore(db),
+        ArtifactStore(db, data_dir / "artifacts", settings.storage.ttl_s),
+        bus,
+    )
     scheduler = build_scheduler(settings, jobs)
     jobs.attach(scheduler)
     state = AppState(settings, registry, jobs, scheduler, bus)

@@ -21,7 +21,11 @@ class ApiError(Exception):
     """An error with an HTTP status and, when about one input, the field it names."""
 
     def __init__(
-        self, status: int, message: str, field: str | None = None, headers: dict[str, str] | None = None
+        self,
+        status: int,
+        message: str,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status

@@ -38,7 +38,9 @@ class GenerateRequest(BaseModel):
     scheduler: str | None = None
     priority: int = Field(100, ge=1, le=100)
     output_format: str = Field("png", pattern="^(png|jpeg|webp)$")
-    vae_tile_width: int = Field(0, ge=0, description="accepted for compatibility; tiling is automatic")
+    vae_tile_width: int = Field(
+        0, ge=0, description="accepted for compatibility; tiling is automatic"
+    )
     vae_tile_height: int = Field(0, ge=0)
     regional_prompting: bool = False
 
@@ -130,7 +132,9 @@ async def rescan_models(state: State) -> dict[str, int]:
     return result.__dict__
 
 
-@router.post("/generate", response_class=FileResponse, responses={200: {"content": {"image/png": {}}}})
+@router.post(
+    "/generate", response_class=FileResponse, responses={200: {"content": {"image/png": {}}}}
+)
 async def generate(req: GenerateRequest, state: State) -> Any:
     record = await ops.submit(state, _spec(state, req))
     return await _result_response(state, await state.jobs.wait(record.id))
@@ -144,7 +148,11 @@ async def enqueue(
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> dict[str, str]:
     if operation not in OPERATIONS:
-        raise ApiError(404, f"operation: unknown operation {operation!r}; valid: {', '.join(OPERATIONS)}", "operation")
+        raise ApiError(
+            404,
+            f"operation: unknown operation {operation!r}; valid: {', '.join(OPERATIONS)}",
+            "operation",
+        )
     record = await ops.submit(state, _spec(state, req), idempotency_key=idempotency_key)
     return {"job_id": record.id}
 

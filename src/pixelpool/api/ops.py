@@ -11,8 +11,8 @@ from pydantic import ValidationError
 
 from pixelpool.api.errors import ApiError, field_error
 from pixelpool.api.state import AppState
-from pixelpool.jobs.spec import JobRecord, JobSpec
 from pixelpool.jobs.service import QueueFull
+from pixelpool.jobs.spec import JobRecord, JobSpec
 from pixelpool.pipelines.diffusion.params import NATIVE_SIZE, Txt2ImgParams, resolve_seed
 from pixelpool.registry.entry import ModelEntry
 from pixelpool.registry.registry import ModelNotFound
@@ -57,10 +57,11 @@ def txt2img_spec(
     limits = state.settings.limits
     entry = resolve_model(state, model)
     native = NATIVE_SIZE[entry.architecture]
-    width, height = width or native, height or native
+    width = native if width is None else width
+    height = native if height is None else height
     _check_size(state, "width", width)
     _check_size(state, "height", height)
-    steps = steps or DEFAULT_STEPS
+    steps = DEFAULT_STEPS if steps is None else steps
     if not 1 <= steps <= limits.max_steps:
         raise field_error("steps", f"must be between 1 and {limits.max_steps}")
     cfg = DEFAULT_CFG if cfg_scale is None else cfg_scale

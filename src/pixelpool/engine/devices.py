@@ -87,6 +87,6 @@ def select_devices(detected: list[DeviceInfo], configured: dict[str, Any]) -> li
     for device in detected:
         cfg = configured.get(device.id)
         default = device.kind != "cpu" or not has_accelerator
-        if (cfg.enabled if cfg is not None else default):
+        if cfg.enabled if cfg is not None else default:
             chosen.append(device)
     return chosen

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing as mp
 import threading
@@ -75,10 +76,8 @@ class LocalWorker(WorkerHandle):
         process = self._process
         if process is None:
             return
-        try:
+        with contextlib.suppress(OSError, RuntimeError):
             self.send(Stop())
-        except (OSError, RuntimeError):
-            pass
         await asyncio.to_thread(process.join, timeout)
         if process.is_alive():
             log.warning("worker %s did not stop in %.0fs; killing it", self.device.id, timeout)

@@ -39,7 +39,10 @@ def build_scheduler(settings: Settings, listener: EngineListener) -> Scheduler:
         return LocalWorker(device, worker_options(settings, device))
 
     slots = [
-        Slot(make(d), list(settings.devices[d.id].capabilities) if d.id in settings.devices else ["*"])
+        Slot(
+            make(d),
+            list(settings.devices[d.id].capabilities) if d.id in settings.devices else ["*"],
+        )
         for d in devices
     ]
     return Scheduler(slots, listener, settings.scheduler, respawn=lambda s: make(s.handle.device))

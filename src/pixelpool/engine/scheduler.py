@@ -7,6 +7,7 @@ blocks. Workers report back through callbacks that land on the same loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
@@ -139,10 +140,8 @@ class Scheduler:
         while True:
             delay = self._dispatch()
             self._wake.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=delay)
-            except TimeoutError:
-                pass
 
     def _rank(self, task: Task, slot: Slot, now: float) -> tuple[float, ...]:
         waited = now - task.submitted

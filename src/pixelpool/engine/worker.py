@@ -129,7 +129,7 @@ class Worker:
         except Cancelled:
             for item in items:
                 self.send(ItemFailed(item.job_id, "cancelled", "cancelled"))
-        except Exception as exc:  # noqa: BLE001 - every failure is reported, the worker lives on
+        except Exception as exc:
             kind = "oom" if "out of memory" in str(exc).lower() else "error"
             log.error("batch %s failed: %s", run.batch_id, traceback.format_exc())
             for item in items:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -17,10 +18,9 @@ class EventBus:
     def publish(self, event: Event) -> None:
         for queue, accepts in list(self._subscribers):
             if accepts(event):
-                try:
+                # A stalled subscriber loses events rather than stalling the server.
+                with contextlib.suppress(asyncio.QueueFull):
                     queue.put_nowait(event)
-                except asyncio.QueueFull:
-                    pass  # a stalled subscriber loses events rather than stalling the server
 
     def subscribe(self, accepts: Callable[[Event], bool]) -> asyncio.Queue[Event]:
         queue: asyncio.Queue[Event] = asyncio.Queue(self._queue_size)

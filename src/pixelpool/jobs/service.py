@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import sqlite3
 import time
 from typing import Any
 
@@ -74,7 +75,14 @@ class JobService:
             created=time.time(),
             idempotency_key=idempotency_key,
         )
-        await self.store.insert(record)  # durable before anyone learns the id
+        try:
+            await self.store.insert(record)  # durable before anyone learns the id
+        except sqlite3.IntegrityError:
+            # A concurrent request with the same idempotency key won the race.
+            existing = await self.store.by_idempotency_key(owner, idempotency_key or "")
+            if existing is None:
+                raise
+            return self._active.get(existing.id, existing)
         self._enqueue(record)
         return record
 
@@ -156,9 +164,12 @@ class JobService:
         record.device, record.batch_size = device_id, batch_size
         self._spawn(
             self.store.update(
-                job_id, status=JobStatus.running, started=record.started,
-                device=device_id, batch_size=batch_size,
-            )  # fmt: skip
+                job_id,
+                status=JobStatus.running,
+                started=record.started,
+                device=device_id,
+                batch_size=batch_size,
+            )
         )
         self._publish(record, "started")
 
@@ -197,7 +208,7 @@ class JobService:
                 *(asyncio.to_thread(encode_image, img, fmt, 90, text) for img in result.images)
             )
             arts = [await self.artifacts.put(b, MEDIA_TYPES[fmt], record.owner) for b in blobs]
-        except Exception as exc:  # noqa: BLE001 - the job fails, the server does not
+        except Exception as exc:
             log.exception("storing result of %s failed", job_id)
             await self._finish(job_id, JobStatus.failed, error=f"storing result failed: {exc}")
             return

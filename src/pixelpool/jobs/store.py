@@ -36,7 +36,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     idempotency_key TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, created);
-CREATE UNIQUE INDEX IF NOT EXISTS jobs_idem ON jobs(owner, idempotency_key)
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_idem ON jobs(COALESCE(owner, ''), idempotency_key)
     WHERE idempotency_key IS NOT NULL;
 CREATE TABLE IF NOT EXISTS artifacts (
     id TEXT PRIMARY KEY,

@@ -14,21 +14,23 @@ from pathlib import Path
 CHUNK = 4 * 1024 * 1024
 
 
-def hash_file(path: Path) -> str:
+def hash_file(path: Path, stop: threading.Event | None = None) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         while chunk := fh.read(CHUNK):
+            if stop is not None and stop.is_set():
+                return ""
             digest.update(chunk)
     return digest.hexdigest()
 
 
-def hash_model(path: Path) -> str:
+def hash_model(path: Path, stop: threading.Event | None = None) -> str:
     """A file's own SHA-256 (what model sites publish); for a directory, a hash of its files."""
     if path.is_file():
-        return hash_file(path)
+        return hash_file(path, stop)
     digest = hashlib.sha256()
     for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        digest.update(f"{f.relative_to(path).as_posix()}\0{hash_file(f)}\n".encode())
+        digest.update(f"{f.relative_to(path).as_posix()}\0{hash_file(f, stop)}\n".encode())
     return digest.hexdigest()
 
 

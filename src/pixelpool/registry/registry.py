@@ -40,6 +40,7 @@ class Registry:
         self._fingerprints: dict[Path, str] = {}
         self._lock = threading.Lock()
         self._hash_thread: threading.Thread | None = None
+        self._closing = threading.Event()
 
     def scan(self) -> ScanResult:
         found = {e.qualified_name: e for e in scan_models(self.models_dir)}
@@ -79,7 +80,9 @@ class Registry:
         lowered = key.lower().removeprefix("sha256:")
         if len(lowered) >= MIN_ID_PREFIX:
             with self._lock:
-                hits = [e for e in entries if self._fingerprints.get(e.path, "").startswith(lowered)]
+                hits = [
+                    e for e in entries if self._fingerprints.get(e.path, "").startswith(lowered)
+                ]
             if len(hits) == 1:
                 return hits[0]
         raise ModelNotFound(key)
@@ -100,7 +103,9 @@ class Registry:
         return True
 
     def close(self) -> None:
-        self.wait_for_fingerprints(timeout=0)
+        """Stop hashing (a partial hash is simply redone next start) and close the cache."""
+        self._closing.set()
+        self.wait_for_fingerprints(timeout=5)
         self._cache.close()
 
     def _start_hashing(self) -> None:
@@ -108,19 +113,25 @@ class Registry:
             self._rehash = True
             return
         self._rehash = False
-        self._hash_thread = threading.Thread(target=self._hash_all, name="fingerprints", daemon=True)
+        self._hash_thread = threading.Thread(
+            target=self._hash_all, name="fingerprints", daemon=True
+        )
         self._hash_thread.start()
 
     def _hash_all(self) -> None:
         while True:
             for entry in self.entries():
+                if self._closing.is_set():
+                    return
                 if self.fingerprint(entry):
                     continue
                 try:
-                    digest = hash_model(entry.path)
+                    digest = hash_model(entry.path, self._closing)
                 except OSError as exc:
                     log.warning("cannot fingerprint %s: %s", entry.path, exc)
                     continue
+                if self._closing.is_set():
+                    return
                 self._cache.put(entry.path, entry.size_bytes, entry.mtime_ns, digest)
                 with self._lock:
                     self._fingerprints[entry.path] = digest

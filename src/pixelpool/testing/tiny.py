@@ -6,7 +6,6 @@ in seconds on a CPU, with nothing fetched from the network.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -27,11 +26,45 @@ from transformers import (
 from pixelpool.testing.vocab import write_clip_tokenizer_files
 
 TEXT_DIM = 32
-VOCAB_WORDS = (
-    "a photo of cat dog fox red blue green tree house mountain sky sunset portrait "
-    "painting landscape city night day forest river ocean flower girl boy man woman "
-    "masterpiece best quality low blurry bad anatomy watermark text"
-).split()
+VOCAB_WORDS = [
+    "a",
+    "photo",
+    "of",
+    "cat",
+    "dog",
+    "fox",
+    "red",
+    "blue",
+    "green",
+    "tree",
+    "house",
+    "mountain",
+    "sky",
+    "sunset",
+    "portrait",
+    "painting",
+    "landscape",
+    "city",
+    "night",
+    "day",
+    "forest",
+    "river",
+    "ocean",
+    "flower",
+    "girl",
+    "boy",
+    "man",
+    "woman",
+    "masterpiece",
+    "best",
+    "quality",
+    "low",
+    "blurry",
+    "bad",
+    "anatomy",
+    "watermark",
+    "text",
+]
 
 
 def _tokenizer(directory: Path, pad_token: str = "<|endoftext|>") -> CLIPTokenizer:

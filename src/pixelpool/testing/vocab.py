@@ -30,7 +30,7 @@ def _merges_for(words: list[str]) -> list[tuple[str, str]]:
     merges: list[tuple[str, str]] = []
     seen: set[tuple[str, str]] = set()
     for word in words:
-        symbols = list(word[:-1]) + [word[-1] + "</w>"]
+        symbols = [*list(word[:-1]), word[-1] + "</w>"]
         current = symbols[0]
         for nxt in symbols[1:]:
             pair = (current, nxt)

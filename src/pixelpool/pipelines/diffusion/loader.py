@@ -33,6 +33,8 @@ def module_bytes(pipe: DiffusionPipeline) -> int:
 def load_pipeline(entry: dict[str, Any], dtype: torch.dtype) -> DiffusionPipeline:
     arch = entry["architecture"]
     path = Path(entry["path"])
+    if not path.exists():
+        raise FileNotFoundError(f"model files are missing: {path}")
     extra: dict[str, Any] = {}
     if arch == "sd15":
         extra = {"safety_checker": None, "requires_safety_checker": False}
@@ -42,7 +44,7 @@ def load_pipeline(entry: dict[str, Any], dtype: torch.dtype) -> DiffusionPipelin
         pipe = load_single_file(path, arch, torch_dtype=dtype)
     else:
         pipe = PIPELINE_CLASSES[arch].from_pretrained(
-            path, torch_dtype=dtype, local_files_only=True, **extra
+            str(path), torch_dtype=dtype, local_files_only=True, **extra
         )
     pipe.set_progress_bar_config(disable=True)
     return pipe

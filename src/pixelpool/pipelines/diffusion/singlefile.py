@@ -87,7 +87,7 @@ def clip_bpe_vocab(bpe_path: Path = BPE_FILE) -> tuple[dict[str, int], list[str]
 
 
 def write_clip_bpe_files(directory: Path, bpe_path: Path = BPE_FILE) -> int:
-    """Write the real CLIP ``vocab.json`` and ``merges.txt`` into ``directory``; return vocab size."""
+    """Write the real CLIP ``vocab.json`` and ``merges.txt`` into ``directory``; return size."""
     vocab, merges = clip_bpe_vocab(bpe_path)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
@@ -106,7 +106,7 @@ def _bundle_digest(architecture: str) -> str:
     """A short hash of the bundled files, so a cache built by another version is not reused."""
     digest = hashlib.sha256()
     source = CONFIGS_DIR / architecture
-    for file in sorted(p for p in source.rglob("*") if p.is_file()) + [BPE_FILE]:
+    for file in [*sorted(p for p in source.rglob("*") if p.is_file()), BPE_FILE]:
         digest.update(file.relative_to(CONFIGS_DIR).as_posix().encode())
         digest.update(file.read_bytes())
     return digest.hexdigest()[:12]
@@ -171,11 +171,15 @@ def _load_open_clip_encoder(
     with init_empty_weights():
         model = CLIPTextModelWithProjection(config)
     with safe_open(str(path), framework="pt") as fh:
-        checkpoint = {k: fh.get_tensor(k) for k in fh.keys() if k.startswith(SDXL_OPENCLIP_PREFIX)}
+        names = [k for k in fh.keys() if k.startswith(SDXL_OPENCLIP_PREFIX)]  # noqa: SIM118
+        checkpoint = {k: fh.get_tensor(k) for k in names}
     if not checkpoint:
         raise ValueError(f"{path}: no SDXL OpenCLIP text encoder ({SDXL_OPENCLIP_PREFIX}*)")
     state = convert_open_clip_checkpoint(model, checkpoint, prefix=SDXL_OPENCLIP_PREFIX)
-    model.load_state_dict(state, strict=True, assign=True)
+    try:
+        model.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: weights missing from checkpoint: text_encoder_2") from exc
     return model.to(torch_dtype).eval()
 
 
@@ -185,7 +189,7 @@ def _check_loaded(pipe: DiffusionPipeline, path: Path) -> None:
         if isinstance(component, torch.nn.Module):
             missing = [n for n, p in component.named_parameters() if p.device.type == "meta"]
             if missing:
-                raise ValueError(f"{path}: {name} weights missing from checkpoint: {missing[:5]}")
+                raise ValueError(f"{path}: weights missing from checkpoint: {name} {missing[:5]}")
 
 
 def load_single_file(
@@ -200,9 +204,13 @@ def load_single_file(
         raise ValueError(f"unsupported single-file architecture {architecture!r}")
     path = Path(path)
     config = resolve_config_dir(path, architecture, config_dir, cache_dir)
-    extra: dict[str, object] = {}
+    extra: dict[str, object]
     if architecture == "sd15":
-        extra = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
+        extra = {
+            "safety_checker": None,
+            "feature_extractor": None,
+            "requires_safety_checker": False,
+        }
     else:
         extra = {"text_encoder_2": _load_open_clip_encoder(path, config, torch_dtype)}
     bars_were_on = diffusers_logging.is_progress_bar_enabled()
@@ -215,6 +223,10 @@ def load_single_file(
             torch_dtype=torch_dtype,
             **extra,
         )
+    except NotImplementedError as exc:  # diffusers casting a model that kept meta weights
+        if "meta tensor" not in str(exc):
+            raise
+        raise ValueError(f"{path}: weights missing from checkpoint") from exc
     finally:
         if bars_were_on:
             diffusers_logging.enable_progress_bar()

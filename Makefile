@@ -1,0 +1,44 @@
+# Two commands: `make run` serves the demo, `make test` runs the whole suite.
+PYTHON ?= python3
+VENV ?= .venv
+VENV_FLAGS ?=
+TORCH_SPEC ?= torch==2.13.0
+MODELS_DIR ?= models
+PY := $(VENV)/bin/python
+BASE_STAMP := $(VENV)/.pixelpool-base
+DEV_STAMP := $(VENV)/.pixelpool-dev
+
+.PHONY: run test lint bench clean
+
+# Recreate the venv when it is missing or its interpreter no longer runs.
+$(VENV)/.ok:
+	@$(PY) -c "" 2>/dev/null || { rm -rf $(VENV); $(PYTHON) -m venv $(VENV_FLAGS) $(VENV); }
+	@$(PY) -c "import sys; assert sys.version_info >= (3, 11), 'pixelpool needs Python >= 3.11'"
+	@touch $@
+
+# A torch that is already in the venv (e.g. your CUDA build) is kept as it is.
+$(BASE_STAMP): pyproject.toml $(VENV)/.ok
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "$(TORCH_SPEC)"
+	$(PY) -m pip install -e .
+	@touch $@
+
+$(DEV_STAMP): $(BASE_STAMP)
+	$(PY) -m pip install -e ".[dev]"
+	@touch $@
+
+run: $(BASE_STAMP)
+	@[ -n "$$(ls -A $(MODELS_DIR) 2>/dev/null)" ] || $(VENV)/bin/pixelpool demo --models-dir $(MODELS_DIR)
+	$(VENV)/bin/pixelpool serve --models-dir $(MODELS_DIR)
+
+test: $(DEV_STAMP)
+	$(PY) -m pytest
+
+lint: $(DEV_STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+bench: $(DEV_STAMP)
+	$(PY) bench/run.py --quick
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

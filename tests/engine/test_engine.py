@@ -1,0 +1,142 @@
+"""The engine with real worker processes: dispatch, batching, failures, respawn."""
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pixelpool.config import SchedulerSettings, Settings
+from pixelpool.engine.pool import build_scheduler
+from pixelpool.engine.task import Task
+from pixelpool.pipelines.base import Result
+
+PARAMS = {"prompt": "a cat", "negative_prompt": "", "width": 64, "height": 64, "steps": 3,
+          "cfg_scale": 7.0, "seed": 7}  # fmt: skip
+
+
+class Recorder:
+    """An EngineListener that records what the engine reports."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, Any]] = []
+        self.done: dict[str, asyncio.Future[tuple[str, Any]]] = {}
+
+    def _future(self, job_id: str) -> asyncio.Future[tuple[str, Any]]:
+        return self.done.setdefault(job_id, asyncio.get_running_loop().create_future())
+
+    def job_started(self, job_id: str, device_id: str, batch_size: int) -> None:
+        self.events.append(("started", (job_id, batch_size)))
+
+    def job_progress(self, job_id: str, step: int, total: int, stage: str) -> None:
+        self.events.append(("progress", (job_id, step, total)))
+
+    def job_finished(self, job_id: str, result: Result, device_id: str, run_s: float) -> None:
+        self._future(job_id).set_result(("ok", result))
+
+    def job_failed(self, job_id: str, error: str, kind: str) -> None:
+        self._future(job_id).set_result((kind, error))
+
+    def job_requeued(self, job_id: str, reason: str) -> None:
+        self.events.append(("requeued", job_id))
+
+
+def _task(models_dir: Path, job_id: str, **params: Any) -> Task:
+    p = {**PARAMS, **params}
+    model = {"name": "demo-sd", "path": str(models_dir / "sd15/demo-sd"), "architecture": "sd15",
+             "format": "diffusers"}  # fmt: skip
+    key = (p["width"], p["height"], p["steps"], p["cfg_scale"], None, None)
+    return Task(job_id, "diffusion", "txt2img", model, p, batch_key=key)
+
+
+async def _engine(**scheduler: Any) -> tuple[Any, Recorder]:
+    settings = Settings(scheduler=SchedulerSettings(**scheduler))
+    recorder = Recorder()
+    engine = build_scheduler(settings, recorder)
+    await engine.start()
+    while not engine.ready:
+        await asyncio.sleep(0.05)
+    return engine, recorder
+
+
+def test_jobs_batch_and_report_progress(models_dir: Path) -> None:
+    async def go() -> None:
+        engine, rec = await _engine(max_batch=4)
+        try:
+            # Occupy the worker so the next three queue up and leave as one batch.
+            engine.submit(_task(models_dir, "first", steps=8, width=128, height=128))
+            await asyncio.sleep(0.05)
+            for i in range(3):
+                engine.submit(_task(models_dir, f"b{i}", seed=100 + i))
+            results = [await rec._future(j) for j in ("first", "b0", "b1", "b2")]
+            assert all(kind == "ok" for kind, _ in results)
+            started = dict(v for k, v in rec.events if k == "started")
+            assert started == {"first": 1, "b0": 3, "b1": 3, "b2": 3}
+            steps = [s for k, (j, s, _t) in ((k, v) for k, v in rec.events if k == "progress")
+                     if j == "b1"]  # fmt: skip
+            assert steps == [1, 2, 3]
+            images = [r.images[0] for _, r in results[1:]]
+            assert images[0].shape == (64, 64, 3)
+            assert not np.array_equal(images[0], images[1])
+            while engine.snapshot()[0]["busy"]:  # the cache report follows the last result
+                await asyncio.sleep(0.02)
+            assert engine.snapshot()[0]["cache"]["hits"] >= 1
+        finally:
+            await engine.stop()
+
+    asyncio.run(go())
+
+
+def test_bad_job_fails_and_worker_lives_on(models_dir: Path) -> None:
+    async def go() -> None:
+        engine, rec = await _engine()
+        try:
+            bad = _task(models_dir, "bad")
+            bad.model = {**bad.model, "path": str(models_dir / "missing")}
+            engine.submit(bad)
+            kind, error = await rec._future("bad")
+            assert kind == "error" and "missing" in error
+            engine.submit(_task(models_dir, "good"))
+            assert (await rec._future("good"))[0] == "ok"
+        finally:
+            await engine.stop()
+
+    asyncio.run(go())
+
+
+def test_killed_worker_is_respawned_and_job_rerun(models_dir: Path) -> None:
+    async def go() -> None:
+        engine, rec = await _engine()
+        try:
+            engine.submit(_task(models_dir, "victim", steps=30, width=256, height=256))
+            while not any(k == "progress" for k, _ in rec.events):
+                await asyncio.sleep(0.02)
+            os.kill(engine.slots[0].handle.pid, signal.SIGKILL)
+            kind, _ = await asyncio.wait_for(rec._future("victim"), timeout=120)
+            assert kind == "ok"
+            assert ("requeued", "victim") in rec.events
+            assert engine.slots[0].restarts == 1
+        finally:
+            await engine.stop()
+
+    asyncio.run(go())
+
+
+def test_cancel_queued_job(models_dir: Path) -> None:
+    async def go() -> None:
+        engine, rec = await _engine()
+        try:
+            engine.submit(_task(models_dir, "long", steps=20, width=256, height=256))
+            await asyncio.sleep(0.05)
+            engine.submit(_task(models_dir, "queued"))
+            assert engine.cancel("queued") == "cancelled"
+            assert (await rec._future("queued"))[0] == "cancelled"
+            assert engine.cancel("long") == "cancelling"
+            assert (await rec._future("long"))[0] == "cancelled"
+            assert engine.cancel("nothing") == "unknown"
+        finally:
+            await engine.stop()
+
+    asyncio.run(go())

@@ -1,0 +1,61 @@
+from pathlib import Path
+
+import pytest
+
+from pixelpool.config import ConfigError, load_settings
+
+
+def test_defaults_without_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    s = load_settings()
+    assert (s.server.host, s.server.port) == ("127.0.0.1", 8800)
+    assert s.job_store_path == Path("data/jobs.db")
+
+
+def test_file_found_in_conf_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf/pixelpool.toml").write_text("[server]\nport = 9001\n")
+    assert load_settings().server.port == 9001
+
+
+def test_env_overrides_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    cfg = tmp_path / "p.toml"
+    cfg.write_text("[server]\nport = 9000\n[devices.cpu]\nthreads = 2\n")
+    monkeypatch.setenv("PIXELPOOL_SERVER__PORT", "9100")
+    monkeypatch.setenv("PIXELPOOL_SCHEDULER__MAX_BATCH", "8")
+    s = load_settings(cfg)
+    assert s.server.port == 9100
+    assert s.scheduler.max_batch == 8
+    assert s.devices["cpu"].threads == 2
+
+
+@pytest.mark.parametrize(
+    ("toml", "env", "key"),
+    [
+        ("[scheduler]\nmax_batch = 0\n", {}, "scheduler.max_batch"),
+        ("[server]\nport = 'http'\n", {}, "server.port"),
+        ("[scheduler]\nmax_bach = 3\n", {}, "scheduler.max_bach"),
+        ("", {"PIXELPOOL_LIMITS__MAX_STEPS": "-1"}, "limits.max_steps"),
+        ("[devices.cpu]\nthreads = 0\n", {}, "devices.cpu.threads"),
+    ],
+)
+def test_invalid_value_names_the_key(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, toml: str, env: dict[str, str], key: str
+) -> None:
+    cfg = tmp_path / "p.toml"
+    cfg.write_text(toml)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg)
+    assert key in str(info.value)
+
+
+def test_malformed_toml_and_missing_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "p.toml"
+    cfg.write_text("[server\nport = 1\n")
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_settings(cfg)
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(tmp_path / "missing.toml")
