@@ -14,6 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from pixelpool import __version__
 from pixelpool.api import health, native
 from pixelpool.api.errors import install_error_handlers
+from pixelpool.api.limits import BodyLimitMiddleware
 from pixelpool.api.state import AppState
 from pixelpool.config import Settings
 from pixelpool.engine.pool import build_scheduler
@@ -88,6 +89,7 @@ def create_app(settings: Settings) -> FastAPI:
             allow_methods=["*"],
             allow_headers=["*"],
         )
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.server.max_body_bytes)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(native.router)

@@ -11,6 +11,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from pixelpool.api import ops
+from pixelpool.api.auth import Caller, Principal
 from pixelpool.api.errors import ApiError
 from pixelpool.api.state import AppState, get_state
 from pixelpool.jobs.spec import JobRecord, JobStatus
@@ -102,15 +103,15 @@ def job_view(state: AppState, record: JobRecord) -> dict[str, Any]:
     }
 
 
-async def _job(state: AppState, job_id: str) -> JobRecord:
+async def _job(state: AppState, job_id: str, caller: Principal) -> JobRecord:
     record = await state.jobs.get(job_id)
-    if record is None:
+    if record is None or not caller.may_see(record.owner):
         raise ApiError(404, f"job not found: {job_id}", "job_id")
     return record
 
 
 @router.get("/status")
-async def status(state: State) -> dict[str, Any]:
+async def status(state: State, caller: Caller) -> dict[str, Any]:
     return {
         "ready": state.scheduler.ready,
         "uptime_s": round(time.time() - state.started, 1),
@@ -122,12 +123,13 @@ async def status(state: State) -> dict[str, Any]:
 
 
 @router.get("/model-list")
-async def model_list(state: State) -> list[dict[str, Any]]:
+async def model_list(state: State, caller: Caller) -> list[dict[str, Any]]:
     return [ops.describe_model(state, e) for e in state.registry.entries()]
 
 
 @router.post("/rescan-models")
-async def rescan_models(state: State) -> dict[str, int]:
+async def rescan_models(state: State, caller: Caller) -> dict[str, int]:
+    caller.require("admin")
     result = await asyncio.to_thread(state.registry.scan)
     return result.__dict__
 
@@ -135,8 +137,9 @@ async def rescan_models(state: State) -> dict[str, int]:
 @router.post(
     "/generate", response_class=FileResponse, responses={200: {"content": {"image/png": {}}}}
 )
-async def generate(req: GenerateRequest, state: State) -> Any:
-    record = await ops.submit(state, _spec(state, req))
+async def generate(req: GenerateRequest, state: State, caller: Caller) -> Any:
+    caller.require("generate")
+    record = await ops.submit(state, _spec(state, req), caller.owner)
     return await _result_response(state, await state.jobs.wait(record.id))
 
 
@@ -145,29 +148,31 @@ async def enqueue(
     operation: str,
     req: GenerateRequest,
     state: State,
+    caller: Caller,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> dict[str, str]:
+    caller.require("generate")
     if operation not in OPERATIONS:
         raise ApiError(
             404,
             f"operation: unknown operation {operation!r}; valid: {', '.join(OPERATIONS)}",
             "operation",
         )
-    record = await ops.submit(state, _spec(state, req), idempotency_key=idempotency_key)
+    record = await ops.submit(state, _spec(state, req), caller.owner, idempotency_key)
     return {"job_id": record.id}
 
 
 @router.get("/job/{job_id}")
-async def job_status(job_id: str, state: State) -> dict[str, Any]:
-    return job_view(state, await _job(state, job_id))
+async def job_status(job_id: str, state: State, caller: Caller) -> dict[str, Any]:
+    return job_view(state, await _job(state, job_id, caller))
 
 
 @router.get("/job/{job_id}/result")
-async def job_result(job_id: str, state: State, index: int = 0) -> Any:
-    return await _result_response(state, await _job(state, job_id), index)
+async def job_result(job_id: str, state: State, caller: Caller, index: int = 0) -> Any:
+    return await _result_response(state, await _job(state, job_id, caller), index)
 
 
 @router.post("/job/{job_id}/cancel")
-async def job_cancel(job_id: str, state: State) -> dict[str, str]:
-    await _job(state, job_id)
+async def job_cancel(job_id: str, state: State, caller: Caller) -> dict[str, str]:
+    await _job(state, job_id, caller)
     return {"status": await state.jobs.cancel(job_id)}

@@ -1,0 +1,63 @@
+"""Request body size limit (413), checked before the body is read into memory."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+class BodyLimitMiddleware:
+    """Rejects bodies over `max_bytes`: by Content-Length at once, else while streaming."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._reject(send)
+            return
+        if declared is not None:
+            await self.app(scope, receive, send)  # the server stops at Content-Length
+            return
+        # No length given (chunked): buffer up to the limit, then replay to the app.
+        buffered: list[Message] = []
+        seen = 0
+        while True:
+            message = await receive()
+            buffered.append(message)
+            if message["type"] != "http.request":
+                break
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                await self._reject(send)
+                return
+            if not message.get("more_body", False):
+                break
+        replay = iter(buffered)
+
+        async def replaying_receive() -> Message:
+            return next(replay, None) or await receive()
+
+        await self.app(scope, replaying_receive, send)
+
+    async def _reject(self, send: Send) -> None:
+        body: dict[str, Any] = {"error": f"request body is larger than {self.max_bytes} bytes"}
+        payload = json.dumps(body).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(payload)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
