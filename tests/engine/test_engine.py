@@ -30,7 +30,9 @@ class Recorder:
     def job_started(self, job_id: str, device_id: str, batch_size: int) -> None:
         self.events.append(("started", (job_id, batch_size)))
 
-    def job_progress(self, job_id: str, step: int, total: int, stage: str) -> None:
+    def job_progress(
+        self, job_id: str, step: int, total: int, stage: str, preview: Any = None
+    ) -> None:
         self.events.append(("progress", (job_id, step, total)))
 
     def job_finished(self, job_id: str, result: Result, device_id: str, run_s: float) -> None:

@@ -96,7 +96,7 @@ def test_cancel_stops_between_steps(loaded: tuple[str, Loaded]) -> None:
     items = [WorkItem("j", "txt2img", {**PARAMS, "steps": 10})]
     with pytest.raises(Cancelled):
         get_family("diffusion").run(
-            model, items, lambda step, total, stage: steps.append(step), lambda: len(steps) >= 2
+            model, items, lambda step, *_: steps.append(step), lambda: len(steps) >= 2
         )
     assert steps == [1, 2]
 
@@ -109,3 +109,18 @@ def test_sampler_names_are_normalised_and_unknown_rejected() -> None:
         canonical_sampler("nope")
     with pytest.raises(ValueError):
         Txt2ImgParams(**{**PARAMS, "width": 63})
+
+
+def test_previews_every_n_steps(loaded: tuple[str, Loaded]) -> None:
+    _, model = loaded
+    seen: list[tuple[int, int]] = []
+
+    def progress(step: int, total: int, stage: str, previews: list | None) -> None:
+        if previews is not None:
+            seen.append((step, len(previews)))
+            assert previews[0].dtype == np.uint8 and previews[0].shape == (6, 8, 3)
+
+    items = [WorkItem("a", "txt2img", {**PARAMS, "steps": 5, "preview_every": 2}),
+             WorkItem("b", "txt2img", {**PARAMS, "steps": 5, "seed": 2})]  # fmt: skip
+    get_family("diffusion").run(model, items, progress, lambda: False)
+    assert seen == [(2, 2), (4, 2), (5, 2)]

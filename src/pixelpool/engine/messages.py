@@ -44,6 +44,7 @@ class Progress:
     step: int
     total: int
     stage: str
+    previews: list[Any] | None = None  # uint8 RGB arrays aligned with job_ids
 
 
 @dataclass

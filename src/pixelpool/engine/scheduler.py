@@ -214,9 +214,10 @@ class Scheduler:
                 slot.batch_started = time.monotonic()
                 if load_s > 0.05:
                     log.info("worker %s loaded model in %.2fs", handle.device.id, load_s)
-            case Progress(job_ids=job_ids, step=step, total=total, stage=stage):
-                for job_id in job_ids:
-                    self.listener.job_progress(job_id, step, total, stage)
+            case Progress(job_ids=job_ids, step=step, total=total, stage=stage, previews=pv):
+                for i, job_id in enumerate(job_ids):
+                    preview = pv[i] if pv and i < len(pv) else None
+                    self.listener.job_progress(job_id, step, total, stage, preview)
             case ItemResult(job_id=job_id, result=result):
                 run_s = time.monotonic() - slot.batch_started
                 self.listener.job_finished(job_id, result, handle.device.id, run_s)

@@ -114,8 +114,10 @@ class Worker:
                 self.send(BatchStarted(run.batch_id, time.perf_counter() - started))
                 live = [i.job_id for i in items]
 
-                def progress(step: int, total: int, stage: str) -> None:
-                    self.send(Progress(run.batch_id, live, step, total, stage))
+                def progress(
+                    step: int, total: int, stage: str, previews: list[Any] | None = None
+                ) -> None:
+                    self.send(Progress(run.batch_id, live, step, total, stage, previews))
 
                 def cancel() -> bool:
                     return all(job_id in self._cancelled for job_id in live)

@@ -173,7 +173,9 @@ class JobService:
         )
         self._publish(record, "started")
 
-    def job_progress(self, job_id: str, step: int, total: int, stage: str) -> None:
+    def job_progress(
+        self, job_id: str, step: int, total: int, stage: str, preview: Any | None = None
+    ) -> None:
         record = self._active.get(job_id)
         if record is None:
             return

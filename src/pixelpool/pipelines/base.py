@@ -10,8 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-ProgressFn = Callable[[int, int, str], None]
-"""progress(step, total, stage) — called from the worker between steps."""
+ProgressFn = Callable[[int, int, str, "list[Any] | None"], None]
+"""progress(step, total, stage, previews) — called between steps; previews (uint8 RGB
+arrays, one per batch item) only on the steps where a preview was asked for."""
 
 CancelFn = Callable[[], bool]
 """Returns True once every item of the running batch has been cancelled."""

@@ -1,39 +1,17 @@
-"""The diffusion family: txt2img for SD 1.x and SDXL through diffusers."""
+"""The diffusion family: loads SD 1.x / SDXL pipelines and dispatches by operation."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-import diffusers
-import numpy as np
-import torch
-
-from pixelpool.pipelines.base import (
-    CancelFn,
-    Cancelled,
-    Loaded,
-    ProgressFn,
-    Result,
-    WorkItem,
-)
+from pixelpool.pipelines.base import CancelFn, Loaded, ProgressFn, Result, WorkItem
+from pixelpool.pipelines.diffusion import txt2img
 from pixelpool.pipelines.diffusion.loader import load_pipeline, module_bytes, torch_dtype
-from pixelpool.pipelines.diffusion.params import Txt2ImgParams
-from pixelpool.pipelines.diffusion.samplers import SAMPLERS, SCHEDULES
 
+RunFn = Callable[[Loaded, list[WorkItem], ProgressFn, CancelFn], list[Result]]
 
-def to_uint8(images: np.ndarray) -> list[np.ndarray]:
-    """Float [0, 1] images -> uint8, rounded exactly as diffusers' numpy_to_pil does."""
-    return [np.ascontiguousarray((img * 255).round().astype(np.uint8)) for img in images]
-
-
-def make_scheduler(pipe: Any, params: Txt2ImgParams) -> Any:
-    """A fresh scheduler per batch: the model's own unless a sampler was asked for."""
-    base = pipe.scheduler
-    if params.sampler is None and params.scheduler is None:
-        return type(base).from_config(base.config)
-    cls_name, extra = SAMPLERS[params.sampler] if params.sampler else (type(base).__name__, {})
-    extra = {**extra, **SCHEDULES.get(params.scheduler or "Normal", {})}
-    return getattr(diffusers, cls_name).from_config(base.config, **extra)
+OPERATIONS: dict[str, RunFn] = {"txt2img": txt2img.run}
 
 
 class DiffusionFamily:
@@ -45,41 +23,10 @@ class DiffusionFamily:
     def run(
         self, loaded: Loaded, batch: list[WorkItem], progress: ProgressFn, cancel: CancelFn
     ) -> list[Result]:
-        params = [Txt2ImgParams.model_validate(item.params) for item in batch]
-        first = params[0]
-        pipe = loaded.obj
-        original_scheduler = pipe.scheduler
-        pipe.scheduler = make_scheduler(pipe, first)
-        total = first.steps
-
-        def on_step(_pipe: Any, step: int, _t: Any, _kwargs: dict[str, Any]) -> dict[str, Any]:
-            progress(step + 1, total, "denoise")
-            if cancel():
-                raise Cancelled()
-            return {}
-
-        try:
-            with torch.inference_mode():
-                out = pipe(
-                    prompt=[p.prompt for p in params],
-                    negative_prompt=[p.negative_prompt for p in params],
-                    width=first.width,
-                    height=first.height,
-                    num_inference_steps=first.steps,
-                    guidance_scale=first.cfg_scale,
-                    # One CPU generator per image: the same seed gives the same image
-                    # on any device and in any batch.
-                    generator=[torch.Generator("cpu").manual_seed(p.seed) for p in params],
-                    output_type="np",
-                    callback_on_step_end=on_step,
-                )
-        finally:
-            pipe.scheduler = original_scheduler
-        images = to_uint8(out.images)
-        return [
-            Result(images=[img], seeds=[p.seed], info={"sampler": p.sampler or "model default"})
-            for img, p in zip(images, params, strict=True)
-        ]
+        op = batch[0].op
+        if op not in OPERATIONS:
+            raise ValueError(f"diffusion cannot run operation {op!r}")
+        return OPERATIONS[op](loaded, batch, progress, cancel)
 
 
 FAMILY = DiffusionFamily()

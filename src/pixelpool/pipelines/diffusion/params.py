@@ -32,6 +32,7 @@ class Txt2ImgParams(BaseModel):
     seed: int = Field(ge=1, le=MAX_SEED)
     sampler: str | None = None
     scheduler: str | None = None
+    preview_every: int = Field(0, ge=0, description="send a preview every N steps; 0: none")
 
     @field_validator("sampler")
     @classmethod
