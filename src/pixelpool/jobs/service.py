@@ -7,6 +7,7 @@ returned; engine callbacks turn into store writes, artifacts and events.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import secrets
 import sqlite3
@@ -181,6 +182,8 @@ class JobService:
             return
         self._progress[job_id] = {"step": step, "total": total, "stage": stage}
         self._publish(record, "progress")
+        if preview is not None:
+            self._spawn(self._publish_preview(record, step, total, preview))
 
     def job_finished(self, job_id: str, result: Result, device_id: str, run_s: float) -> None:
         self._spawn(self._complete(job_id, result, run_s))
@@ -245,6 +248,13 @@ class JobService:
         done = self._done.pop(job_id, None)
         if done is not None:
             done.set()
+
+    async def _publish_preview(self, record: JobRecord, step: int, total: int, image: Any) -> None:
+        data = await asyncio.to_thread(encode_image, image, "png")
+        self._publish(
+            record, "preview", step=step, total=total, media_type="image/png",
+            image=base64.b64encode(data).decode(),
+        )  # fmt: skip
 
     def _publish(self, record: JobRecord, kind: str, **extra: Any) -> None:
         event = {"type": kind, "job_id": record.id, "status": record.status.value, **extra}
