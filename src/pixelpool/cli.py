@@ -11,13 +11,16 @@ from typing import Annotated
 
 import typer
 
+from pixelpool.cli_keys import keys_app
 from pixelpool.config import ConfigError, Settings, load_settings
+from pixelpool.jobs.keys import keys_exist
 
 app = typer.Typer(
     help="pixelpool: a self-hosted inference server for image models.", no_args_is_help=True
 )
 models_app = typer.Typer(help="Inspect the models on disk.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+app.add_typer(keys_app, name="keys")
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML config file")]
 ModelsDirOpt = Annotated[Path | None, typer.Option("--models-dir", help="models directory")]
@@ -61,13 +64,18 @@ cors_origins = []
 [auth]
 # Clients send "Authorization: Bearer <key>" or "?apikey=<key>".
 keys = ["{secret}"]
-# jwt_secret = "..."
+# jwt_secret = "..."          (HS256 bearer tokens; at least 32 characters)
+# Or create named, scoped keys: pixelpool keys create --name NAME [--scope admin]
+rate_limit_per_minute = 0     # per key; 0: off
+rate_limit_burst = 0
 
 [limits]
 min_size = 64
 max_size = 2048
 max_steps = 150
 max_cfg = 30.0
+max_images = 4              # images per request (OpenAI n, /v1/infer num_images)
+max_input_pixels = 16777216 # uploaded images
 
 [scheduler]
 batching = true             # run compatible queued jobs as one batch
@@ -145,11 +153,14 @@ def serve(
     from pixelpool.api.app import create_app
 
     settings = _settings(config, host=host, port=port, models_dir=models_dir, data_dir=data_dir)
-    auth_on = bool(settings.auth.keys or settings.auth.jwt_secret)
+    auth_on = bool(settings.auth.keys or settings.auth.jwt_secret) or keys_exist(
+        settings.server.data_dir
+    )
     if not is_loopback(settings.server.host) and not auth_on and not insecure:
         typer.echo(
-            f"error: refusing to serve on {settings.server.host} without auth; configure "
-            "[auth] keys or jwt_secret, or pass --insecure",
+            f"error: refusing to serve on {settings.server.host} without auth; create a key "
+            "(pixelpool keys create --name NAME), configure [auth] keys or jwt_secret, "
+            "or pass --insecure",
             err=True,
         )
         raise typer.Exit(2)

@@ -41,8 +41,12 @@ class ServerSettings(_Section):
 
 
 class AuthSettings(_Section):
+    """Auth is on when `keys` or `jwt_secret` is set, or a key was made with `pixelpool keys`."""
+
     keys: list[str] = []
-    jwt_secret: str | None = None
+    jwt_secret: str | None = Field(None, min_length=32, description="HS256 secret for JWTs")
+    rate_limit_per_minute: float = Field(0, ge=0, description="requests per key; 0: no limit")
+    rate_limit_burst: int = Field(0, ge=0, description="bucket size; 0: one minute's worth")
 
 
 class LimitsSettings(_Section):
@@ -53,6 +57,8 @@ class LimitsSettings(_Section):
     max_steps: int = Field(150, ge=1)
     max_cfg: float = Field(30.0, gt=0)
     max_prompt_chars: int = Field(10_000, ge=1)
+    max_input_pixels: int = Field(4 * 2048 * 2048, ge=64 * 64)  # uploaded images
+    max_images: int = Field(4, ge=1, le=64, description="images per request (OpenAI `n`)")
 
     @model_validator(mode="after")
     def _ordered(self) -> LimitsSettings:
@@ -68,18 +74,25 @@ class SchedulerSettings(_Section):
     max_queue: int = Field(1000, ge=1)
     max_queue_per_key: int = Field(200, ge=1)
     max_retries: int = Field(2, ge=0)
+    heartbeat_timeout_s: float = Field(30.0, ge=2.0)
 
 
 class StorageSettings(_Section):
-    ttl_s: int = Field(24 * 3600, ge=60)
+    ttl_s: int = Field(24 * 3600, ge=1)
+    sweep_interval_s: float = Field(60.0, ge=0.1)
     job_store: str | None = None  # sqlite file path; default <data_dir>/jobs.db
 
 
 class DeviceSettings(_Section):
+    """One device's worker. vram_budget_gb: its model cache's device tier (default: the
+    device's memory less a margin; half the RAM for the CPU). ram_budget_gb: the RAM tier
+    that keeps models evicted from the device (default: a quarter of the system RAM for
+    a GPU, none for the CPU); 0 turns it off."""
+
     enabled: bool = True
     capabilities: list[str] = ["*"]
     vram_budget_gb: float | None = Field(None, gt=0)
-    ram_budget_gb: float | None = Field(None, gt=0)
+    ram_budget_gb: float | None = Field(None, ge=0)
     threads: int | None = Field(None, ge=1)
     onload: list[str] = []
     pinned: list[str] = []

@@ -41,7 +41,7 @@ def _wait(client: httpx.Client, job_id: str, timeout: float = 120) -> dict[str, 
 
 
 def test_health_is_fast_and_ready(client: httpx.Client) -> None:
-    assert client.get("/health").json()["status"] == "ok"
+    assert client.get("/health").json()["status"] == "healthy"
     assert client.get("/ready").json()["ready"] is True
 
 

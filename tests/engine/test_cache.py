@@ -1,13 +1,19 @@
+from collections.abc import Callable
+
 from pixelpool.engine.cache import ModelCache
 from pixelpool.pipelines.base import Loaded
 
 
-def _loader(size: int, calls: list[str], key: str):
+def _loader(size: int, calls: list[str], key: str) -> Callable[[], Loaded]:
     def load() -> Loaded:
         calls.append(key)
-        return Loaded(obj=key, size_bytes=size, architecture="sd15", device="cpu")
+        return Loaded(obj=key, size_bytes=size, architecture="sd15", device="cuda:0")
 
     return load
+
+
+def _move(loaded: Loaded, device: str) -> Loaded:
+    return Loaded(loaded.obj, loaded.size_bytes, loaded.architecture, device)
 
 
 def test_lru_by_bytes() -> None:
@@ -23,6 +29,27 @@ def test_lru_by_bytes() -> None:
     assert cache.used_bytes == 200
 
 
+def test_evicted_model_comes_back_from_ram_without_loading() -> None:
+    calls: list[str] = []
+    cache = ModelCache(budget_bytes=250, ram_budget_bytes=150, device="cuda:0", move=_move)
+    for key in ("a", "b", "c"):  # c pushes a to the RAM tier
+        cache.get(key, _loader(100, calls, key))
+    assert cache.tier_of("a") == "ram"
+    assert cache.snapshot()["models"][-1] == {
+        "key": "a",
+        "bytes": 100,
+        "pinned": False,
+        "tier": "ram",
+    }
+    loaded = cache.get("a", _loader(100, calls, "a"))  # back from RAM, b goes to RAM
+    assert loaded.device == "cuda:0"
+    assert calls == ["a", "b", "c"]
+    assert (cache.stats.ram_hits, cache.stats.offloads, cache.stats.evictions) == (1, 2, 0)
+    cache.get("d", _loader(100, calls, "d"))  # c to RAM, which only holds one: b is dropped
+    assert cache.tier_of("b") is None and cache.tier_of("c") == "ram"
+    assert cache.stats.evictions == 1
+
+
 def test_pinned_models_are_never_evicted() -> None:
     calls: list[str] = []
     cache = ModelCache(budget_bytes=250, pinned={"a"})
@@ -30,12 +57,15 @@ def test_pinned_models_are_never_evicted() -> None:
     cache.get("b", _loader(100, calls, "b"))
     cache.get("c", _loader(100, calls, "c"))
     assert "a" in cache and "b" not in cache
+    cache.unpin("a")
+    cache.get("d", _loader(100, calls, "d"))
+    assert "a" not in cache
 
 
-def test_a_model_bigger_than_the_budget_still_runs() -> None:
-    cache = ModelCache(budget_bytes=50)
+def test_unload_and_oversized_model() -> None:
+    cache = ModelCache(budget_bytes=50, ram_budget_bytes=1000)
     cache.get("a", _loader(10, [], "a"))
-    loaded = cache.get("big", _loader(100, [], "big"))
-    assert loaded.obj == "big" and "a" not in cache and "big" in cache
-    snap = cache.snapshot()
-    assert [m["key"] for m in snap["models"]] == ["big"]
+    loaded = cache.get("big", _loader(100, [], "big"))  # runs even though over budget
+    assert loaded.obj == "big" and "big" in cache and cache.tier_of("a") == "ram"
+    assert cache.unload("a") and cache.tier_of("a") is None
+    assert not cache.unload("never-loaded")

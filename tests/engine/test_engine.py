@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from pixelpool.config import SchedulerSettings, Settings
+from pixelpool.config import DeviceSettings, SchedulerSettings, Settings
 from pixelpool.engine.pool import build_scheduler
 from pixelpool.engine.task import Task
 from pixelpool.pipelines.base import Result
@@ -138,6 +138,37 @@ def test_cancel_queued_job(models_dir: Path) -> None:
             assert engine.cancel("long") == "cancelling"
             assert (await rec._future("long"))[0] == "cancelled"
             assert engine.cancel("nothing") == "unknown"
+        finally:
+            await engine.stop()
+
+    asyncio.run(go())
+
+
+def test_ram_tier_brings_models_back_without_disk(models_dir: Path) -> None:
+    async def go() -> None:
+        settings = Settings(
+            devices={"cpu": DeviceSettings(vram_budget_gb=0.0025, ram_budget_gb=0.01)}
+        )
+        rec = Recorder()
+        engine = build_scheduler(settings, rec)
+        await engine.start()
+        try:
+            while not engine.ready:
+                await asyncio.sleep(0.05)
+            sdxl = {"name": "demo-sdxl", "path": str(models_dir / "sdxl/demo-sdxl"),
+                    "architecture": "sdxl", "format": "diffusers",
+                    "size_bytes": 1_900_000}  # fmt: skip
+            for i, model in enumerate(["sd", "sdxl", "sd", "sdxl"]):
+                task = _task(models_dir, f"j{i}")
+                if model == "sdxl":
+                    task.model = sdxl
+                engine.submit(task)
+                assert (await rec._future(f"j{i}"))[0] == "ok"
+            while engine.snapshot()[0]["busy"]:
+                await asyncio.sleep(0.02)
+            cache = engine.snapshot()[0]["cache"]
+            assert (cache["misses"], cache["ram_hits"]) == (2, 2)
+            assert {m["tier"] for m in cache["models"]} == {"device", "ram"}
         finally:
             await engine.stop()
 

@@ -12,7 +12,17 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from pixelpool import __version__
-from pixelpool.api import health, native
+from pixelpool.api import (
+    admin,
+    events,
+    health,
+    infer,
+    keys,
+    native,
+    native_diffusion,
+    openai,
+    selfhosted,
+)
 from pixelpool.api.errors import install_error_handlers
 from pixelpool.api.limits import BodyLimitMiddleware
 from pixelpool.api.state import AppState
@@ -20,25 +30,46 @@ from pixelpool.config import Settings
 from pixelpool.engine.pool import build_scheduler
 from pixelpool.jobs.artifacts import ArtifactStore
 from pixelpool.jobs.events import EventBus
+from pixelpool.jobs.keys import KeyStore, keys_path
 from pixelpool.jobs.service import JobService
 from pixelpool.jobs.store import Database, JobStore
 from pixelpool.registry.registry import Registry
 
 log = logging.getLogger(__name__)
 
-MAINTENANCE_S = 60.0
-
 
 async def _maintenance(state: AppState) -> None:
     """Expire old results and pick up models added or removed on disk."""
     while True:
-        await asyncio.sleep(MAINTENANCE_S)
+        await asyncio.sleep(state.settings.storage.sweep_interval_s)
         try:
             await state.jobs.store.expire(time.time())
             await state.jobs.artifacts.purge_expired()
             await asyncio.to_thread(state.registry.scan)
         except Exception:
             log.exception("maintenance pass failed")
+
+
+async def _warm_up(state: AppState) -> None:
+    """Load each device's `onload` models and pin its `pinned` ones, once workers are up."""
+    while not all(slot.ready for slot in state.scheduler.slots):
+        await asyncio.sleep(0.2)
+    for device_id, cfg in state.settings.devices.items():
+        for op, names in (("load", cfg.onload), ("pin", cfg.pinned)):
+            for name in names:
+                try:
+                    entry = state.registry.resolve(name)
+                    reports = await state.scheduler.admin(
+                        device_id, op, entry.family, entry.to_wire()
+                    )
+                except (LookupError, KeyError) as exc:
+                    log.error("devices.%s: cannot %s %r: %s", device_id, op, name, exc)
+                    continue
+                for report in reports:
+                    if report["error"]:
+                        log.error(
+                            "devices.%s: %s %s failed: %s", device_id, op, name, report["error"]
+                        )
 
 
 @contextlib.asynccontextmanager
@@ -59,18 +90,22 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     scheduler = build_scheduler(settings, jobs)
     jobs.attach(scheduler)
-    state = AppState(settings, registry, jobs, scheduler, bus)
+    keys = KeyStore(keys_path(data_dir))
+    state = AppState(settings, registry, jobs, scheduler, bus, keys)
     app.state.pixelpool = state
     await scheduler.start()
     await jobs.recover()
     maintenance = asyncio.create_task(_maintenance(state))
+    warmup = asyncio.create_task(_warm_up(state))
     try:
         yield
     finally:
         maintenance.cancel()
+        warmup.cancel()
         await scheduler.stop()
         await jobs.drain()
         db.close()
+        keys.close()
         registry.close()
 
 
@@ -92,5 +127,12 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.server.max_body_bytes)
     install_error_handlers(app)
     app.include_router(health.router)
+    app.include_router(native_diffusion.router)  # before native: its enqueue paths win
     app.include_router(native.router)
+    app.include_router(events.router)
+    app.include_router(admin.router)
+    app.include_router(keys.router)
+    app.include_router(infer.router)
+    openai.install(app)
+    selfhosted.install(app)
     return app

@@ -1,28 +1,41 @@
-"""Who is calling: API keys from `Authorization: Bearer <key>` or `?apikey=<key>`.
+"""Who is calling: `Authorization: Bearer <key or JWT>` or `?apikey=<key>`.
 
-With no key configured, everyone is the anonymous principal with every scope
-(only allowed on loopback unless --insecure). A key sees only its own jobs.
+Three kinds of credential, tried in this order:
+- keys from the config file (`auth.keys`): every scope;
+- keys made with `pixelpool keys create` (stored hashed; named, scoped, revocable
+  while the server runs);
+- HS256 JWTs signed with `auth.jwt_secret`, with `sub`, `exp` and `scopes` claims.
+
+With none of these configured, everyone is the anonymous principal with every
+scope (only allowed on loopback unless --insecure). A key sees only its own jobs.
+Every authenticated request also takes a token from its key's rate-limit bucket.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
+import jwt
 from fastapi import Depends, Request
 
 from pixelpool.api.errors import ApiError
 from pixelpool.api.state import AppState, get_state
+from pixelpool.jobs.keys import SCOPES
 
-ALL_SCOPES = frozenset({"generate", "admin"})
+ALL_SCOPES = frozenset(SCOPES)
+JWT_ALGORITHMS = ["HS256"]
+JWT_DEFAULT_SCOPES = ("generate",)
 
 
 @dataclass(frozen=True)
 class Principal:
     name: str | None  # None: auth is off
     scopes: frozenset[str]
+    rate_per_min: float | None = None  # None: the configured default
 
     @property
     def owner(self) -> str | None:
@@ -49,25 +62,94 @@ def presented_token(request: Request) -> str | None:
 
 
 def key_name(key: str) -> str:
-    """A stable, non-secret name for a configured key."""
+    """A stable, non-secret name for a key from the config file."""
     return "key-" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
+def auth_enabled(state: AppState) -> bool:
+    auth = state.settings.auth
+    return bool(auth.keys or auth.jwt_secret) or state.keys.has_keys()
+
+
+def _unauthorized(message: str = "missing or invalid API key") -> ApiError:
+    return ApiError(401, message, headers={"WWW-Authenticate": "Bearer"})
+
+
+def _jwt_scopes(claims: dict[str, Any]) -> frozenset[str]:
+    """`scopes` (a list) or `scope` (space-separated, RFC 8693); unknown ones are ignored."""
+    raw = claims.get("scopes", claims.get("scope", JWT_DEFAULT_SCOPES))
+    if isinstance(raw, str):
+        raw = raw.split()
+    if not isinstance(raw, list | tuple) or not all(isinstance(s, str) for s in raw):
+        raise _unauthorized("invalid token: scopes must be a list of strings")
+    scopes = {s for s in raw if s in ALL_SCOPES}
+    if "admin" in scopes:
+        scopes.add("generate")
+    return frozenset(scopes)
+
+
+def _from_jwt(secret: str, token: str) -> Principal:
+    try:
+        claims = jwt.decode(
+            token, secret, algorithms=JWT_ALGORITHMS, options={"require": ["exp", "sub"]}
+        )
+    except jwt.ExpiredSignatureError as exc:
+        raise _unauthorized("token has expired") from exc
+    except jwt.InvalidTokenError as exc:
+        raise _unauthorized(f"invalid token: {exc}") from exc
+    return Principal(f"jwt:{claims['sub']}", _jwt_scopes(claims))
+
+
 def authenticate_token(state: AppState, token: str | None) -> Principal:
-    keys = state.settings.auth.keys
-    if not keys:
+    """The principal for a presented token (also used for the WebSocket handshake)."""
+    if not auth_enabled(state):
         return ANONYMOUS
-    if token is not None:
-        for key in keys:
-            if hmac.compare_digest(token.encode(), key.encode()):
-                return Principal(key_name(key), ALL_SCOPES)
-    raise ApiError(401, "missing or invalid API key", headers={"WWW-Authenticate": "Bearer"})
+    if not token:
+        raise _unauthorized()
+    for key in state.settings.auth.keys:
+        if hmac.compare_digest(token.encode(), key.encode()):
+            return Principal(key_name(key), ALL_SCOPES)
+    stored = state.keys.lookup(token)
+    if stored is not None:
+        return Principal(stored.name, stored.scopes, stored.rate_per_min)
+    secret = state.settings.auth.jwt_secret
+    if secret and token.count(".") == 2:
+        return _from_jwt(secret, token)
+    raise _unauthorized()
+
+
+def enforce_rate_limit(state: AppState, principal: Principal) -> None:
+    """429 with Retry-After once the principal's bucket is empty (anonymous: no limit)."""
+    if principal.name is None:
+        return
+    auth = state.settings.auth
+    per_min = (
+        auth.rate_limit_per_minute if principal.rate_per_min is None else principal.rate_per_min
+    )
+    wait = state.limiter.take(principal.name, per_min, auth.rate_limit_burst)
+    if wait > 0:
+        retry = max(1, math.ceil(wait))
+        raise ApiError(
+            429,
+            f"rate limit reached: {per_min:g} requests per minute; retry in {retry} s",
+            headers={"Retry-After": str(retry)},
+        )
 
 
 async def authenticate(
     request: Request, state: Annotated[AppState, Depends(get_state)]
 ) -> Principal:
-    return authenticate_token(state, presented_token(request))
+    principal = authenticate_token(state, presented_token(request))
+    enforce_rate_limit(state, principal)
+    return principal
 
 
 Caller = Annotated[Principal, Depends(authenticate)]
+
+
+async def require_admin(caller: Caller) -> Principal:
+    caller.require("admin")
+    return caller
+
+
+Admin = Annotated[Principal, Depends(require_admin)]

@@ -1,12 +1,15 @@
 """Errors as clients read them: `{"error": "...", "detail": [...]}` on the native dialect.
 
 Bad input never reaches a worker and never becomes a 500: every validation
-failure names the field it is about.
+failure names the field it is about. Other dialects register their own error
+shape for their paths with `add_error_format` (e.g. OpenAI's envelope under /v1).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -39,6 +42,34 @@ def field_error(field: str, message: str, status: int = 422) -> ApiError:
     return ApiError(status, f"{field}: {message}", field)
 
 
+@dataclass(frozen=True)
+class ErrorInfo:
+    """One error, before a dialect shapes it."""
+
+    status: int
+    message: str
+    field: str | None = None
+    detail: list[dict[str, Any]] | None = None
+
+
+ErrorFormat = Callable[[ErrorInfo], tuple[int, dict[str, Any]]]  # -> (status, body)
+
+
+def add_error_format(app: FastAPI, matches: Callable[[str], bool], fmt: ErrorFormat) -> None:
+    """Shape errors on paths for which `matches(path)` holds with `fmt`; first match wins."""
+    app.state.error_formats = [*getattr(app.state, "error_formats", []), (matches, fmt)]
+
+
+def _respond(
+    request: Request, info: ErrorInfo, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    for matches, fmt in getattr(request.app.state, "error_formats", []):
+        if matches(request.url.path):
+            status, body = fmt(info)
+            return JSONResponse(body, status_code=status, headers=headers)
+    return JSONResponse(_body(info.message, info.detail), status_code=info.status, headers=headers)
+
+
 def _loc(loc: tuple[Any, ...] | list[Any]) -> str:
     parts = [str(p) for p in loc if p not in ("body", "query", "path")]
     return ".".join(parts) or "body"
@@ -51,27 +82,29 @@ def _body(message: str, detail: list[dict[str, Any]] | None = None) -> dict[str,
     return body
 
 
-async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
     errors = exc.errors()
     if any(e.get("type") == "json_invalid" for e in errors):
-        return JSONResponse(_body("malformed JSON body"), status_code=400)
+        return _respond(request, ErrorInfo(400, "malformed JSON body"))
     detail = [{"field": _loc(e["loc"]), "message": e["msg"]} for e in errors]
     message = "; ".join(f"{d['field']}: {d['message']}" for d in detail)
-    return JSONResponse(_body(message, detail), status_code=422)
+    field = detail[0]["field"] if detail else None
+    return _respond(request, ErrorInfo(422, message, field, detail))
 
 
-async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
     detail = [{"field": exc.field, "message": exc.detail}] if exc.field else None
-    return JSONResponse(_body(exc.message, detail), status_code=exc.status, headers=exc.headers)
+    info = ErrorInfo(exc.status, exc.message, exc.field, detail)
+    return _respond(request, info, exc.headers)
 
 
-async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-    return JSONResponse(_body(str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
+async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    return _respond(request, ErrorInfo(exc.status_code, str(exc.detail)), exc.headers)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return JSONResponse(_body("internal server error"), status_code=500)
+    return _respond(request, ErrorInfo(500, "internal server error"))
 
 
 def install_error_handlers(app: FastAPI) -> None:

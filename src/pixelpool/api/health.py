@@ -1,4 +1,9 @@
-"""Liveness and readiness: answered from memory, in milliseconds, whatever the load."""
+"""Liveness and readiness: answered from memory, in milliseconds, whatever the load.
+
+`/health` also carries what the self-hosted desktop client reads (`status` is
+`healthy` once a worker is up and a model is installed, else `no_model_loaded`;
+`current_model`, `available_models`, GPU facts). No model work, no database.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +14,50 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from pixelpool.api.native import State
+from pixelpool.api.state import AppState
+from pixelpool.registry.registry import ModelNotFound
 
 router = APIRouter(tags=["health"])
 
 
+def current_model(state: AppState) -> str | None:
+    """The model a request without one gets (`server.default_model`, else the first)."""
+    try:
+        return state.registry.default_entry(state.settings.server.default_model).name
+    except ModelNotFound:
+        return None
+
+
+def loaded_paths(devices: list[dict[str, Any]]) -> set[str]:
+    """Paths of the models some device holds (any tier)."""
+    return {m["key"] for d in devices for m in d.get("cache", {}).get("models", [])}
+
+
+def health_body(state: AppState) -> dict[str, Any]:
+    devices = state.scheduler.snapshot()
+    gpus = [d for d in devices if d.get("kind") == "cuda"]
+    names = [e.name for e in state.registry.entries()]
+    serving = state.scheduler.ready and bool(names)
+    return {
+        "status": "healthy" if serving else "no_model_loaded",
+        "uptime_s": round(time.time() - state.started, 1),
+        "ready": state.scheduler.ready,
+        "current_model": current_model(state),
+        "available_models": names,
+        "loaded_models": len(loaded_paths(devices)),
+        "queue_depth": state.scheduler.queue_depth(),
+        "ip_adapter_loaded": False,
+        "cuda_available": bool(gpus),
+        "gpu_name": gpus[0]["name"] if gpus else None,
+        "vram_allocated_gb": round(
+            sum(d.get("cache", {}).get("used_bytes", 0) for d in gpus) / 2**30, 3
+        ),
+    }
+
+
 @router.get("/health")
 async def health(state: State) -> dict[str, Any]:
-    return {"status": "ok", "uptime_s": round(time.time() - state.started, 1)}
+    return health_body(state)
 
 
 @router.get("/ready")

@@ -6,7 +6,7 @@ import asyncio
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header
+from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -14,12 +14,24 @@ from pixelpool.api import ops
 from pixelpool.api.auth import Caller, Principal
 from pixelpool.api.errors import ApiError
 from pixelpool.api.state import AppState, get_state
+from pixelpool.api.waiting import wait_or_cancel
 from pixelpool.jobs.spec import JobRecord, JobStatus
 
 router = APIRouter(prefix="/api", tags=["native"])
 State = Annotated[AppState, Depends(get_state)]
 
-OPERATIONS = ("generate",)
+# Every op under /api/enqueue/{op}; all but "generate" are routed in native_diffusion.py.
+OPERATIONS = ("generate", "generate-hires", "generate-latents", "img2img", "inpaint",
+              "decode-latents", "encode-latents", "hires-latents")  # fmt: skip
+
+
+class LoraRequest(BaseModel):
+    """One LoRA of a request: a name from /api/lora-list and its weight."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    weight: float = Field(1.0, ge=-10, le=10)
 
 
 class GenerateRequest(BaseModel):
@@ -28,7 +40,7 @@ class GenerateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     prompt: str
-    negative_prompt: str = ""
+    negative_prompt: str = Field("", description="empty: the model's default negative prompt")
     model: str | None = None
     width: int | None = Field(None, description="default: the model's native size")
     height: int | None = None
@@ -44,16 +56,28 @@ class GenerateRequest(BaseModel):
     )
     vae_tile_height: int = Field(0, ge=0)
     regional_prompting: bool = False
+    loras: list[LoraRequest] = Field([], description="also <lora:name:weight> in the prompt")
+    subseed: int | None = Field(None, description="variation seed; 0, -1 or absent: random")
+    subseed_strength: float = Field(0.0, ge=0, le=1, description="0: no variation")
+    quality: str | None = Field(None, description="a preset: low, medium, high, hd, or the model's")
+    preview: bool = Field(False, description="send preview images on the job's events")
+    preview_every: int = Field(1, ge=1, le=1000, description="steps between previews")
 
 
 def _spec(state: AppState, req: GenerateRequest) -> Any:
     if req.regional_prompting:
         raise ApiError(422, "regional_prompting: not supported", "regional_prompting")
-    fields = req.model_dump(exclude={"vae_tile_width", "vae_tile_height", "regional_prompting"})
-    return ops.txt2img_spec(state, **fields)
+    fields = req.model_dump(
+        exclude={"vae_tile_width", "vae_tile_height", "regional_prompting", "preview",
+                 "preview_every"}
+    )  # fmt: skip
+    spec = ops.txt2img_spec(state, **fields)
+    if req.preview:
+        spec.params["preview_every"] = req.preview_every
+    return spec
 
 
-async def _result_response(state: AppState, record: JobRecord, index: int = 0) -> Any:
+async def result_response(state: AppState, record: JobRecord, index: int = 0) -> Any:
     if record.status in (JobStatus.queued, JobStatus.running):
         return JSONResponse({"job_id": record.id, "status": record.status.value}, status_code=202)
     if record.status is JobStatus.expired:
@@ -137,10 +161,10 @@ async def rescan_models(state: State, caller: Caller) -> dict[str, int]:
 @router.post(
     "/generate", response_class=FileResponse, responses={200: {"content": {"image/png": {}}}}
 )
-async def generate(req: GenerateRequest, state: State, caller: Caller) -> Any:
+async def generate(req: GenerateRequest, request: Request, state: State, caller: Caller) -> Any:
     caller.require("generate")
     record = await ops.submit(state, _spec(state, req), caller.owner)
-    return await _result_response(state, await state.jobs.wait(record.id))
+    return await result_response(state, await wait_or_cancel(state, request, record.id))
 
 
 @router.post("/enqueue/{operation}")
@@ -169,7 +193,7 @@ async def job_status(job_id: str, state: State, caller: Caller) -> dict[str, Any
 
 @router.get("/job/{job_id}/result")
 async def job_result(job_id: str, state: State, caller: Caller, index: int = 0) -> Any:
-    return await _result_response(state, await _job(state, job_id, caller), index)
+    return await result_response(state, await _job(state, job_id, caller), index)
 
 
 @router.post("/job/{job_id}/cancel")

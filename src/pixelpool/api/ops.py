@@ -1,24 +1,48 @@
-"""Turn a dialect's request into a JobSpec: model lookup, defaults, limits, seeds.
+"""Turn a dialect's request into a JobSpec: model lookup, defaults, limits, seeds, LoRAs.
 
-Every dialect calls these, so each operation is validated and built once.
+Every dialect calls these, so each operation is validated and built once. Defaults
+come from, in order: the request, the chosen preset (`quality`), the model's
+manifest, the server. Operations other than txt2img are in `diffusion_specs.py`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from pixelpool.api.errors import ApiError, field_error
 from pixelpool.api.state import AppState
 from pixelpool.jobs.service import QueueFull
 from pixelpool.jobs.spec import JobRecord, JobSpec
-from pixelpool.pipelines.diffusion.params import NATIVE_SIZE, Txt2ImgParams, resolve_seed
+from pixelpool.pipelines.diffusion.params import (
+    NATIVE_SIZE,
+    LatentFormat,
+    Txt2ImgParams,
+    resolve_seed,
+)
+from pixelpool.pipelines.diffusion.prompts import extract_lora_tags
+from pixelpool.pipelines.diffusion.samplers import (
+    canonical_sampler,
+    canonical_schedule,
+    check_combination,
+    samplers_for,
+)
 from pixelpool.registry.entry import ModelEntry
+from pixelpool.registry.loras import LoraNotFound
 from pixelpool.registry.registry import ModelNotFound
 
 DEFAULT_STEPS = 25
 DEFAULT_CFG = 7.0
+# Presets every model has (OpenAI's quality names map here); a manifest may override them.
+BUILTIN_PRESETS: dict[str, dict[str, Any]] = {
+    "auto": {},
+    "low": {"steps": 12},
+    "medium": {"steps": 20},
+    "standard": {"steps": 20},
+    "high": {"steps": 30},
+    "hd": {"steps": 40},
+}
 
 
 def resolve_model(state: AppState, name: str | None, field: str = "model") -> ModelEntry:
@@ -30,19 +54,153 @@ def resolve_model(state: AppState, name: str | None, field: str = "model") -> Mo
         raise ApiError(404, f"{field}: model not found: {exc.name}", field) from exc
 
 
-def _check_size(state: AppState, field: str, value: int) -> None:
+def model_defaults(entry: ModelEntry) -> dict[str, Any]:
+    """Server defaults overlaid with the model's manifest defaults."""
+    native = NATIVE_SIZE[entry.architecture]
+    defaults: dict[str, Any] = {"width": native, "height": native, "steps": DEFAULT_STEPS,
+                                "cfg_scale": DEFAULT_CFG}  # fmt: skip
+    if entry.manifest is not None:
+        defaults.update(entry.manifest.model_defaults())
+    return defaults
+
+
+def presets(entry: ModelEntry) -> dict[str, dict[str, Any]]:
+    named = dict(BUILTIN_PRESETS)
+    if entry.manifest is not None:
+        named.update({k: v.set_fields() for k, v in entry.manifest.presets.items()})
+    return named
+
+
+def check_size(state: AppState, field: str, value: int, max_size: int | None = None) -> None:
     limits = state.settings.limits
+    upper = max_size or limits.max_size
     if value % 8:
         raise field_error(field, f"must be a multiple of 8, got {value}")
-    if not limits.min_size <= value <= limits.max_size:
-        raise field_error(field, f"must be between {limits.min_size} and {limits.max_size}")
+    if not limits.min_size <= value <= upper:
+        raise field_error(field, f"must be between {limits.min_size} and {upper}")
+
+
+def resolve_loras(
+    state: AppState, entry: ModelEntry, requested: list[tuple[str, float]]
+) -> list[dict[str, Any]]:
+    """Registry LoRAs for (name, weight) pairs: 404 when unknown, 422 for another architecture.
+
+    A name given twice keeps its last weight (a prompt tag overrides the `loras` field).
+    """
+    by_name: dict[str, dict[str, Any]] = {}
+    for name, weight in requested:
+        try:
+            lora = state.registry.resolve_lora(name)
+        except LoraNotFound as exc:
+            raise ApiError(404, f"loras: LoRA not found: {exc.name}", "loras") from exc
+        if lora.architecture not in (None, entry.architecture):
+            raise field_error(
+                "loras",
+                f"LoRA {lora.name!r} is for {lora.architecture}, but model {entry.name!r} "
+                f"is {entry.architecture}",
+            )
+        if not -10 <= weight <= 10:
+            raise field_error("loras", f"weight of {name!r} must be between -10 and 10")
+        by_name[lora.name] = {"name": lora.name, "path": str(lora.path), "key": lora.key,
+                              "weight": float(weight)}  # fmt: skip
+    return list(by_name.values())
+
+
+def _sampler_fields(entry: ModelEntry, sampler: str | None, scheduler: str | None) -> dict:
+    try:
+        sampler = canonical_sampler(sampler) if sampler else None
+        schedule = canonical_schedule(scheduler) if scheduler else None
+    except ValueError as exc:
+        raise field_error("sampler" if "sampler" in str(exc) else "scheduler", str(exc)) from exc
+    problem = check_combination(entry.architecture, sampler, schedule, entry.zero_snr)
+    if problem:
+        field, _, message = problem.partition(": ")
+        raise field_error(field, message)
+    return {"sampler": sampler, "scheduler": schedule}
+
+
+def sampling_fields(
+    state: AppState,
+    entry: ModelEntry,
+    request: dict[str, Any],
+    *,
+    max_size: int | None = None,
+) -> dict[str, Any]:
+    """Resolve the fields every sampling op shares: defaults, limits, seeds, sampler, LoRAs.
+
+    `request` holds what the client sent (None: not given): prompt, negative_prompt,
+    width, height, steps, cfg_scale, seed, sampler, scheduler, loras, subseed,
+    subseed_strength, quality.
+    """
+    limits = state.settings.limits
+    quality = request.get("quality")
+    named = presets(entry)
+    if quality and quality not in named:
+        raise field_error("quality", f"unknown preset {quality!r}; valid: {', '.join(named)}")
+    # An empty negative prompt counts as "not given", so a manifest's default applies.
+    given = {
+        k: v for k, v in request.items() if v is not None and (k, v) != ("negative_prompt", "")
+    }
+    merged = {**model_defaults(entry), **named.get(quality or "", {}), **given}
+    prompt = merged.get("prompt", "")
+    if len(prompt) > limits.max_prompt_chars:
+        raise field_error("prompt", f"is longer than {limits.max_prompt_chars} characters")
+    prompt, tags = extract_lora_tags(prompt)
+    for field in ("width", "height"):
+        check_size(state, field, merged[field], max_size)
+    if not 1 <= merged["steps"] <= limits.max_steps:
+        raise field_error("steps", f"must be between 1 and {limits.max_steps}")
+    if not 1 <= merged["cfg_scale"] <= limits.max_cfg:
+        raise field_error("cfg_scale", f"must be between 1 and {limits.max_cfg}")
+    requested = [(lora["name"], lora.get("weight", 1.0)) for lora in merged.get("loras", [])]
+    strength = float(merged.get("subseed_strength") or 0.0)
+    fields = {
+        "prompt": prompt,
+        "negative_prompt": merged.get("negative_prompt") or "",
+        "width": merged["width"],
+        "height": merged["height"],
+        "steps": merged["steps"],
+        "cfg_scale": merged["cfg_scale"],
+        "seed": resolve_seed(merged.get("seed")),
+        "loras": resolve_loras(state, entry, requested + [(t.name, t.weight) for t in tags]),
+        "subseed": resolve_seed(merged.get("subseed")) if strength else None,
+        "subseed_strength": strength,
+        **_sampler_fields(entry, merged.get("sampler"), merged.get("scheduler")),
+    }
+    return fields
+
+
+def build_spec(
+    op: str,
+    entry: ModelEntry,
+    params_cls: type[BaseModel],
+    fields: dict[str, Any],
+    priority: int = 100,
+    output_format: str = "png",
+) -> JobSpec:
+    """Validate resolved fields into the op's params; errors name the field."""
+    try:
+        params = params_cls(**fields)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "body"
+        raise field_error(field, str(err.get("ctx", {}).get("error") or err["msg"])) from exc
+    return JobSpec(
+        op=op,
+        family=entry.family,
+        model=entry.to_wire(),
+        params=params.model_dump(),
+        batch_key=list(params.batch_key()),  # type: ignore[attr-defined]
+        priority=priority,
+        output_format=output_format,
+    )
 
 
 def txt2img_spec(
     state: AppState,
     *,
     prompt: str,
-    negative_prompt: str = "",
+    negative_prompt: str | None = None,
     model: str | None = None,
     width: int | None = None,
     height: int | None = None,
@@ -53,47 +211,23 @@ def txt2img_spec(
     scheduler: str | None = None,
     priority: int = 100,
     output_format: str = "png",
+    loras: list[dict[str, Any]] | None = None,
+    subseed: int | None = None,
+    subseed_strength: float | None = None,
+    quality: str | None = None,
+    latent_format: LatentFormat | None = None,
 ) -> JobSpec:
-    limits = state.settings.limits
     entry = resolve_model(state, model)
-    native = NATIVE_SIZE[entry.architecture]
-    width = native if width is None else width
-    height = native if height is None else height
-    _check_size(state, "width", width)
-    _check_size(state, "height", height)
-    steps = DEFAULT_STEPS if steps is None else steps
-    if not 1 <= steps <= limits.max_steps:
-        raise field_error("steps", f"must be between 1 and {limits.max_steps}")
-    cfg = DEFAULT_CFG if cfg_scale is None else cfg_scale
-    if not 1 <= cfg <= limits.max_cfg:
-        raise field_error("cfg_scale", f"must be between 1 and {limits.max_cfg}")
-    if len(prompt) > limits.max_prompt_chars:
-        raise field_error("prompt", f"is longer than {limits.max_prompt_chars} characters")
-    try:
-        params = Txt2ImgParams(
-            prompt=prompt,
-            negative_prompt=negative_prompt or "",
-            width=width,
-            height=height,
-            steps=steps,
-            cfg_scale=cfg,
-            seed=resolve_seed(seed),
-            sampler=sampler,
-            scheduler=scheduler,
-        )
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or "body"
-        raise field_error(field, str(err.get("ctx", {}).get("error") or err["msg"])) from exc
-    return JobSpec(
-        op="txt2img",
-        family=entry.family,
-        model=entry.to_wire(),
-        params=params.model_dump(),
-        batch_key=list(params.batch_key()),
-        priority=priority,
-        output_format=output_format,
-    )
+    request = {
+        "prompt": prompt, "negative_prompt": negative_prompt, "width": width, "height": height,
+        "steps": steps, "cfg_scale": cfg_scale, "seed": seed, "sampler": sampler,
+        "scheduler": scheduler, "loras": loras, "subseed": subseed,
+        "subseed_strength": subseed_strength, "quality": quality,
+    }  # fmt: skip
+    fields = sampling_fields(state, entry, request)
+    if latent_format is not None:
+        fields["latent_format"] = latent_format
+    return build_spec("txt2img", entry, Txt2ImgParams, fields, priority, output_format)
 
 
 async def submit(
@@ -108,7 +242,7 @@ async def submit(
 
 
 def describe_model(state: AppState, entry: ModelEntry) -> dict[str, Any]:
-    native = NATIVE_SIZE[entry.architecture]
+    manifest = entry.manifest.describe() if entry.manifest is not None else {}
     return {
         "name": entry.name,
         "path": str(entry.path),
@@ -118,6 +252,10 @@ def describe_model(state: AppState, entry: ModelEntry) -> dict[str, Any]:
         "architecture": entry.architecture,
         "format": entry.format,
         "size_bytes": entry.size_bytes,
-        "defaults": {"width": native, "height": native, "steps": DEFAULT_STEPS,
-                     "cfg_scale": DEFAULT_CFG},
-    }  # fmt: skip
+        "prediction_type": entry.prediction_type,
+        "zero_snr": entry.zero_snr,
+        "defaults": model_defaults(entry),
+        "samplers": samplers_for(entry.architecture),
+        **{k: v for k, v in manifest.items() if k != "presets"},
+        "presets": {**BUILTIN_PRESETS, **manifest.get("presets", {})},
+    }

@@ -28,6 +28,16 @@ class Stop:
     pass
 
 
+@dataclass
+class Admin:
+    """Cache control: op is load | unload | pin | unpin."""
+
+    request_id: str
+    op: str
+    family: str
+    model: dict[str, Any]
+
+
 # worker -> parent
 
 
@@ -35,6 +45,15 @@ class Stop:
 class Ready:
     device: dict[str, Any]
     pid: int
+    budget_bytes: int
+    cache: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class AdminDone:
+    request_id: str
+    error: str | None
+    cache: dict[str, Any]
 
 
 @dataclass

@@ -8,7 +8,8 @@ from pixelpool.config import Settings
 from pixelpool.engine.devices import DeviceInfo, detect_devices, select_devices
 from pixelpool.engine.handle import WorkerHandle
 from pixelpool.engine.local import LocalWorker
-from pixelpool.engine.scheduler import Scheduler, Slot
+from pixelpool.engine.scheduler import Scheduler
+from pixelpool.engine.slot import Slot
 from pixelpool.engine.task import EngineListener
 
 GIB = 1 << 30
@@ -16,14 +17,16 @@ GIB = 1 << 30
 
 def worker_options(settings: Settings, device: DeviceInfo) -> dict[str, Any]:
     cfg = settings.devices.get(device.id)
-    budget_gb = None
-    if cfg is not None:
-        budget_gb = cfg.vram_budget_gb if device.kind != "cpu" else cfg.ram_budget_gb
+
+    def gib(value: float | None) -> int | None:
+        return int(value * GIB) if value is not None else None
+
     return {
         "dtype": "auto",
         "threads": cfg.threads if cfg else None,
-        "budget_bytes": int(budget_gb * GIB) if budget_gb else None,
-        "pinned": list(cfg.pinned) if cfg else [],
+        "budget_bytes": gib(cfg.vram_budget_gb) if cfg else None,
+        "ram_budget_bytes": gib(cfg.ram_budget_gb) if cfg else None,
+        "pinned": [],  # resolved to paths and sent by the app once the registry is up
         "log_level": settings.server.log_level,
     }
 

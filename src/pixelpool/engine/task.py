@@ -23,6 +23,13 @@ class Task:
     owner: str | None = None
     submitted: float = field(default_factory=time.monotonic)
     attempts: int = 0
+    model_bytes: int = 0  # cost estimate: the model's weights ...
+    item_bytes: int = 0  # ... plus this much per image of a batch
+    excluded: set[str] = field(default_factory=set)  # devices it ran out of memory on
+    max_batch: int | None = None  # lowered after an out-of-memory error
+
+    def bytes_for(self, batch: int) -> int:
+        return self.model_bytes + batch * self.item_bytes
 
     @property
     def group(self) -> tuple[Any, ...]:

@@ -1,7 +1,8 @@
 """The worker process: owns one device, its model cache, and runs batches.
 
-A reader thread takes messages from the engine (runs, cancellations) so that a
-cancel arrives while a batch is running; the main thread runs batches one at a time.
+A reader thread takes messages from the engine (runs, cache commands,
+cancellations) so that a cancel arrives while a batch is running; the main
+thread runs batches and cache commands one at a time, in arrival order.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from pixelpool.engine.messages import (
+    Admin,
+    AdminDone,
     BatchDone,
     BatchStarted,
     CancelJob,
@@ -32,7 +35,16 @@ log = logging.getLogger("pixelpool.worker")
 
 HEARTBEAT_S = 2.0
 CPU_DEFAULT_BUDGET_FRACTION = 0.5
+RAM_TIER_DEFAULT_FRACTION = 0.25  # of system RAM, for accelerator devices
 CUDA_MARGIN_BYTES = 1536 << 20
+OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory")
+
+
+def system_ram_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return 0
 
 
 class Worker:
@@ -41,7 +53,7 @@ class Worker:
         self.options = options
         self.conn = conn
         self._send_lock = threading.Lock()
-        self._runs: queue.Queue[RunBatch | None] = queue.Queue()
+        self._inbox: queue.Queue[RunBatch | Admin | None] = queue.Queue()
         self._cancelled: set[str] = set()
         self._stopping = threading.Event()
 
@@ -53,25 +65,47 @@ class Worker:
         import torch  # imported here: only worker processes load torch and the device
 
         from pixelpool.engine.cache import ModelCache
+        from pixelpool.pipelines import get_family
 
+        self.torch = torch
         if self.options.get("threads"):
             torch.set_num_threads(int(self.options["threads"]))
         self.torch_device = self.device["torch_device"]
-        self.cache = ModelCache(self._budget(torch), set(self.options.get("pinned", [])))
+        self.cache = ModelCache(
+            self._budget(),
+            self._ram_budget(),
+            set(self.options.get("pinned", [])),
+            device=self.torch_device,
+            move=lambda loaded, dev: get_family(loaded.family).move(loaded, dev),
+        )
         threading.Thread(target=self._read, name="reader", daemon=True).start()
         threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True).start()
-        self.send(Ready(device=self.device, pid=os.getpid()))
-        while (run := self._runs.get()) is not None:
-            self._run(run)
+        self.send(Ready(self.device, os.getpid(), self.cache.budget_bytes, self.cache.snapshot()))
+        while (message := self._inbox.get()) is not None:
+            if isinstance(message, RunBatch):
+                self._run(message)
+            else:
+                self._admin(message)
 
-    def _budget(self, torch: Any) -> int:
+    def _budget(self) -> int:
         configured = self.options.get("budget_bytes")
         if configured:
             return int(configured)
         if self.device["kind"] == "cuda":
-            _free, total = torch.cuda.mem_get_info(self.device["index"])
+            _free, total = self.torch.cuda.mem_get_info(self.device["index"])
             return max(total - CUDA_MARGIN_BYTES, total // 2)
         return int(self.device["total_memory_bytes"] * CPU_DEFAULT_BUDGET_FRACTION)
+
+    def _ram_budget(self) -> int:
+        configured = self.options.get("ram_budget_bytes")
+        if configured is not None:
+            return int(configured)
+        # On the CPU the device tier already is RAM: parking models there too is opt-in.
+        return (
+            0
+            if self.device["kind"] == "cpu"
+            else int(system_ram_bytes() * RAM_TIER_DEFAULT_FRACTION)
+        )
 
     def _read(self) -> None:
         while True:
@@ -79,14 +113,14 @@ class Worker:
                 message = self.conn.recv()
             except (EOFError, OSError):
                 message = Stop()  # the engine is gone: finish up
-            if isinstance(message, RunBatch):
-                self._runs.put(message)
-            elif isinstance(message, CancelJob):
+            if isinstance(message, CancelJob):
                 self._cancelled.add(message.job_id)
             elif isinstance(message, Stop):
                 self._stopping.set()
-                self._runs.put(None)
+                self._inbox.put(None)
                 return
+            else:
+                self._inbox.put(message)
 
     def _heartbeat(self) -> None:
         while not self._stopping.wait(HEARTBEAT_S):
@@ -94,6 +128,38 @@ class Worker:
                 self.send(Heartbeat(time.time()))
             except OSError:
                 return
+
+    def _loaded(self, family_name: str, model: dict[str, Any]) -> Any:
+        from pixelpool.pipelines import get_family
+
+        family = get_family(family_name)
+        return self.cache.get(
+            model["path"], lambda: family.load(model, self.torch_device, self.options["dtype"])
+        )
+
+    def _admin(self, message: Admin) -> None:
+        key = message.model["path"]
+        error = None
+        try:
+            if message.op == "load":
+                self._loaded(message.family, message.model)
+            elif message.op == "unload":
+                self.cache.unload(key)
+                self._free_memory()
+            elif message.op == "pin":
+                self._loaded(message.family, message.model)
+                self.cache.pin(key)
+            elif message.op == "unpin":
+                self.cache.unpin(key)
+            else:
+                error = f"unknown cache operation {message.op!r}"
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        self.send(AdminDone(message.request_id, error, self.cache.snapshot()))
+
+    def _free_memory(self) -> None:
+        if self.device["kind"] == "cuda":
+            self.torch.cuda.empty_cache()
 
     def _run(self, run: RunBatch) -> None:
         from pixelpool.pipelines import get_family
@@ -106,11 +172,7 @@ class Worker:
             self.send(ItemFailed(job_id, "cancelled before start", "cancelled"))
         try:
             if items:
-                family = get_family(run.family)
-                key = run.model["path"]
-                loaded = self.cache.get(
-                    key, lambda: family.load(run.model, self.torch_device, self.options["dtype"])
-                )
+                loaded = self._loaded(run.family, run.model)
                 self.send(BatchStarted(run.batch_id, time.perf_counter() - started))
                 live = [i.job_id for i in items]
 
@@ -122,7 +184,7 @@ class Worker:
                 def cancel() -> bool:
                     return all(job_id in self._cancelled for job_id in live)
 
-                results = family.run(loaded, items, progress, cancel)
+                results = get_family(run.family).run(loaded, items, progress, cancel)
                 for item, result in zip(items, results, strict=True):
                     if item.job_id in self._cancelled:
                         self.send(ItemFailed(item.job_id, "cancelled", "cancelled"))
@@ -132,10 +194,16 @@ class Worker:
             for item in items:
                 self.send(ItemFailed(item.job_id, "cancelled", "cancelled"))
         except Exception as exc:
-            kind = "oom" if "out of memory" in str(exc).lower() else "error"
+            oom = any(marker in str(exc).lower() for marker in OOM_MARKERS)
             log.error("batch %s failed: %s", run.batch_id, traceback.format_exc())
+            if oom:
+                self._free_memory()
             for item in items:
-                self.send(ItemFailed(item.job_id, f"{type(exc).__name__}: {exc}", kind))
+                self.send(
+                    ItemFailed(
+                        item.job_id, f"{type(exc).__name__}: {exc}", "oom" if oom else "error"
+                    )
+                )
         finally:
             self._cancelled.difference_update(job_ids)
         self.send(BatchDone(run.batch_id, time.perf_counter() - started, self.cache.snapshot()))

@@ -1,7 +1,9 @@
-"""Image encoding for results. Runs in a thread pool, never on the event loop.
+"""Result encoding. Runs in a thread pool, never on the event loop.
 
 PNG uses zlib level 1: several times faster than Pillow's default level 6 for
 a modest size increase (bench/ measures it); JPEG/WebP use the usual qualities.
+The generation parameters go where A1111 puts them: a PNG `parameters` text
+chunk, or the EXIF UserComment of a JPEG/WebP, so other tools can read them back.
 """
 
 from __future__ import annotations
@@ -14,6 +16,13 @@ from PIL import Image, PngImagePlugin
 
 MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 PNG_COMPRESS_LEVEL = 1
+EXIF_USER_COMMENT = 0x9286
+BLOB_KEY = "blob"  # Result.info key for a non-image result (latents): raw bytes
+
+
+def _user_comment(text: str) -> bytes:
+    """EXIF UserComment in the UNICODE encoding A1111 (piexif) writes."""
+    return b"UNICODE\0" + text.encode("utf-16-be")
 
 
 def encode_image(
@@ -29,30 +38,72 @@ def encode_image(
             for key, value in text.items():
                 info.add_text(key, value)
             options["pnginfo"] = info
-    elif fmt == "jpeg":
-        if image.mode == "RGBA":
-            image = image.convert("RGB")
+    elif fmt in ("jpeg", "webp"):
+        if fmt == "jpeg" and image.mode in ("RGBA", "LA"):
+            image = image.convert("RGB")  # JPEG has no alpha; WebP keeps it
         options["quality"] = quality
-    elif fmt == "webp":
-        options["quality"] = quality
+        if text and "parameters" in text:
+            exif = Image.Exif()
+            exif.get_ifd(0x8769)[EXIF_USER_COMMENT] = _user_comment(text["parameters"])
+            options["exif"] = exif.tobytes()
     else:
         raise ValueError(f"unsupported output format {fmt!r}")
     image.save(buf, format=fmt.upper(), **options)
     return buf.getvalue()
 
 
+def encode_result(
+    images: list[np.ndarray],
+    info: dict[str, Any],
+    fmt: str,
+    text: dict[str, str] | None,
+    quality: int = 90,
+) -> tuple[list[tuple[bytes, str]], dict[str, Any]]:
+    """A result's payloads as (bytes, media type), and its info without raw bytes.
+
+    Images are encoded in `fmt`; a non-image result (latents) carries its bytes in
+    `info["blob"]` with `info["media_type"]` and is passed through as is.
+    """
+    payloads = [(encode_image(img, fmt, quality, text), MEDIA_TYPES[fmt]) for img in images]
+    if BLOB_KEY in info:
+        info = dict(info)
+        payloads.append((bytes(info.pop(BLOB_KEY)), str(info.get("media_type"))))
+    return payloads, info
+
+
+_LABELS = {
+    "steps": "Steps", "sampler": "Sampler", "scheduler": "Schedule type",
+    "cfg_scale": "CFG scale", "seed": "Seed", "subseed": "Variation seed",
+    "subseed_strength": "Variation seed strength", "strength": "Denoising strength",
+    "hires_denoising_strength": "Denoising strength", "hires_steps": "Hires steps",
+    "hires_upscaler": "Hires upscaler",
+}  # fmt: skip
+
+
 def a1111_parameters(params: dict[str, Any], model: str) -> str:
-    """The 'parameters' text A1111 writes into PNGs, so other tools can read it back."""
+    """The 'parameters' text A1111 writes into images, so other tools can read it back."""
     lines = [str(params.get("prompt", ""))]
     if params.get("negative_prompt"):
         lines.append(f"Negative prompt: {params['negative_prompt']}")
-    fields = {
-        "Steps": params.get("steps"),
-        "Sampler": params.get("sampler") or "model default",
-        "CFG scale": params.get("cfg_scale"),
-        "Seed": params.get("seed"),
-        "Size": f"{params.get('width')}x{params.get('height')}",
-        "Model": model,
-    }
+    fields: dict[str, Any] = {_LABELS[k]: params.get(k) for k in ("steps", "sampler")}
+    fields["Sampler"] = fields["Sampler"] or "model default"
+    for key in ("scheduler", "cfg_scale", "seed"):
+        fields[_LABELS[key]] = params.get(key)
+    if params.get("subseed_strength"):
+        for key in ("subseed", "subseed_strength"):
+            fields[_LABELS[key]] = params.get(key)
+    if "base_width" in params:
+        fields["Size"] = f"{params.get('base_width')}x{params.get('base_height')}"
+        fields["Hires resize"] = f"{params.get('width')}x{params.get('height')}"
+        for key in ("hires_steps", "hires_upscaler", "hires_denoising_strength"):
+            fields[_LABELS[key]] = params.get(key)
+    else:
+        fields["Size"] = f"{params.get('width')}x{params.get('height')}"
+        if "strength" in params:
+            fields[_LABELS["strength"]] = params["strength"]
+    fields["Model"] = model
+    loras = params.get("loras") or []
+    if loras:
+        fields["Lora weights"] = " ".join(f"{x['name']}: {x['weight']}" for x in loras)
     lines.append(", ".join(f"{k}: {v}" for k, v in fields.items() if v is not None))
     return "\n".join(lines)

@@ -15,14 +15,15 @@ import time
 from typing import Any
 
 from pixelpool.config import Settings
-from pixelpool.engine.scheduler import Scheduler
+from pixelpool.engine.scheduler import NoDeviceFits, Scheduler
 from pixelpool.engine.task import Task
 from pixelpool.jobs.artifacts import ArtifactStore
-from pixelpool.jobs.encode import MEDIA_TYPES, a1111_parameters, encode_image
+from pixelpool.jobs.encode import a1111_parameters, encode_image, encode_result
 from pixelpool.jobs.events import EventBus
 from pixelpool.jobs.spec import JobRecord, JobSpec, JobStatus
 from pixelpool.jobs.store import JobStore
 from pixelpool.pipelines.base import Result
+from pixelpool.pipelines.costs import estimate_cost
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,9 @@ class JobService:
             created=time.time(),
             idempotency_key=idempotency_key,
         )
+        task = self._task(record)
+        assert self.scheduler is not None
+        self.scheduler.check(task)  # refuse now what no device could ever run
         try:
             await self.store.insert(record)  # durable before anyone learns the id
         except sqlite3.IntegrityError:
@@ -84,7 +88,7 @@ class JobService:
             if existing is None:
                 raise
             return self._active.get(existing.id, existing)
-        self._enqueue(record)
+        self._enqueue(record, task)
         return record
 
     def _check_queue(self, owner: str | None) -> None:
@@ -95,24 +99,29 @@ class JobService:
         if sum(1 for r in queued if r.owner == owner) >= limits.max_queue_per_key:
             raise QueueFull(f"too many queued jobs for this key ({limits.max_queue_per_key})")
 
-    def _enqueue(self, record: JobRecord) -> None:
-        assert self.scheduler is not None
+    @staticmethod
+    def _task(record: JobRecord) -> Task:
         spec = record.spec
+        cost = estimate_cost(spec.family, spec.model, spec.params)
+        return Task(
+            job_id=record.id,
+            family=spec.family,
+            op=spec.op,
+            model=spec.model,
+            params=spec.params,
+            batch_key=tuple(spec.batch_key),
+            priority=spec.priority,
+            owner=record.owner,
+            attempts=record.attempts,
+            model_bytes=cost.model_bytes,
+            item_bytes=cost.item_bytes,
+        )
+
+    def _enqueue(self, record: JobRecord, task: Task) -> None:
+        assert self.scheduler is not None
         self._active[record.id] = record
         self._done[record.id] = asyncio.Event()
-        self.scheduler.submit(
-            Task(
-                job_id=record.id,
-                family=spec.family,
-                op=spec.op,
-                model=spec.model,
-                params=spec.params,
-                batch_key=tuple(spec.batch_key),
-                priority=spec.priority,
-                owner=record.owner,
-                attempts=record.attempts,
-            )
-        )
+        self.scheduler.submit(task)
         self._publish(record, "queued")
 
     async def recover(self) -> int:
@@ -120,8 +129,18 @@ class JobService:
         jobs = await self.store.unfinished()
         for record in jobs:
             record.status, record.started, record.device = JobStatus.queued, None, None
+            task = self._task(record)
+            try:
+                assert self.scheduler is not None
+                self.scheduler.check(task)
+            except NoDeviceFits as exc:
+                self._active[record.id] = record
+                await self._finish(
+                    record.id, JobStatus.failed, error=f"cannot run after restart: {exc}"
+                )
+                continue
             await self.store.update(record.id, status=JobStatus.queued, started=None, device=None)
-            self._enqueue(record)
+            self._enqueue(record, task)
         if jobs:
             log.info("re-queued %d unfinished jobs from the store", len(jobs))
         return len(jobs)
@@ -129,7 +148,15 @@ class JobService:
     # --- reading ---------------------------------------------------------------
 
     async def get(self, job_id: str) -> JobRecord | None:
-        return self._active.get(job_id) or await self.store.get(job_id)
+        record = self._active.get(job_id) or await self.store.get(job_id)
+        if (
+            record is not None
+            and record.status is JobStatus.completed
+            and record.expires is not None
+            and record.expires < time.time()
+        ):
+            record.status, record.result = JobStatus.expired, {}  # the sweep deletes it later
+        return record
 
     def progress(self, job_id: str) -> dict[str, Any]:
         return self._progress.get(job_id, {})
@@ -206,27 +233,22 @@ class JobService:
         record = self._active.get(job_id)
         if record is None:
             return
-        fmt = record.spec.output_format
+        spec = record.spec
         try:
-            text = {"parameters": a1111_parameters(record.spec.params, record.spec.model["name"])}
-            blobs = await asyncio.gather(
-                *(asyncio.to_thread(encode_image, img, fmt, 90, text) for img in result.images)
-            )
-            arts = [await self.artifacts.put(b, MEDIA_TYPES[fmt], record.owner) for b in blobs]
+            text = {"parameters": a1111_parameters(spec.params, spec.model["name"])}
+            payloads, info = await asyncio.to_thread(
+                encode_result, result.images, result.info, spec.output_format, text,
+                spec.output_quality,
+            )  # fmt: skip
+            arts = [await self.artifacts.put(data, media, record.owner) for data, media in payloads]
         except Exception as exc:
             log.exception("storing result of %s failed", job_id)
             await self._finish(job_id, JobStatus.failed, error=f"storing result failed: {exc}")
             return
-        payload = {
-            "artifacts": [
-                {"id": a.id, "media_type": a.media_type, "size": a.size,
-                 "width": int(img.shape[1]), "height": int(img.shape[0])}
-                for a, img in zip(arts, result.images, strict=True)
-            ],
-            "seeds": result.seeds,
-            "info": result.info,
-            "run_s": run_s,
-        }  # fmt: skip
+        described = [{"id": a.id, "media_type": a.media_type, "size": a.size} for a in arts]
+        for entry, img in zip(described, result.images, strict=False):  # images come first
+            entry.update(width=int(img.shape[1]), height=int(img.shape[0]))
+        payload = {"artifacts": described, "seeds": result.seeds, "info": info, "run_s": run_s}
         await self._finish(job_id, JobStatus.completed, result=payload)
 
     async def _finish(self, job_id: str, status: JobStatus, **fields: Any) -> None:
@@ -257,7 +279,13 @@ class JobService:
         )  # fmt: skip
 
     def _publish(self, record: JobRecord, kind: str, **extra: Any) -> None:
-        event = {"type": kind, "job_id": record.id, "status": record.status.value, **extra}
+        event = {
+            "type": kind,
+            "job_id": record.id,
+            "status": record.status.value,
+            "gpus": [record.device] if record.device else [],
+            **extra,
+        }
         if kind == "progress":
             p = self._progress.get(record.id, {})
             total = p.get("total") or 1

@@ -32,6 +32,7 @@ class JobSpec(BaseModel):
     batch_key: list[Any] = []
     priority: int = Field(100, ge=1, le=100)
     output_format: str = "png"
+    output_quality: int = Field(90, ge=0, le=100)  # JPEG / WebP
 
 
 @dataclass

@@ -30,6 +30,7 @@ class Loaded:
     size_bytes: int
     architecture: str
     device: str
+    family: str = "diffusion"
 
 
 @dataclass
@@ -52,6 +53,8 @@ class Result:
 
 class Family(Protocol):
     def load(self, entry: dict[str, Any], device: str, dtype: str) -> Loaded: ...
+
+    def move(self, loaded: Loaded, device: str) -> Loaded: ...
 
     def run(
         self, loaded: Loaded, batch: list[WorkItem], progress: ProgressFn, cancel: CancelFn

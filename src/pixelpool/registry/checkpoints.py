@@ -10,6 +10,7 @@ import json
 import struct
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 # A header larger than this is not a plausible safetensors table of contents.
 _MAX_HEADER_BYTES = 100 * 1024 * 1024
@@ -23,8 +24,9 @@ _SDXL_OPENCLIP = "conditioner.embedders.1.model."  # OpenCLIP ViT-bigG
 _REFINER_OPENCLIP = "conditioner.embedders.0.model."  # refiner: OpenCLIP ViT-bigG only
 
 
-def read_tensor_names(path: Path) -> list[str]:
-    """Tensor names of a .safetensors file, read from its header without loading data.
+def read_header(path: Path) -> dict[str, Any]:
+    """The JSON table of contents of a .safetensors file (tensor name -> dtype, shape,
+    offsets, plus ``__metadata__``), read without loading any tensor.
 
     Raises OSError when the file cannot be read and ValueError when it is not safetensors.
     """
@@ -44,7 +46,12 @@ def read_tensor_names(path: Path) -> list[str]:
         raise ValueError(f"{path}: safetensors header is not valid JSON: {exc}") from exc
     if not isinstance(header, dict):
         raise ValueError(f"{path}: safetensors header is not a JSON object")
-    return [name for name in header if name != "__metadata__"]
+    return header
+
+
+def read_tensor_names(path: Path) -> list[str]:
+    """Tensor names of a .safetensors file, read from its header without loading data."""
+    return [name for name in read_header(path) if name != "__metadata__"]
 
 
 def detect_architecture(names: Iterable[str]) -> str | None:

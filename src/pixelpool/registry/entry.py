@@ -6,12 +6,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from pixelpool.registry.manifests import Manifest
+
 ModelFormat = Literal["diffusers", "single_file"]
 
 # Folders under the models dir that hold something other than diffusion checkpoints.
 NON_DIFFUSION_FOLDERS = frozenset({"loras", "upscale", "bgremove", "tagger", "vision", "other"})
 
-SUPPORTED_ARCHITECTURES = ("sd15", "sdxl")
+SUPPORTED_ARCHITECTURES = ("sd15", "sdxl", "sd3", "flux")
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,9 @@ class ModelEntry:
     format: ModelFormat
     size_bytes: int
     mtime_ns: int
+    manifest: Manifest | None = None
+    prediction_type: str = "epsilon"  # or "v_prediction", "flow" (from the scheduler config)
+    zero_snr: bool = False  # trained with zero terminal SNR: only some samplers fit
 
     @property
     def qualified_name(self) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pixelpool.registry.entry import ModelEntry
 from pixelpool.registry.fingerprint import FingerprintCache, hash_model
+from pixelpool.registry.loras import LoraEntry, LoraNotFound, scan_loras
 from pixelpool.registry.scan import scan_models
 
 log = logging.getLogger(__name__)
@@ -37,33 +38,63 @@ class Registry:
         self.models_dir = models_dir
         self._cache = FingerprintCache(cache_db)
         self._entries: dict[str, ModelEntry] = {}
+        self._loras: dict[str, LoraEntry] = {}
         self._fingerprints: dict[Path, str] = {}
         self._lock = threading.Lock()
         self._hash_thread: threading.Thread | None = None
         self._closing = threading.Event()
 
     def scan(self) -> ScanResult:
+        """Rescan models (and LoRAs, so the periodic rescan picks both up)."""
         found = {e.qualified_name: e for e in scan_models(self.models_dir)}
+        self.scan_loras()
+        return self._replace("_entries", found)
+
+    def scan_loras(self) -> ScanResult:
+        return self._replace("_loras", {e.name: e for e in scan_loras(self.models_dir)})
+
+    def _replace(
+        self, attr: str, found: dict[str, ModelEntry] | dict[str, LoraEntry]
+    ) -> ScanResult:
         with self._lock:
-            old = self._entries
+            old = getattr(self, attr)
             unchanged = sum(1 for k, e in found.items() if old.get(k) == e)
             added = sum(1 for k in found if k not in old)
             removed = sum(1 for k in old if k not in found)
-            self._entries = found
-            for entry in found.values():
+            setattr(self, attr, found)
+            for key, entry in found.items():
                 cached = self._cache.get(entry.path, entry.size_bytes, entry.mtime_ns)
                 if cached:
                     self._fingerprints[entry.path] = cached
-                elif old.get(entry.qualified_name) != entry:
+                elif old.get(key) != entry:
                     self._fingerprints.pop(entry.path, None)
         self._start_hashing()
         return ScanResult(added, removed, unchanged, len(found))
+
+    def loras(self) -> list[LoraEntry]:
+        with self._lock:
+            return sorted(self._loras.values(), key=lambda e: e.name)
+
+    def resolve_lora(self, name: str) -> LoraEntry:
+        """By name (path under loras/ without .safetensors), file name, or fingerprint."""
+        key = name.strip().removesuffix(".safetensors")
+        entries = self.loras()
+        for by in (lambda e: e.name, lambda e: e.path.stem):
+            hits = [e for e in entries if by(e) == key]
+            if len(hits) == 1:
+                return hits[0]
+        lowered = key.lower().removeprefix("sha256:")
+        if len(lowered) >= MIN_ID_PREFIX:
+            hits = [e for e in entries if (self.fingerprint(e) or "").startswith(lowered)]
+            if len(hits) == 1:
+                return hits[0]
+        raise LoraNotFound(name)
 
     def entries(self) -> list[ModelEntry]:
         with self._lock:
             return sorted(self._entries.values(), key=lambda e: (e.folder, e.name))
 
-    def fingerprint(self, entry: ModelEntry) -> str | None:
+    def fingerprint(self, entry: ModelEntry | LoraEntry) -> str | None:
         with self._lock:
             return self._fingerprints.get(entry.path)
 
@@ -77,6 +108,9 @@ class Registry:
         for e in entries:
             if e.qualified_name == key:
                 return e
+        by_id = [e for e in entries if e.manifest is not None and e.manifest.id == key]
+        if len(by_id) == 1:
+            return by_id[0]
         lowered = key.lower().removeprefix("sha256:")
         if len(lowered) >= MIN_ID_PREFIX:
             with self._lock:
@@ -120,7 +154,8 @@ class Registry:
 
     def _hash_all(self) -> None:
         while True:
-            for entry in self.entries():
+            todo: list[ModelEntry | LoraEntry] = [*self.entries(), *self.loras()]
+            for entry in todo:
                 if self._closing.is_set():
                     return
                 if self.fingerprint(entry):

@@ -5,24 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from pixelpool.pipelines.diffusion.clip_bytes import bytes_to_unicode
+
 SPECIAL = ("<|startoftext|>", "<|endoftext|>")
-
-
-def bytes_to_unicode() -> dict[int, str]:
-    """The byte -> printable character table that CLIP's BPE works on."""
-    bs = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, (chr(c) for c in cs), strict=True))
 
 
 def _merges_for(words: list[str]) -> list[tuple[str, str]]:
@@ -68,3 +53,28 @@ def write_clip_tokenizer_files(
     special = {k: config[k] for k in ("bos_token", "eos_token", "unk_token", "pad_token")}
     (directory / "special_tokens_map.json").write_text(json.dumps(special, indent=2))
     return len(vocab)
+
+
+def write_t5_tokenizer_files(directory: Path, words: list[str]) -> int:
+    """Write a small T5-style (SentencePiece unigram) tokenizer; return its vocabulary size.
+
+    Built with the `tokenizers` library in-process, so FLUX/SD3-style pipelines
+    get a real T5TokenizerFast without downloading a sentencepiece model.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
+    pieces += [("▁" + w, -1.0) for w in sorted(set(words))]
+    pieces += [(c, -5.0) for c in "abcdefghijklmnopqrstuvwxyz0123456789.,:;!?'()-"]
+    tokenizer = Tokenizer(models.Unigram(pieces, unk_id=2, byte_fallback=False))
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tokenizer.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(str(directory / "tokenizer.json"))
+    config = {"tokenizer_class": "T5TokenizerFast", "pad_token": "<pad>", "eos_token": "</s>",
+              "unk_token": "<unk>", "model_max_length": 512, "extra_ids": 0}  # fmt: skip
+    (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+    return len(pieces)

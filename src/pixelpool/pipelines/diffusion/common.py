@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from pixelpool.pipelines.base import CancelFn, Cancelled, ProgressFn
-from pixelpool.pipelines.diffusion.params import Txt2ImgParams
-from pixelpool.pipelines.diffusion.samplers import SAMPLERS, SCHEDULES
+from pixelpool.pipelines.diffusion.params import DiffusionParams
+from pixelpool.pipelines.diffusion.samplers import scheduler_config
 
 # Approximate latent -> RGB for live previews, without running the VAE.
 # Per-architecture 4x3 factors (the widely used "latent2rgb" tables).
@@ -28,18 +28,25 @@ def to_uint8(images: np.ndarray) -> list[np.ndarray]:
     return [np.ascontiguousarray((img * 255).round().astype(np.uint8)) for img in images]
 
 
-def make_scheduler(pipe: Any, params: Txt2ImgParams) -> Any:
-    """A fresh scheduler per batch: the model's own unless a sampler was asked for."""
+def make_scheduler(pipe: Any, params: DiffusionParams) -> Any:
+    """A fresh scheduler per batch: the model's own unless a sampler was asked for.
+
+    Built from the model's scheduler config, so its prediction type (epsilon or
+    v-prediction) and zero-terminal-SNR setting carry over to any sampler.
+    """
     base = pipe.scheduler
-    if params.sampler is None and params.scheduler is None:
-        return type(base).from_config(base.config)
-    cls_name, extra = SAMPLERS[params.sampler] if params.sampler else (type(base).__name__, {})
-    extra = {**extra, **SCHEDULES.get(params.scheduler or "Normal", {})}
-    return getattr(diffusers, cls_name).from_config(base.config, **extra)
+    cls_name, extra = scheduler_config(params.sampler, params.scheduler)
+    cls = getattr(diffusers, cls_name) if cls_name else type(base)
+    return cls.from_config(base.config, **extra)
 
 
 def latent_preview(latents: torch.Tensor, architecture: str) -> list[np.ndarray]:
-    """Cheap RGB previews of a batch of latents (1/8 of the image size)."""
+    """Cheap RGB previews of a batch of latents (1/8 of the image size).
+
+    Packed (sequence-shaped) latents, as FLUX uses, give no preview.
+    """
+    if latents.ndim != 4:
+        return []
     factors = torch.tensor(LATENT_RGB.get(architecture, LATENT_RGB["sd15"]))
     rgb = torch.einsum("bchw,cr->bhwr", latents.detach().float().cpu()[:, :4], factors)
     rgb = ((rgb + 1) / 2).clamp(0, 1).mul(255).round().to(torch.uint8)
@@ -62,7 +69,7 @@ def step_callback(
         if preview_every and (done % preview_every == 0 or done == total):
             latents = kwargs.get("latents")
             if latents is not None:
-                previews = latent_preview(latents, architecture)
+                previews = latent_preview(latents, architecture) or None
         progress(done, total, stage, previews)
         if cancel():
             raise Cancelled()

@@ -6,12 +6,19 @@ from collections.abc import Callable
 from typing import Any
 
 from pixelpool.pipelines.base import CancelFn, Loaded, ProgressFn, Result, WorkItem
-from pixelpool.pipelines.diffusion import txt2img
+from pixelpool.pipelines.diffusion import hires, img2img, latents, txt2img
 from pixelpool.pipelines.diffusion.loader import load_pipeline, module_bytes, torch_dtype
 
 RunFn = Callable[[Loaded, list[WorkItem], ProgressFn, CancelFn], list[Result]]
 
-OPERATIONS: dict[str, RunFn] = {"txt2img": txt2img.run}
+OPERATIONS: dict[str, RunFn] = {
+    "txt2img": txt2img.run,
+    "img2img": img2img.run,
+    "inpaint": img2img.run,
+    "hires": hires.run,
+    "decode_latents": latents.run_decode,
+    "encode_latents": latents.run_encode,
+}
 
 
 class DiffusionFamily:
@@ -19,6 +26,12 @@ class DiffusionFamily:
         pipe = load_pipeline(entry, torch_dtype(device, dtype))
         pipe.to(device)
         return Loaded(pipe, module_bytes(pipe), entry["architecture"], device)
+
+    def move(self, loaded: Loaded, device: str) -> Loaded:
+        """Between the device and RAM tiers of the model cache."""
+        if device != loaded.device:
+            loaded.obj.to(device)
+        return Loaded(loaded.obj, loaded.size_bytes, loaded.architecture, device)
 
     def run(
         self, loaded: Loaded, batch: list[WorkItem], progress: ProgressFn, cancel: CancelFn

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import DiffusionPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
+from diffusers import (
+    DiffusionPipeline,
+    FluxPipeline,
+    StableDiffusion3Pipeline,
+    StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
+)
 
 PIPELINE_CLASSES: dict[str, type[DiffusionPipeline]] = {
     "sd15": StableDiffusionPipeline,
     "sdxl": StableDiffusionXLPipeline,
+    "sd3": StableDiffusion3Pipeline,
+    "flux": FluxPipeline,
 }
 
 
@@ -30,6 +39,12 @@ def module_bytes(pipe: DiffusionPipeline) -> int:
     return total
 
 
+def optional_components(path: Path, names: tuple[str, ...]) -> dict[str, None]:
+    """Components a diffusers dir leaves out (SD3 without T5): passed as None explicitly."""
+    index = json.loads((path / "model_index.json").read_text())
+    return {n: None for n in names if not any(index.get(n) or [None]) or not (path / n).is_dir()}
+
+
 def load_pipeline(entry: dict[str, Any], dtype: torch.dtype) -> DiffusionPipeline:
     arch = entry["architecture"]
     path = Path(entry["path"])
@@ -38,6 +53,8 @@ def load_pipeline(entry: dict[str, Any], dtype: torch.dtype) -> DiffusionPipelin
     extra: dict[str, Any] = {}
     if arch == "sd15":
         extra = {"safety_checker": None, "requires_safety_checker": False}
+    elif arch == "sd3" and entry["format"] != "single_file":
+        extra = optional_components(path, ("text_encoder_3", "tokenizer_3"))
     if entry["format"] == "single_file":
         from pixelpool.pipelines.diffusion.singlefile import load_single_file
 

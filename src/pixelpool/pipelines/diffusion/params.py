@@ -1,38 +1,58 @@
-"""Diffusion parameter schema, defaults and cost estimate (torch-free)."""
+"""Diffusion parameter schemas, defaults and cost estimate (torch-free).
+
+The API builds these (so validation happens before a job is queued); workers read
+them back from the job's params dict. One class per operation, sharing a base.
+"""
 
 from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pixelpool.pipelines.diffusion.samplers import canonical_sampler, canonical_schedule
 
-NATIVE_SIZE = {"sd15": 512, "sdxl": 1024}
+NATIVE_SIZE = {"sd15": 512, "sdxl": 1024, "sd3": 1024, "flux": 1024}
 MAX_SEED = 2**64 - 1
+LatentFormat = Literal["safetensors", "fxlt"]
+Size = Field(ge=8, le=8192, multiple_of=8)
 
 
 def random_seed() -> int:
     return secrets.randbelow(2**32 - 1) + 1
 
 
-class Txt2ImgParams(BaseModel):
-    """Fully resolved txt2img parameters: what a worker receives."""
+class LoraRef(BaseModel):
+    """A LoRA resolved by the registry: the worker loads it by path, caches it by key."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    path: str
+    key: str = Field(description="changes when the file changes: the adapter cache key")
+    weight: float = Field(1.0, ge=-10, le=10)
+
+
+class DiffusionParams(BaseModel):
+    """What every sampling operation shares; fully resolved (no defaults left to pick)."""
 
     model_config = ConfigDict(extra="forbid")
 
     prompt: str
     negative_prompt: str = ""
-    width: int = Field(ge=8, le=8192, multiple_of=8)
-    height: int = Field(ge=8, le=8192, multiple_of=8)
+    width: int = Size
+    height: int = Size
     steps: int = Field(ge=1, le=1000)
     cfg_scale: float = Field(ge=0, le=100)
     seed: int = Field(ge=1, le=MAX_SEED)
     sampler: str | None = None
     scheduler: str | None = None
     preview_every: int = Field(0, ge=0, description="send a preview every N steps; 0: none")
+    loras: list[LoraRef] = []
+    subseed: int | None = Field(None, ge=1, le=MAX_SEED)
+    subseed_strength: float = Field(0.0, ge=0, le=1)
 
     @field_validator("sampler")
     @classmethod
@@ -44,14 +64,101 @@ class Txt2ImgParams(BaseModel):
     def _schedule(cls, v: str | None) -> str | None:
         return None if v in (None, "") else canonical_schedule(v)
 
+    def lora_key(self) -> tuple[tuple[str, float], ...]:
+        return tuple(sorted((lora.key, lora.weight) for lora in self.loras))
+
     def batch_key(self) -> tuple[Any, ...]:
         """Jobs with equal keys can share one forward pass."""
-        return (self.width, self.height, self.steps, self.cfg_scale, self.sampler, self.scheduler)
+        return (
+            type(self).__name__, self.width, self.height, self.steps, self.cfg_scale,
+            self.sampler, self.scheduler, self.lora_key(),
+        )  # fmt: skip
+
+
+class Txt2ImgParams(DiffusionParams):
+    """txt2img; `latent_format` set means "return the latents instead of an image"."""
+
+    latent_format: LatentFormat | None = None
+
+    def batch_key(self) -> tuple[Any, ...]:
+        return (*super().batch_key(), self.latent_format)
+
+
+class Img2ImgParams(DiffusionParams):
+    """img2img (and, with masks, inpaint): one output per input image, seeds seed, seed+1..."""
+
+    images: list[str] = Field(min_length=1, description="paths of the uploaded input images")
+    masks: list[str] = Field([], description="one per image, or one for all; white = repaint")
+    strength: float = Field(0.75, ge=0, le=1)
+
+    def batch_key(self) -> tuple[Any, ...]:
+        return (*super().batch_key(), self.strength)
+
+
+class HiresParams(DiffusionParams):
+    """Hi-res fix: a base pass, an upscale, a second pass; width/height is the target."""
+
+    base_width: int = Size
+    base_height: int = Size
+    hires_steps: int = Field(15, ge=1, le=1000)
+    hires_denoising_strength: float = Field(0.33, ge=0, le=1)
+    hires_upscaler: Literal["latent", "pixel"] = "latent"
+    latents: str | None = Field(None, description="start from these latents (hires-latents)")
+    latent_format: LatentFormat | None = None
+
+    def batch_key(self) -> tuple[Any, ...]:
+        return (
+            *super().batch_key(), self.base_width, self.base_height, self.hires_steps,
+            self.hires_denoising_strength, self.hires_upscaler, self.latents is None,
+            self.latent_format,
+        )  # fmt: skip
+
+
+class DecodeLatentsParams(BaseModel):
+    """Latents (file path) -> image, with the model's VAE."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    latents: str
+    seed: int = 0
+
+    def batch_key(self) -> tuple[Any, ...]:
+        return ("decode",)
+
+
+class EncodeLatentsParams(BaseModel):
+    """Image (file path) -> latents, with the model's VAE (the distribution's mean)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: str
+    width: int = Size
+    height: int = Size
+    latent_format: LatentFormat = "safetensors"
+    seed: int = 0
+
+    def batch_key(self) -> tuple[Any, ...]:
+        return ("encode", self.width, self.height, self.latent_format)
+
+
+OP_PARAMS: dict[str, type[BaseModel]] = {
+    "txt2img": Txt2ImgParams,
+    "img2img": Img2ImgParams,
+    "inpaint": Img2ImgParams,
+    "hires": HiresParams,
+    "decode_latents": DecodeLatentsParams,
+    "encode_latents": EncodeLatentsParams,
+}
 
 
 def resolve_seed(seed: int | None) -> int:
     """0, -1 and None mean 'pick one'; the chosen seed is reported back."""
     return random_seed() if seed in (None, 0, -1) else int(seed)
+
+
+def default_hires_base(target: int) -> int:
+    """FoxBurrow's default base size: half the target, rounded up to a multiple of 64."""
+    return max(64, -(-target // 2 // 64) * 64)
 
 
 @dataclass(frozen=True)
@@ -60,8 +167,8 @@ class Cost:
     seconds: float
 
 
-def estimate_cost(architecture: str, model_bytes: int, params: Txt2ImgParams, batch: int) -> Cost:
+def estimate_cost(architecture: str, model_bytes: int, params: DiffusionParams, batch: int) -> Cost:
     """Rough activation memory and time: grows with pixels x batch, time with steps."""
     pixels = params.width * params.height * batch
-    per_pixel = 2_000 if architecture == "sdxl" else 1_200
+    per_pixel = 1_200 if architecture == "sd15" else 2_000
     return Cost(vram_bytes=model_bytes + pixels * per_pixel, seconds=params.steps * pixels / 2e6)

@@ -28,6 +28,8 @@ from diffusers.utils import logging as diffusers_logging
 from safetensors import safe_open
 from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
+from pixelpool.pipelines.diffusion.clip_bytes import bytes_to_unicode
+
 CONFIGS_DIR = Path(__file__).parent / "configs"
 BPE_FILE = CONFIGS_DIR / "clip_bpe_simple_vocab_16e6.txt.gz"
 CLIP_VOCAB_SIZE = 49408
@@ -54,29 +56,12 @@ class _EmptyFp32ListFilter(logging.Filter):
 logging.getLogger("diffusers.models.modeling_utils").addFilter(_EmptyFp32ListFilter())
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """OpenAI CLIP's byte -> printable character table, which its BPE vocabulary is built on."""
-    bs = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, (chr(c) for c in cs), strict=True))
-
-
 def clip_bpe_vocab(bpe_path: Path = BPE_FILE) -> tuple[dict[str, int], list[str]]:
     """The CLIP vocabulary and merges, built exactly as OpenAI's ``SimpleTokenizer`` does."""
     with gzip.open(bpe_path, "rt", encoding="utf-8") as fh:
         lines = fh.read().split("\n")
     merges = lines[1 : 49152 - 256 - 2 + 1]
-    base = list(_bytes_to_unicode().values())
+    base = list(bytes_to_unicode().values())
     tokens = base + [b + "</w>" for b in base]
     tokens += ["".join(merge.split()) for merge in merges]
     tokens += list(SPECIAL_TOKENS)

@@ -2,45 +2,67 @@
 
 from __future__ import annotations
 
-import torch
+from typing import Any
 
 from pixelpool.pipelines.base import CancelFn, Loaded, ProgressFn, Result, WorkItem
-from pixelpool.pipelines.diffusion.common import (
-    cpu_generators,
-    make_scheduler,
-    step_callback,
-    to_uint8,
-)
-from pixelpool.pipelines.diffusion.params import Txt2ImgParams
+from pixelpool.pipelines.diffusion import sampling
+from pixelpool.pipelines.diffusion.common import to_uint8
+from pixelpool.pipelines.diffusion.params import DiffusionParams, Txt2ImgParams
+
+
+def latent_shape(pipe: Any, width: int, height: int) -> tuple[int, ...]:
+    """The shape of one image's initial noise, as the pipeline draws it."""
+    scale = pipe.vae_scale_factor
+    channels = pipe.unet.config.in_channels if hasattr(pipe, "unet") else None
+    if channels is None:
+        channels = pipe.transformer.config.in_channels
+    return (1, channels, height // scale, width // scale)
+
+
+def generate(
+    loaded: Loaded,
+    params: list[DiffusionParams],
+    progress: ProgressFn,
+    cancel: CancelFn,
+    output_type: str = "np",
+    stage: str = "denoise",
+    **overrides: Any,
+) -> Any:
+    """A txt2img call for a batch; variation seeds become explicit initial latents."""
+    first = params[0]
+    pipe = loaded.obj
+    width, height = overrides.pop("width", first.width), overrides.pop("height", first.height)
+    seeds = [p.seed for p in params]
+    noise = sampling.variation_noise(latent_shape(pipe, width, height), seeds, params)
+    if noise is not None:
+        overrides["latents"] = noise
+    return sampling.call(
+        loaded, pipe, params, seeds, progress, cancel, total=first.steps, stage=stage,
+        width=width, height=height, output_type=output_type, **overrides,
+    )  # fmt: skip
 
 
 def run(
     loaded: Loaded, batch: list[WorkItem], progress: ProgressFn, cancel: CancelFn
 ) -> list[Result]:
     params = [Txt2ImgParams.model_validate(item.params) for item in batch]
-    first = params[0]
-    pipe = loaded.obj
-    original_scheduler = pipe.scheduler
-    pipe.scheduler = make_scheduler(pipe, first)
-    preview_every = max((p.preview_every for p in params), default=0)
-    try:
-        with torch.inference_mode():
-            out = pipe(
-                prompt=[p.prompt for p in params],
-                negative_prompt=[p.negative_prompt for p in params],
-                width=first.width,
-                height=first.height,
-                num_inference_steps=first.steps,
-                guidance_scale=first.cfg_scale,
-                generator=cpu_generators([p.seed for p in params]),
-                output_type="np",
-                callback_on_step_end=step_callback(
-                    progress, cancel, first.steps, loaded.architecture, preview_every
-                ),
-            )
-    finally:
-        pipe.scheduler = original_scheduler
+    if params[0].latent_format is not None:
+        from pixelpool.pipelines.diffusion.latents import latents_results
+
+        out = generate(loaded, params, progress, cancel, output_type="latent")
+        return latents_results(loaded, out.images, params)
+    out = generate(loaded, params, progress, cancel)
     return [
-        Result(images=[img], seeds=[p.seed], info={"sampler": p.sampler or "model default"})
+        Result(images=[img], seeds=[p.seed], info=result_info(p))
         for img, p in zip(to_uint8(out.images), params, strict=True)
     ]
+
+
+def result_info(p: DiffusionParams) -> dict[str, Any]:
+    """What a result reports besides its images (JSON-able)."""
+    info: dict[str, Any] = {"sampler": p.sampler or "model default"}
+    if p.loras:
+        info["loras"] = [{"name": lora.name, "weight": lora.weight} for lora in p.loras]
+    if p.subseed and p.subseed_strength:
+        info.update(subseed=p.subseed, subseed_strength=p.subseed_strength)
+    return info

@@ -1,0 +1,1 @@
+"""pixelpool's benchmark harness: `python bench/run.py [--quick] [--gpu] [--json FILE]`."""

@@ -1,0 +1,210 @@
+"""Command line: prepare models and servers in a temp dir, run the suites, print and save.
+
+Everything a run writes (models, server data, logs) lives under one temp dir that is
+removed at the end (--keep keeps it, for reading server logs), never in the repo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from bench.common import CpuMonitor, log, machine_info, render_table
+from bench.context import BATCHED, UNBATCHED, Context
+from bench.plan import Plan, cpu_plan, gpu_plan
+from bench.servers import Servers, device_env, scheduler_env
+from bench.suites import GPU_ONLY, SUITES
+
+REPO = Path(__file__).resolve().parent.parent
+NEEDS = {  # servers each suite uses, started together up front
+    "overhead": {BATCHED},
+    "throughput": {BATCHED, UNBATCHED},
+    "liveness": {BATCHED},
+}
+CHECKS = {  # issue 6's acceptance numbers
+    "overhead.ratio <= 1.05": ("overhead", "ratio", lambda v: v <= 1.05),
+    "throughput.ratio > 1": ("throughput", "ratio", lambda v: v > 1.0),
+    "liveness.p99_ms < 50": ("liveness", "p99_ms", lambda v: v < 50.0),
+}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer repetitions (< 3 min on 2 CPU cores)"
+    )
+    parser.add_argument("--gpu", action="store_true", help="CUDA, real-size random-weight models")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--suites", default=",".join(SUITES), help="comma-separated subset")
+    parser.add_argument(
+        "--threads", type=int, default=None,
+        help="torch threads, direct and worker alike (default: all cores)",
+    )  # fmt: skip
+    parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
+                        help="before each suite, wait up to S seconds for other processes "
+                             "to go quiet")  # fmt: skip
+    parser.add_argument(
+        "--batch-window-ms", type=int, default=None, metavar="MS",
+        help="the batching server's scheduler.batch_window_ms (default 0, the server default)",
+    )  # fmt: skip
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (server logs)")
+    return parser.parse_args(argv)
+
+
+def prepare_torch(args: argparse.Namespace) -> int:
+    """Fix the thread count for the direct pipeline; fail early and clearly without CUDA."""
+    import torch
+
+    if args.gpu and not torch.cuda.is_available():
+        raise SystemExit(
+            "--gpu: CUDA is not available to torch here "
+            f"(torch {torch.__version__}, built with CUDA {torch.version.cuda}); "
+            "run on a machine with an NVIDIA GPU and a CUDA build of torch"
+        )
+    if args.gpu and shutil.which("nvidia-smi") is None:
+        raise SystemExit("--gpu: nvidia-smi is not on PATH; pixelpool uses it to find GPUs")
+    threads = args.threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    return threads
+
+
+def _clean(value: Any) -> Any:
+    """JSON without NaN (not valid JSON): NaN -> null."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def run_suites(ctx: Context, names: list[str], wait_quiet: float) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    for i, name in enumerate(names):
+        if wait_quiet:
+            waited = ctx.monitor.wait_quiet(wait_quiet)
+            if waited > 1:
+                log(f"waited {waited:.0f}s for other processes to go quiet")
+        started = time.monotonic()
+        log(f"suite {name} ...")
+        try:
+            result = SUITES[name].run(ctx)
+        except Exception as exc:
+            traceback.print_exc()
+            for server in list(ctx.servers.running):
+                log(f"server {server} log tail:\n{ctx.servers.log_tail(server)[-2000:]}")
+            result = {"error": f"{type(exc).__name__}: {exc}"}
+        result["wall_s"] = round(time.monotonic() - started, 1)
+        result["foreign_cores"] = ctx.monitor.foreign_cores(started)
+        results[name] = result
+        log(f"suite {name} done in {result['wall_s']}s")
+        # Free what later suites do not need: CPU, RAM and (GPU) memory.
+        later = set().union(*(NEEDS.get(n, set()) for n in names[i + 1 :]))
+        ctx.servers.stop(*(s for s in list(ctx.servers.running) if s not in later))
+        if not ({"overhead", "throughput", "batch"} & set(names[i + 1 :])):
+            ctx.drop_direct()
+    return results
+
+
+def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    rows: list[tuple[str, str, str, str]] = []
+    for name, result in results.items():
+        if "error" in result:
+            rows.append((name, "FAILED", "-", result["error"][:120]))
+            continue
+        rows += SUITES[name].rows(result)
+        foreign = result.get("foreign_cores")
+        if foreign is not None and foreign >= 0.1:
+            rows.append((name, "other processes on this machine", f"{foreign:.2f} cores",
+                         "busy elsewhere while the suite ran: timings are disturbed"))  # fmt: skip
+    return rows
+
+
+def checks(results: dict[str, Any]) -> dict[str, bool | None]:
+    out: dict[str, bool | None] = {}
+    for label, (suite, key, ok) in CHECKS.items():
+        value = results.get(suite, {}).get(key)
+        out[label] = None if value is None or math.isnan(value) else bool(ok(value))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.monotonic()
+    names = [n.strip() for n in args.suites.split(",") if n.strip()]
+    unknown = [n for n in names if n not in SUITES]
+    if unknown:
+        raise SystemExit(f"unknown suite(s) {unknown}; valid: {', '.join(SUITES)}")
+    if not args.gpu:
+        names = [n for n in names if n not in GPU_ONLY]
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    threads = prepare_torch(args)
+    plan: Plan = (gpu_plan if args.gpu else cpu_plan)(args.quick, threads)
+    if args.batch_window_ms is not None:
+        plan.batch_window_ms = args.batch_window_ms
+    monitor = CpuMonitor().start()
+    tmp = Path(tempfile.mkdtemp(prefix="pixelpool-bench-"))
+    os.environ.setdefault("XDG_CACHE_HOME", str(tmp / "cache"))  # bundled-config cache
+    servers = Servers(tmp / "models", tmp / "data", plan)
+    try:
+        from bench.models import prepare_cpu_models, prepare_gpu_models
+
+        log(f"temp dir {tmp}; preparing models")
+        prepare = prepare_gpu_models if args.gpu else prepare_cpu_models
+        paths = prepare(tmp / "models")
+        servers.define(
+            BATCHED, device_env(plan) | scheduler_env(True, plan.max_batch, plan.batch_window_ms)
+        )
+        servers.define(UNBATCHED, device_env(plan) | scheduler_env(False, 1, 0))
+        ctx = Context(plan, servers, monitor, paths)
+        servers.start(*sorted(set().union(*(NEEDS.get(n, set()) for n in names))))
+        results = run_suites(ctx, names, args.wait_quiet)
+    finally:
+        servers.stop_all()
+        monitor.stop()
+        if args.keep:
+            log(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    wall = time.monotonic() - started
+    machine = machine_info(REPO, args.gpu)
+    machine["foreign_cores_during_run"] = monitor.foreign_cores(started)
+    verdicts = checks(results)
+    report = {
+        "suites": results,
+        "machine": machine,
+        "plan": plan.to_dict(),
+        "checks": verdicts,
+        "wall_s": round(wall, 1),
+        "mode": ("gpu" if args.gpu else "cpu") + (" quick" if args.quick else " full"),
+    }
+    print(render_table(table_rows(results)))
+    print()
+    gpu = f", GPU {machine['gpu']}" if args.gpu else ""
+    print(
+        f"mode: {report['mode']}; machine: {machine['cpu']}, {machine['nproc']} cores, "
+        f"torch {machine['torch']} ({plan.threads} threads){gpu}; other processes used "
+        f"{machine['foreign_cores_during_run']} cores on average"
+    )
+    print("checks: " + ", ".join(f"{k}: {v}" for k, v in verdicts.items()))
+    print(f"wall time: {wall:.1f}s")
+    if args.json:
+        args.json.write_text(json.dumps(_clean(report), indent=2) + "\n")
+        log(f"wrote {args.json}")
+    return 1 if any("error" in r for r in results.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,236 @@
+"""Shared helpers: statistics, the results table, machine facts and a CPU-contention monitor.
+
+The monitor exists because benchmarks here often share a small machine with other
+work (test suites, builds): a 2-core box where a third busy thread turns a 0.4 s
+OpenMP call into 3 s. Every suite reports how many cores *other* processes used
+while it ran, so a reader can tell a real regression from a noisy neighbour.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def log(message: str) -> None:
+    """Progress on stderr, so stdout holds only the results table."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# --- statistics ------------------------------------------------------------------------
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values)) if values else math.nan
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile (q in 0..100), numpy's default method."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return float(ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo))
+
+
+def summary(values: Sequence[float]) -> dict[str, float | int]:
+    """Median (the headline), min (least disturbed by noise) and max of repeated runs."""
+    return {
+        "median": median(values),
+        "min": min(values) if values else math.nan,
+        "max": max(values) if values else math.nan,
+        "n": len(values),
+    }
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b else math.nan
+
+
+# --- results table ---------------------------------------------------------------------
+
+Row = tuple[str, str, str, str]  # suite, measurement, value, note
+
+
+def fmt_ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+def fmt_num(value: float, digits: int = 3) -> str:
+    return f"{value:.{digits}f}"
+
+
+def render_table(rows: Iterable[Row]) -> str:
+    """A GitHub-flavoured Markdown table: readable in a terminal, pasteable into docs."""
+    header: Row = ("suite", "measurement", "median", "note")
+    rows = [header, *rows]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = []
+    for n, row in enumerate(rows):
+        lines.append("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
+        if n == 0:
+            lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+# --- machine facts -----------------------------------------------------------------------
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def git_commit(repo: Path) -> str | None:
+    """The commit benchmarked (read-only git call), so results can be traced to code."""
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, timeout=10, check=True,
+        )  # fmt: skip
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()  # fmt: skip
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def machine_info(repo: Path, gpu: bool) -> dict[str, Any]:
+    import diffusers
+    import PIL
+    import torch
+
+    info: dict[str, Any] = {
+        "nproc": os.cpu_count(),
+        "cpu": cpu_model(),
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "pillow": PIL.__version__,
+        "torch_threads_default": torch.get_num_threads(),
+        "git_commit": git_commit(repo),
+        "loadavg_at_start": list(os.getloadavg()),
+    }
+    if gpu:
+        info["gpu"] = torch.cuda.get_device_name(0)
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+# --- CPU contention ------------------------------------------------------------------
+
+
+def _busy_jiffies() -> int:
+    """Busy CPU time of the whole machine (all cores), from /proc/stat."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    return user + nice + system + irq + softirq + steal
+
+
+def _process_table() -> dict[int, tuple[int, int]]:
+    """pid -> (ppid, utime + stime in jiffies) for every live process."""
+    table: dict[int, tuple[int, int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        rest = raw[raw.rfind(")") + 2 :].split()  # the name may contain spaces
+        table[int(entry.name)] = (int(rest[1]), int(rest[11]) + int(rest[12]))
+    return table
+
+
+class CpuMonitor:
+    """Samples how many cores processes outside this benchmark's tree keep busy.
+
+    Ours = this process and all its descendants (servers and their workers). Others =
+    machine busy time minus ours. Linux only; elsewhere it reports nothing.
+    """
+
+    def __init__(self, interval_s: float = 0.5) -> None:
+        self.interval_s = interval_s
+        self.samples: list[tuple[float, float]] = []  # (time, foreign cores over the interval)
+        self.enabled = Path("/proc/stat").is_file()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _ours(self, table: dict[int, tuple[int, int]]) -> dict[int, int]:
+        children: dict[int, list[int]] = {}
+        for pid, (ppid, _) in table.items():
+            children.setdefault(ppid, []).append(pid)
+        mine, todo = {}, [os.getpid()]
+        while todo:
+            pid = todo.pop()
+            if pid in table:
+                mine[pid] = table[pid][1]
+            todo.extend(children.get(pid, []))
+        return mine
+
+    def _run(self) -> None:
+        prev_t, prev_busy, prev_ours = (
+            time.monotonic(),
+            _busy_jiffies(),
+            self._ours(_process_table()),
+        )
+        while not self._stop.wait(self.interval_s):
+            now, busy, ours = time.monotonic(), _busy_jiffies(), self._ours(_process_table())
+            own_delta = sum(j - prev_ours.get(pid, 0) for pid, j in ours.items())
+            foreign = max(0, (busy - prev_busy) - own_delta) / CLK_TCK / (now - prev_t)
+            self.samples.append((now, foreign))
+            prev_t, prev_busy, prev_ours = now, busy, ours
+
+    def start(self) -> CpuMonitor:
+        if self.enabled:
+            self._thread = threading.Thread(target=self._run, name="cpu-monitor", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(2)
+
+    def foreign_cores(self, since: float, until: float | None = None) -> float | None:
+        """Mean cores used by other processes between two time.monotonic() stamps."""
+        until = until if until is not None else time.monotonic()
+        window = [f for t, f in self.samples if since <= t <= until + self.interval_s]
+        return round(statistics.fmean(window), 2) if window else None
+
+    def wait_quiet(self, max_wait_s: float, threshold: float = 0.25) -> float:
+        """Wait (up to max_wait_s) for other processes to go quiet; return seconds waited."""
+        start = time.monotonic()
+        while self.enabled and time.monotonic() - start < max_wait_s:
+            recent = self.foreign_cores(time.monotonic() - 2 * self.interval_s)
+            if recent is not None and recent < threshold:
+                break
+            time.sleep(self.interval_s)
+        return time.monotonic() - start

@@ -1,0 +1,17 @@
+"""The suites, in the order they run. Each module has run(ctx) -> dict and rows(dict)."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from bench.suites import batch, encode, liveness, overhead, switch, throughput
+
+SUITES: dict[str, ModuleType] = {
+    "overhead": overhead,
+    "throughput": throughput,
+    "liveness": liveness,
+    "batch": batch,  # --gpu only
+    "switch": switch,
+    "encode": encode,
+}
+GPU_ONLY = {"batch"}

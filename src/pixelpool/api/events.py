@@ -1,0 +1,201 @@
+"""Live job events: SSE per job (with Last-Event-ID resume) and the `/api/ws` WebSocket.
+
+Both replay a job's logged events after the last id the client saw, then follow
+the bus, so a client that reconnects misses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import StreamingResponse
+
+from pixelpool.api.auth import Caller, Principal, authenticate_token, presented_token
+from pixelpool.api.errors import ApiError
+from pixelpool.api.native import State, _job
+from pixelpool.api.state import AppState
+from pixelpool.jobs.events import TERMINAL, Event
+from pixelpool.jobs.spec import JobRecord, JobStatus
+
+router = APIRouter(prefix="/api", tags=["events"])
+
+KEEPALIVE_S = 15.0
+STATUS_UPDATE_S = 5.0
+WS_UNAUTHORIZED = 4401
+
+
+def public(event: Event) -> Event:
+    return {k: v for k, v in event.items() if k != "owner"}
+
+
+def final_event(record: JobRecord) -> Event:
+    """What a client gets for a job that finished before its events were logged here."""
+    kind = "completed" if record.status is JobStatus.expired else record.status.value
+    return {"type": kind, "job_id": record.id, "status": record.status.value,
+            "error": record.error, "id": 0}  # fmt: skip
+
+
+def _sse(event: Event) -> str:
+    return f"id: {event['id']}\nevent: {event['type']}\ndata: {json.dumps(public(event))}\n\n"
+
+
+@router.get("/job/{job_id}/events", response_class=StreamingResponse)
+async def job_events(
+    job_id: str,
+    request: Request,
+    state: State,
+    caller: Caller,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> StreamingResponse:
+    """Server-sent events for one job until it finishes; resumes after Last-Event-ID."""
+    record = await _job(state, job_id, caller)
+    after = _parse_id(last_event_id or request.query_params.get("last_event_id"))
+    queue = state.bus.subscribe(lambda e: e.get("job_id") == job_id)
+
+    async def stream() -> AsyncIterator[str]:
+        try:
+            seen = after or 0
+            replay = state.bus.history(job_id, after)
+            if not replay and record.status.finished:
+                replay = [final_event(record)]
+            for event in replay:
+                seen = max(seen, event["id"])
+                yield _sse(event)
+                if event["type"] in TERMINAL:
+                    return
+            while True:
+                try:
+                    event = await asyncio.wait_for(queue.get(), timeout=KEEPALIVE_S)
+                except TimeoutError:
+                    yield ": keepalive\n\n"
+                    continue
+                if event["id"] <= seen:
+                    continue
+                yield _sse(event)
+                if event["type"] in TERMINAL:
+                    return
+        finally:
+            state.bus.unsubscribe(queue)
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
+
+
+def _parse_id(value: str | None) -> int | None:
+    if value in (None, ""):
+        return None
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise ApiError(422, "last_event_id: must be an integer", "last_event_id") from exc
+
+
+class Subscription:
+    """What one WebSocket client follows: all of its own jobs, or chosen job ids."""
+
+    def __init__(self, caller: Principal) -> None:
+        self.caller = caller
+        self.everything = True
+        self.job_ids: set[str] = set()
+
+    def accepts(self, event: Event) -> bool:
+        if not self.caller.may_see(event.get("owner")):
+            return False
+        return self.everything or event.get("job_id") in self.job_ids
+
+
+def _compat(event: Event) -> Event | None:
+    """The `complete` message FoxBurrow clients wait for."""
+    if event["type"] not in TERMINAL:
+        return None
+    return {"type": "complete", "job_id": event["job_id"], "success": event["type"] == "completed",
+            "error": event.get("error"), "gpu_time_s": event.get("gpu_time_s")}  # fmt: skip
+
+
+async def _status_update(state: AppState) -> Event:
+    return {
+        "type": "status_update",
+        "time": time.time(),
+        "queue_depth": state.scheduler.queue_depth(),
+        "devices": [
+            {"id": d["id"], "busy": d["busy"], "ready": d["ready"], "active_jobs": d["active_jobs"]}
+            for d in state.scheduler.snapshot()
+        ],
+    }
+
+
+@router.websocket("/ws")
+async def websocket(ws: WebSocket) -> None:
+    state: AppState = ws.app.state.pixelpool
+    try:
+        caller = authenticate_token(state, presented_token(ws))  # type: ignore[arg-type]
+    except ApiError as exc:
+        await ws.close(code=WS_UNAUTHORIZED, reason=exc.message)
+        return
+    await ws.accept()
+    sub = Subscription(caller)
+    queue = state.bus.subscribe(sub.accepts)
+    sender = asyncio.create_task(_pump(ws, state, queue))
+    try:
+        while True:
+            message = await ws.receive_json()
+            await _handle(ws, state, sub, message)
+    except (WebSocketDisconnect, RuntimeError):
+        pass
+    except ValueError:
+        await ws.close(code=1003, reason="messages must be JSON objects")
+    finally:
+        sender.cancel()
+        state.bus.unsubscribe(queue)
+
+
+async def _pump(ws: WebSocket, state: AppState, queue: asyncio.Queue[Event]) -> None:
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+        next_status = time.monotonic() + STATUS_UPDATE_S
+        while True:
+            timeout = max(0.0, next_status - time.monotonic())
+            try:
+                event = await asyncio.wait_for(queue.get(), timeout=timeout)
+            except TimeoutError:
+                await ws.send_json(await _status_update(state))
+                next_status = time.monotonic() + STATUS_UPDATE_S
+                continue
+            await ws.send_json(public(event))
+            if (compat := _compat(event)) is not None:
+                await ws.send_json(compat)
+
+
+async def _handle(ws: WebSocket, state: AppState, sub: Subscription, message: Any) -> None:
+    if not isinstance(message, dict):
+        raise ValueError("not an object")
+    kind = message.get("type")
+    if kind == "subscribe":
+        if message.get("all"):
+            sub.everything = True
+            return
+        ids = [str(j) for j in message.get("job_ids", [])]
+        sub.everything = False
+        after = message.get("last_event_id")
+        for job_id in ids:
+            record = await state.jobs.get(job_id)
+            if record is None or not sub.caller.may_see(record.owner):
+                await ws.send_json({"type": "error", "job_id": job_id, "error": "job not found"})
+                continue
+            sub.job_ids.add(job_id)
+            replay = state.bus.history(job_id, after if isinstance(after, int) else None)
+            if not replay and record.status.finished:
+                replay = [final_event(record)]
+            for event in replay:
+                await ws.send_json(public(event))
+    elif kind == "unsubscribe":
+        sub.job_ids.difference_update(str(j) for j in message.get("job_ids", []))
+    elif kind == "ping":
+        await ws.send_json({"type": "pong"})
+    else:
+        await ws.send_json({"type": "error", "error": f"unknown message type {kind!r}"})

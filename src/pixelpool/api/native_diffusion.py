@@ -1,0 +1,254 @@
+"""Native diffusion routes beyond /api/generate: img2img, inpaint, hi-res, latents, LoRAs.
+
+Each op has a sync route (`/api/<op>`: waits, returns the bytes) and an async one
+(`/api/enqueue/<op>`: returns the job id). Both share one builder that checks the
+request, stores its inputs as artifacts and returns the JobSpec. This router is
+included before `native.router`, so these specific enqueue paths win over its
+catch-all `/api/enqueue/{operation}`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field, ValidationError
+from starlette.datastructures import UploadFile
+
+from pixelpool.api import diffusion_specs as specs
+from pixelpool.api import ops
+from pixelpool.api.auth import Caller
+from pixelpool.api.errors import ApiError, field_error
+from pixelpool.api.native import GenerateRequest, result_response
+from pixelpool.api.state import AppState, get_state
+from pixelpool.api.uploads import store_blob, store_image
+from pixelpool.api.waiting import wait_or_cancel
+from pixelpool.jobs.spec import JobSpec
+from pixelpool.pipelines.diffusion.latent_format import (
+    LatentFormatError,
+    as_batch,
+    decode_latents,
+    format_for,
+)
+
+router = APIRouter(prefix="/api", tags=["native"])
+State = Annotated[AppState, Depends(get_state)]
+Builder = Callable[[Request, AppState, str | None], Awaitable[JobSpec]]
+MAX_UPLOADS = 16
+LATENT_CHANNELS = 4
+
+
+class Img2ImgRequest(GenerateRequest):
+    """The `params` JSON of /api/img2img and /api/inpaint (multipart with `image`, `mask`)."""
+
+    prompt: str = ""
+    width: int | None = Field(None, description="0 or absent: the input's size")
+    strength: float | None = Field(None, ge=0, le=1, description="default 0.75")
+
+
+class HiresRequest(GenerateRequest):
+    """/api/generate-hires: width/height is the target; the base pass runs smaller."""
+
+    hires_steps: int | None = Field(None, description="default 15")
+    hires_denoising_strength: float | None = Field(None, ge=0, le=1, description="default 0.33")
+    base_width: int | None = Field(None, description="default: half the target, up to 64")
+    base_height: int | None = None
+    hires_upscaler: Literal["latent", "pixel"] = "latent"
+
+
+class LatentsRequest(GenerateRequest):
+    latent_format: Literal["safetensors", "fxlt"] | None = Field(
+        None, description="default: from the Accept header (application/x-fox-latent: fxlt)"
+    )
+
+
+class LatentsHiresQuery(HiresRequest):
+    """/api/hires-latents: the hires parameters as query parameters."""
+
+    prompt: str = ""
+    latent_format: Literal["safetensors", "fxlt"] | None = None
+
+
+def _validate(model: type[BaseModel], data: Any) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from exc
+
+
+async def _json(request: Request, model: type[BaseModel]) -> Any:
+    try:
+        data = json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "malformed JSON body") from exc
+    return _validate(model, data)
+
+
+def _fields(req: BaseModel) -> dict[str, Any]:
+    skip = {"vae_tile_width", "vae_tile_height", "regional_prompting", "preview", "preview_every"}
+    if getattr(req, "regional_prompting", False):
+        raise field_error("regional_prompting", "not supported")
+    return req.model_dump(exclude=skip)
+
+
+async def _multipart(request: Request) -> tuple[Img2ImgRequest, list[bytes], list[bytes]]:
+    """`params` (JSON) and the `image` / `mask` files of a multipart request."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise field_error("image", "send multipart/form-data with `image` file(s) and `params`")
+    try:
+        form = await request.form(max_files=MAX_UPLOADS, max_fields=MAX_UPLOADS)
+    except Exception as exc:  # Starlette raises several parser errors
+        raise ApiError(400, f"malformed multipart body: {exc}") from exc
+    raw = form.get("params") or "{}"
+    try:
+        params = json.loads(raw if isinstance(raw, str) else await raw.read())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise field_error("params", f"is not valid JSON: {exc}") from exc
+    if not isinstance(params, dict):
+        raise field_error("params", "must be a JSON object")
+
+    async def files(name: str) -> list[bytes]:
+        values = form.getlist(name)
+        if any(not isinstance(v, UploadFile) for v in values):
+            raise field_error(name, "must be a file upload, not a text field")
+        return [await v.read() for v in values if isinstance(v, UploadFile)]
+
+    return _validate(Img2ImgRequest, params), await files("image"), await files("mask")
+
+
+def _image_builder(op: str) -> Builder:
+    async def build(request: Request, state: AppState, owner: str | None) -> JobSpec:
+        req, images, masks = await _multipart(request)
+        fields = _fields(req)
+        specs.check_mask_count(op, len(images), len(masks))
+        ops.resolve_model(state, req.model)  # a 404 before anything is stored
+        stored = []
+        for i, data in enumerate(images):
+            name = "image" if len(images) == 1 else f"image[{i}]"
+            path, checked = await store_image(state, data, name, owner)
+            stored.append((path, (checked.width, checked.height)))
+        mask_paths = [(await store_image(state, m, "mask", owner))[0] for m in masks]
+        return specs.img2img_spec(state, fields, stored, mask_paths, op)
+
+    return build
+
+
+async def _hires(request: Request, state: AppState, owner: str | None) -> JobSpec:
+    return specs.hires_spec(state, _fields(await _json(request, HiresRequest)))
+
+
+async def _generate_latents(request: Request, state: AppState, owner: str | None) -> JobSpec:
+    req = await _json(request, LatentsRequest)
+    fields = _fields(req)
+    fields["latent_format"] = req.latent_format or format_for(request.headers.get("accept"))
+    specs.check_latent_model(ops.resolve_model(state, req.model))
+    return ops.txt2img_spec(state, **fields)
+
+
+async def _uploaded_latents(
+    request: Request, state: AppState, owner: str | None
+) -> tuple[Any, dict[str, Any], str]:
+    """Check the latents in the request body, store them; (path, metadata, input format)."""
+    blob = await request.body()
+    try:
+        array, meta = await asyncio.to_thread(decode_latents, blob)
+        array = as_batch(array, LATENT_CHANNELS)
+    except LatentFormatError as exc:
+        raise field_error("latents", str(exc)) from exc
+    if array.shape[0] != 1:
+        raise field_error("latents", f"send one latent image, got a batch of {array.shape[0]}")
+    meta["latent_width"], meta["latent_height"] = array.shape[3] * 8, array.shape[2] * 8
+    fmt = "fxlt" if blob[:4] == b"FXLT" else "safetensors"
+    return await store_blob(state, blob, "application/octet-stream", owner), meta, fmt
+
+
+async def _decode_latents(request: Request, state: AppState, owner: str | None) -> JobSpec:
+    model = request.query_params.get("model")
+    path, meta, _ = await _uploaded_latents(request, state, owner)
+    return specs.decode_latents_spec(state, model, path, meta)
+
+
+async def _encode_latents(request: Request, state: AppState, owner: str | None) -> JobSpec:
+    query = request.query_params
+    fmt = query.get("format") or format_for(request.headers.get("accept"))
+    if fmt not in ("fxlt", "safetensors"):
+        raise field_error("format", f"must be fxlt or safetensors, got {fmt!r}")
+    ops.resolve_model(state, query.get("model"))
+    path, checked = await store_image(state, await request.body(), "image", owner)
+    size = (checked.width, checked.height)
+    return specs.encode_latents_spec(state, query.get("model"), path, size, fmt)
+
+
+async def _hires_latents(request: Request, state: AppState, owner: str | None) -> JobSpec:
+    query = dict(request.query_params)
+    for alias in ("width", "height"):  # FoxBurrow names the target hires_width/hires_height
+        if f"hires_{alias}" in query:
+            query.setdefault(alias, query.pop(f"hires_{alias}"))
+    req = _validate(LatentsHiresQuery, query)
+    path, meta, fmt = await _uploaded_latents(request, state, owner)
+    fields = _fields(req)
+    fields["latent_format"] = req.latent_format or (
+        "fxlt" if "x-fox-latent" in request.headers.get("accept", "") else fmt
+    )
+    fields.setdefault("model", None)
+    fields["model"] = fields["model"] or meta.get("model")
+    size = (meta["latent_width"], meta["latent_height"])
+    return specs.hires_spec(state, fields, latents=(path, size))
+
+
+def _add(path: str, build: Builder, summary: str) -> None:
+    """A sync route (waits, returns the result) and its /enqueue twin (returns the job id)."""
+
+    async def run_sync(request: Request, state: State, caller: Caller) -> Any:
+        caller.require("generate")
+        record = await ops.submit(state, await build(request, state, caller.owner), caller.owner)
+        return await result_response(state, await wait_or_cancel(state, request, record.id))
+
+    async def run_async(
+        request: Request,
+        state: State,
+        caller: Caller,
+        idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    ) -> dict[str, str]:
+        caller.require("generate")
+        spec = await build(request, state, caller.owner)
+        record = await ops.submit(state, spec, caller.owner, idempotency_key)
+        return {"job_id": record.id}
+
+    router.add_api_route(f"/{path}", run_sync, methods=["POST"], summary=summary)
+    router.add_api_route(f"/enqueue/{path}", run_async, methods=["POST"], summary=summary)
+
+
+_add("img2img", _image_builder("img2img"), "img2img: multipart `image` (1+) and `params` JSON")
+_add("inpaint", _image_builder("inpaint"), "inpaint: multipart `image`, `mask` (white = repaint)")
+_add("generate-hires", _hires, "hi-res fix: base pass, upscale, second pass")
+_add("generate-latents", _generate_latents, "txt2img returning latents (safetensors or FXLT)")
+_add("decode-latents", _decode_latents, "latents (body) -> image; ?model= overrides")
+_add("encode-latents", _encode_latents, "image (body) -> latents; ?model=, ?format=")
+_add("hires-latents", _hires_latents, "latents in, hi-res latents out; params in the query")
+
+
+@router.get("/lora-list")
+async def lora_list(state: State, caller: Caller) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": lora.name,
+            "path": str(lora.path),
+            "fingerprint": state.registry.fingerprint(lora),
+            "size_bytes": lora.size_bytes,
+            "architecture": lora.architecture,
+            "trigger_words": list(lora.trigger_words),
+        }
+        for lora in state.registry.loras()
+    ]
+
+
+@router.post("/rescan-loras")
+async def rescan_loras(state: State, caller: Caller) -> dict[str, int]:
+    caller.require("admin")
+    result = await asyncio.to_thread(state.registry.scan_loras)
+    return result.__dict__

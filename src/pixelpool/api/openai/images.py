@@ -1,0 +1,144 @@
+"""OpenAI Images API routes: generations (JSON), edits and variations (multipart), url results.
+
+Edits with a mask are inpainting (the mask's transparent, or white, areas are
+repainted); without a mask, and variations, are img2img. Both stream like
+generations (`image_edit.*` events for edits).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import UploadFile
+
+from pixelpool.api import ops
+from pixelpool.api.auth import Caller, Principal
+from pixelpool.api.diffusion_specs import img2img_spec
+from pixelpool.api.errors import ApiError, field_error
+from pixelpool.api.openai.plan import (
+    EditRequest,
+    GenerationRequest,
+    Plan,
+    StreamOptions,
+    VariationRequest,
+    image_items,
+    images_response,
+    model_name,
+    plan_images,
+)
+from pixelpool.api.openai.stream import stream_generation
+from pixelpool.api.runs import run_images
+from pixelpool.api.state import AppState, get_state
+from pixelpool.api.uploads import store_image
+
+router = APIRouter(prefix="/v1/images", tags=["openai"])
+State = Annotated[AppState, Depends(get_state)]
+MAX_FORM_PARTS = 64
+
+
+async def _answer(
+    state: AppState,
+    request: Request,
+    plan: Plan,
+    caller: Principal,
+    stream: StreamOptions | None,
+    prefix: str,
+) -> Any:
+    """The images response, or (stream: true) server-sent events."""
+    if stream is not None and stream.stream:
+        return await stream_generation(
+            state, plan, stream.partial_images or 0, caller.owner, prefix
+        )
+    outputs = await run_images(state, request, plan.specs, caller.owner)
+    return images_response(plan, await image_items(state, request, plan, outputs, caller.owner))
+
+
+@router.post("/generations")
+async def generations(
+    req: GenerationRequest, request: Request, state: State, caller: Caller
+) -> Any:
+    caller.require("generate")
+    plan = plan_images(state, req, req.prompt, lambda fields: ops.txt2img_spec(state, **fields))
+    return await _answer(state, request, plan, caller, req, "image_generation")
+
+
+async def _form(request: Request, model: type[BaseModel]) -> tuple[Any, dict[str, list[bytes]]]:
+    """The text fields (validated as `model`) and the uploaded files of a multipart request."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise field_error("image", "send multipart/form-data with an `image` file", 400)
+    try:
+        form = await request.form(max_files=MAX_FORM_PARTS, max_fields=MAX_FORM_PARTS)
+    except Exception as exc:  # Starlette raises several parser errors
+        raise ApiError(400, f"malformed multipart body: {exc}") from exc
+    fields: dict[str, Any] = {}
+    files: dict[str, list[bytes]] = {}
+    for key, value in form.multi_items():
+        if isinstance(value, UploadFile):
+            files.setdefault(key.removesuffix("[]"), []).append(await value.read())
+        else:
+            fields[key] = value
+    try:
+        return model.model_validate(fields), files
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from exc
+
+
+async def _inputs(
+    state: AppState, files: dict[str, list[bytes]], owner: str | None, mask_allowed: bool
+) -> tuple[list[Any], list[Any]]:
+    """The one input image (and mask) checked and stored, as img2img_spec wants them."""
+    unknown = sorted(set(files) - {"image", "mask"})
+    if unknown:
+        raise field_error(unknown[0], "unexpected file field", 400)
+    images, masks = files.get("image", []), files.get("mask", [])
+    if len(images) != 1:
+        raise field_error("image", f"send exactly one image file, got {len(images)}", 400)
+    if masks and not mask_allowed:
+        raise field_error("mask", "variations take no mask; use /v1/images/edits", 400)
+    if len(masks) > 1:
+        raise field_error("mask", "send at most one mask file", 400)
+    path, checked = await store_image(state, images[0], "image", owner)
+    mask_paths = [(await store_image(state, m, "mask", owner))[0] for m in masks]
+    return [(path, (checked.width, checked.height))], mask_paths
+
+
+@router.post("/edits")
+async def edits(request: Request, state: State, caller: Caller) -> Any:
+    caller.require("generate")
+    req, files = await _form(request, EditRequest)
+    ops.resolve_model(state, model_name(state, req.model))  # a 404 before storing uploads
+    images, masks = await _inputs(state, files, caller.owner, mask_allowed=True)
+    op = "inpaint" if masks else "img2img"
+
+    def build(fields: dict[str, Any]) -> Any:
+        return img2img_spec(state, {**fields, "strength": req.strength}, images, masks, op)
+
+    plan = plan_images(state, req, req.prompt, build)
+    return await _answer(state, request, plan, caller, req, "image_edit")
+
+
+@router.post("/variations")
+async def variations(request: Request, state: State, caller: Caller) -> Any:
+    caller.require("generate")
+    req, files = await _form(request, VariationRequest)
+    ops.resolve_model(state, model_name(state, req.model))
+    images, _ = await _inputs(state, files, caller.owner, mask_allowed=False)
+
+    def build(fields: dict[str, Any]) -> Any:
+        return img2img_spec(state, {**fields, "strength": req.strength}, images)
+
+    plan = plan_images(state, req, req.prompt, build)
+    return await _answer(state, request, plan, caller, None, "image_generation")
+
+
+@router.get("/data/{file_id}", name="openai_image_data", response_class=FileResponse)
+async def image_data(file_id: str, state: State) -> FileResponse:
+    """A `url` result. No key needed: the 128-bit id is the capability; it expires with the TTL."""
+    art = await state.jobs.artifacts.get(file_id.split(".", 1)[0])
+    if art is None:
+        raise ApiError(404, f"image not found or expired: {file_id}", "file_id")
+    return FileResponse(art.path, media_type=art.media_type)

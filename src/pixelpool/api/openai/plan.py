@@ -1,0 +1,216 @@
+"""OpenAI image requests -> job specs, and job outputs -> OpenAI's response shape.
+
+A request for n images becomes n specs built by `ops` / `diffusion_specs` (the one
+job path). `quality` picks the model's preset (ops.presets). Extension fields
+beyond OpenAI's: seed, negative_prompt, steps, guidance_scale, sampler, scheduler,
+loras (FastFusion's `lora_settings` also works), strength (edits, variations).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from fastapi import Request
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from pixelpool.api.errors import field_error
+from pixelpool.api.openai.encoding import reencode
+from pixelpool.api.runs import Output, b64, build_specs, check_count
+from pixelpool.api.state import AppState
+from pixelpool.jobs.encode import MEDIA_TYPES
+from pixelpool.jobs.spec import JobSpec
+
+# Names OpenAI clients send by default; they mean "the server's default model" here
+# unless a model of that name is installed.
+OPENAI_MODEL_NAMES = frozenset(
+    {"dall-e-2", "dall-e-3", "gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5"}
+)
+QUALITY_ALIASES = {"xhigh": "hd", "max": "hd"}  # newer OpenAI names, no preset of their own
+FIELD_NAMES = {"width": "size", "height": "size", "cfg_scale": "guidance_scale"}
+SIZE_PATTERN = re.compile(r"^(\d{1,5})x(\d{1,5})$")
+NO_BGREMOVE = (
+    "'transparent' needs a background-removal model, and none is installed; use 'opaque' or 'auto'"
+)
+
+
+class LoraRef(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    weight: float = 1.0
+
+
+class ImageOptions(BaseModel):
+    """Fields every image endpoint takes (JSON, or form fields in multipart)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    model: str | None = None
+    n: int | None = Field(None, ge=1)
+    size: str | None = Field(None, description="'auto' or WIDTHxHEIGHT (multiples of 8)")
+    response_format: Literal["url", "b64_json"] | None = Field(None, description="default b64_json")
+    quality: str | None = Field(None, description="a preset: low, medium, high, auto, standard, hd")
+    output_format: Literal["png", "jpeg", "webp"] | None = None
+    output_compression: int | None = Field(None, ge=0, le=100)
+    background: Literal["transparent", "opaque", "auto"] | None = None
+    user: str | None = None
+    # Extensions (pixelpool)
+    seed: int | None = Field(None, description="0, -1 or absent: random; image i gets seed+i")
+    negative_prompt: str | None = None
+    steps: int | None = Field(None, description="overrides the quality preset")
+    guidance_scale: float | None = None
+    sampler: str | None = None
+    scheduler: str | None = None
+    loras: list[LoraRef] | None = Field(None, alias="lora_settings")
+
+    @field_validator("loras", mode="before")
+    @classmethod
+    def _json_text(cls, value: Any) -> Any:
+        """Multipart sends `loras` as a JSON string."""
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"must be a JSON list of {{name, weight}}: {exc}") from exc
+        return value
+
+
+class StreamOptions(BaseModel):
+    stream: bool | None = None
+    partial_images: int | None = Field(None, ge=0, le=3)
+
+
+class GenerationRequest(ImageOptions, StreamOptions):
+    prompt: str = Field(min_length=1)
+    moderation: Literal["low", "auto"] | None = Field(None, description="accepted; no effect")
+    style: Literal["vivid", "natural"] | None = Field(None, description="accepted; no effect")
+    safety_identifier: str | None = None
+
+
+class EditRequest(ImageOptions, StreamOptions):
+    """Form fields of /v1/images/edits (the image and mask are files)."""
+
+    prompt: str = Field(min_length=1)
+    strength: float | None = Field(None, ge=0, le=1, description="default 0.75")
+    input_fidelity: Literal["low", "high"] | None = Field(None, description="accepted")
+    safety_identifier: str | None = None
+
+
+class VariationRequest(ImageOptions):
+    """Form fields of /v1/images/variations; the prompt is optional (FastFusion)."""
+
+    prompt: str = ""
+    strength: float | None = Field(None, ge=0, le=1, description="default 0.75")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated request: the specs to run and how to shape the answer."""
+
+    specs: list[JobSpec]
+    width: int
+    height: int
+    output_format: str
+    compression: int | None  # re-encode to this quality (the jobs then produce PNG)
+    quality: str
+    response_format: str
+
+    @property
+    def size(self) -> str:
+        return f"{self.width}x{self.height}"
+
+
+def parse_size(size: str | None) -> tuple[int | None, int | None]:
+    if size in (None, "", "auto"):
+        return None, None
+    match = SIZE_PATTERN.match(size)
+    if not match:
+        raise field_error("size", f"must be 'auto' or WIDTHxHEIGHT such as 512x512, got {size!r}")
+    return int(match[1]), int(match[2])
+
+
+def model_name(state: AppState, name: str | None) -> str | None:
+    """An OpenAI model name with no such model installed means the default model."""
+    if name in OPENAI_MODEL_NAMES and all(e.name != name for e in state.registry.entries()):
+        return None
+    return name
+
+
+def plan_images(
+    state: AppState,
+    req: ImageOptions,
+    prompt: str,
+    build: Callable[[dict[str, Any]], JobSpec],
+) -> Plan:
+    """Check what every image endpoint shares, then build n specs with `build(request)`.
+
+    `build` gets the sampling request as `ops.txt2img_spec` keywords (also what
+    `diffusion_specs.img2img_spec` reads), seed included.
+    """
+    if req.background == "transparent":
+        raise field_error("background", NO_BGREMOVE, 400)
+    n = check_count(state, req.n)
+    if getattr(req, "stream", False) and n > 1:
+        raise field_error("n", "a streamed request makes one image; use n=1", 400)
+    width, height = parse_size(req.size)
+    fmt = req.output_format or "png"
+    compression = req.output_compression if fmt != "png" else None
+    quality = req.quality or "auto"
+    request = {
+        "prompt": prompt, "negative_prompt": req.negative_prompt,
+        "model": model_name(state, req.model), "width": width, "height": height,
+        "steps": req.steps, "cfg_scale": req.guidance_scale, "sampler": req.sampler,
+        "scheduler": req.scheduler, "quality": QUALITY_ALIASES.get(quality, quality),
+        "loras": [lora.model_dump() for lora in req.loras] if req.loras else None,
+        "output_format": "png" if compression is not None else fmt,
+    }  # fmt: skip
+    specs = build_specs(lambda seed: build({**request, "seed": seed}), req.seed, n, FIELD_NAMES)
+    params = specs[0].params
+    return Plan(
+        specs, params["width"], params["height"], fmt, compression, quality,
+        req.response_format or "b64_json",
+    )  # fmt: skip
+
+
+async def final_bytes(plan: Plan, out: Output) -> bytes:
+    if plan.compression is None:
+        return out.data
+    return await asyncio.to_thread(reencode, out.data, plan.output_format, plan.compression)
+
+
+async def image_items(
+    state: AppState, request: Request, plan: Plan, outputs: list[Output], owner: str | None
+) -> list[dict[str, Any]]:
+    """`data` entries: b64_json, or a URL to /v1/images/data/{id} (re-encoded ones stored anew)."""
+    items = []
+    for out in outputs:
+        data = await final_bytes(plan, out)
+        item: dict[str, Any] = {"seed": out.seed}
+        if plan.response_format == "b64_json":
+            item["b64_json"] = b64(data)
+        else:
+            art_id = out.artifact_id
+            if data is not out.data:
+                media = MEDIA_TYPES[plan.output_format]
+                art_id = (await state.jobs.artifacts.put(data, media, owner)).id
+            file_id = f"{art_id}.{plan.output_format}"
+            item["url"] = str(request.url_for("openai_image_data", file_id=file_id))
+        items.append(item)
+    return items
+
+
+def images_response(plan: Plan, items: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "created": int(time.time()),
+        "data": items,
+        "background": "opaque",
+        "output_format": plan.output_format,
+        "quality": plan.quality,
+        "size": plan.size,
+    }

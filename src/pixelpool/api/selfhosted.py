@@ -1,0 +1,120 @@
+"""The self-hosted desktop client's contract: `/generate`, `/models`, `/loras`, `/switch-model`.
+
+(`/health` is in health.py.) Errors on these paths are `{"detail": "..."}`, as the
+client reads them. `/switch-model` sets the server-wide default model in memory
+(until restart); it loads nothing, the first request for the model does.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from pixelpool.api import ops
+from pixelpool.api.auth import Caller
+from pixelpool.api.errors import ApiError, ErrorInfo, add_error_format, field_error
+from pixelpool.api.health import current_model, loaded_paths
+from pixelpool.api.runs import b64, run_images
+from pixelpool.api.state import AppState, get_state
+
+router = APIRouter(tags=["self-hosted client"])
+State = Annotated[AppState, Depends(get_state)]
+
+PATHS = frozenset({"/generate", "/models", "/loras", "/switch-model"})
+REPORTED_PARAMS = ("prompt", "negative_prompt", "width", "height", "steps", "cfg_scale", "sampler",
+                   "scheduler")  # fmt: skip
+NO_IP_ADAPTER = "no IP-Adapter is installed on this server; send the request without it"
+
+
+class GenerateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str
+    model: str | None = None
+    negative_prompt: str | None = None
+    width: int | None = Field(None, description="default: the model's native size")
+    height: int | None = None
+    steps: int | None = None
+    cfg_scale: float | None = None
+    seed: int | None = Field(None, description="absent, 0 or -1: random")
+    lora_name: str | None = None
+    lora_scale: float | None = None
+    reference_image: str | None = Field(None, description="base64 image for an IP-Adapter")
+    ip_adapter_scale: float | None = None
+
+
+class SwitchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+
+
+def _detail(info: ErrorInfo) -> tuple[int, dict[str, Any]]:
+    return info.status, {"detail": info.message}
+
+
+def install(app: FastAPI) -> None:
+    add_error_format(app, PATHS.__contains__, _detail)
+    app.include_router(router)
+
+
+def _loras(req: GenerateRequest) -> list[dict[str, Any]] | None:
+    if not req.lora_name:
+        return None
+    weight = 1.0 if req.lora_scale is None else req.lora_scale
+    return [{"name": req.lora_name, "weight": weight}]
+
+
+@router.post("/generate")
+async def generate(req: GenerateRequest, request: Request, state: State, caller: Caller) -> Any:
+    """One image: `{image (base64), seed, parameters}`."""
+    caller.require("generate")
+    if req.reference_image:
+        raise field_error("reference_image", NO_IP_ADAPTER)
+    spec = ops.txt2img_spec(
+        state, prompt=req.prompt, negative_prompt=req.negative_prompt or "", model=req.model,
+        width=req.width, height=req.height, steps=req.steps, cfg_scale=req.cfg_scale,
+        seed=req.seed, loras=_loras(req),
+    )  # fmt: skip
+    (out,) = await run_images(state, request, [spec], caller.owner)
+    used = {k: spec.params.get(k) for k in REPORTED_PARAMS}
+    parameters = {"model": spec.model["name"], **used, "seed": out.seed}
+    return {"image": b64(out.data), "seed": out.seed, "parameters": parameters}
+
+
+@router.get("/models")
+async def models(state: State, caller: Caller) -> dict[str, Any]:
+    loaded = loaded_paths(state.scheduler.snapshot())
+    listing = {}
+    for entry in state.registry.entries():
+        info = ops.describe_model(state, entry)
+        defaults = info.get("defaults", {})
+        listing[entry.name] = {
+            "description": info.get("description") or f"{entry.architecture} ({entry.format})",
+            "downloaded": True,
+            "loaded": str(entry.path) in loaded,
+            "default_cfg": defaults.get("cfg_scale"),
+            "default_steps": defaults.get("steps"),
+        }
+    return {"models": listing, "current": current_model(state)}
+
+
+@router.get("/loras")
+async def loras(state: State, caller: Caller) -> dict[str, list[str]]:
+    return {"loras": [lora.name for lora in state.registry.loras()]}
+
+
+@router.post("/switch-model")
+async def switch_model(req: SwitchRequest, state: State, caller: Caller) -> dict[str, str]:
+    """400 for an unknown model, 503 when its files have gone from disk."""
+    caller.require("generate")
+    try:
+        entry = ops.resolve_model(state, req.model)
+    except ApiError as exc:
+        raise ApiError(400, f"unknown model: {req.model}", "model") from exc
+    if not entry.path.exists():
+        raise ApiError(503, f"model files are missing: {entry.name}", "model")
+    state.settings.server.default_model = entry.qualified_name
+    return {"status": "ok", "model": entry.name}

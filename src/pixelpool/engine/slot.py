@@ -1,0 +1,58 @@
+"""The scheduler's view of one worker: what it can run, holds, and is doing."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pixelpool.engine.handle import WorkerHandle
+from pixelpool.engine.task import Task
+
+
+@dataclass
+class Slot:
+    handle: WorkerHandle
+    capabilities: list[str]
+    ready: bool = False
+    budget_bytes: int = 0  # the device tier budget the worker reported
+    batch_id: str | None = None
+    batch: list[Task] = field(default_factory=list)
+    batch_started: float = 0.0
+    cache: dict[str, Any] = field(default_factory=dict)
+    last_seen: float = field(default_factory=time.monotonic)
+    restarts: int = 0
+
+    @property
+    def idle(self) -> bool:
+        return self.ready and self.batch_id is None
+
+    @property
+    def budget(self) -> int:
+        return self.budget_bytes or self.handle.device.total_memory_bytes
+
+    def holds(self, model_path: str) -> bool:
+        return any(
+            m["key"] == model_path and m["tier"] == "device" for m in self.cache.get("models", [])
+        )
+
+    def can_run(self, task: Task) -> bool:
+        if self.handle.device.id in task.excluded:
+            return False
+        caps = self.capabilities
+        return "*" in caps or task.family in caps or task.op in caps
+
+    def fits(self, task: Task, batch: int) -> bool:
+        return task.bytes_for(batch) <= self.budget
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            **self.handle.device.to_dict(),
+            "ready": self.ready,
+            "busy": self.batch_id is not None,
+            "active_jobs": [t.job_id for t in self.batch],
+            "pid": self.handle.pid,
+            "restarts": self.restarts,
+            "budget_bytes": self.budget,
+            "cache": self.cache,
+        }
