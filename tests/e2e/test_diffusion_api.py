@@ -2,7 +2,6 @@
 
 import io
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import torch
 from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline
 from PIL import Image
 
+from pixelpool.testing.client import wait_for_job
 from pixelpool.testing.server import ServerProcess
 
 from .diffusion_server import decode, png_bytes, smooth_image, write_models
@@ -80,21 +80,11 @@ def test_inpaint_parity_with_diffusers(client: httpx.Client, models: Path) -> No
     assert _diff(ours, ref) <= 1
 
 
-def _wait(client: httpx.Client, job_id: str) -> dict:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        body = client.get(f"/api/job/{job_id}").json()
-        if body["status"] not in ("queued", "running"):
-            return body
-        time.sleep(0.05)
-    raise TimeoutError(job_id)
-
-
 def test_enqueue_img2img_with_two_images_and_other_size(client: httpx.Client) -> None:
     body = _multipart({**BASE, "width": 96, "height": 64},
                       image=[png_bytes(IMAGE), png_bytes(smooth_image(64, 64, 1))])  # fmt: skip
     job_id = client.post("/api/enqueue/img2img", **body).json()["job_id"]
-    status = _wait(client, job_id)
+    status = wait_for_job(client, job_id)
     assert status["status"] == "completed" and status["seeds"] == [42, 43]
     second = decode(client.get(f"/api/job/{job_id}/result?index=1"))
     assert second.shape == (64, 96, 3)  # another aspect ratio: outpainted
@@ -106,7 +96,7 @@ def test_hires_fix_returns_the_target_size(client: httpx.Client) -> None:
         img = decode(client.post("/api/generate-hires", json={**body, "hires_upscaler": upscaler}))
         assert img.shape == (96, 128, 3)
     job_id = client.post("/api/enqueue/generate-hires", json=body).json()["job_id"]
-    assert _wait(client, job_id)["status"] == "completed"
+    assert wait_for_job(client, job_id)["status"] == "completed"
 
 
 def test_lora_list_and_weights(client: httpx.Client) -> None:
@@ -132,14 +122,14 @@ def test_manifest_defaults_presets_and_model_list(client: httpx.Client) -> None:
     assert tuned["defaults"]["steps"] == 3 and tuned["defaults"]["sampler"] == "Euler a"
     assert tuned["presets"]["fast"] == {"steps": 2}
     job = client.post("/api/enqueue/generate", json={"prompt": "a fox", "model": "tuned"}).json()
-    status = _wait(client, job["job_id"])
+    status = wait_for_job(client, job["job_id"])
     assert status["denoise_total"] == 3
     meta = Image.open(io.BytesIO(client.get(f"/api/job/{job['job_id']}/result").content))
     assert "Negative prompt: blurry, watermark" in meta.info["parameters"]
     assert "Sampler: Euler a" in meta.info["parameters"] and meta.size == (64, 64)
     fast = client.post("/api/enqueue/generate", json={"prompt": "a fox", "model": "tuned",
                                                       "quality": "fast"}).json()  # fmt: skip
-    assert _wait(client, fast["job_id"])["denoise_total"] == 2
+    assert wait_for_job(client, fast["job_id"])["denoise_total"] == 2
 
 
 def test_variation_seeds_and_output_formats(client: httpx.Client) -> None:

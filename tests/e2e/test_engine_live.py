@@ -15,6 +15,7 @@ from PIL import Image
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
+from pixelpool.testing.client import wait_for_job
 from pixelpool.testing.server import ServerProcess
 
 A = {"Authorization": "Bearer key-a"}
@@ -45,16 +46,8 @@ def job(url: str, job_id: str, headers: dict[str, str] = A) -> dict[str, Any]:
     return httpx.get(f"{url}/api/job/{job_id}", headers=headers).json()
 
 
-def wait(
-    url: str, job_id: str, headers: dict[str, str] = A, timeout: float = 180
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        body = job(url, job_id, headers)
-        if body["status"] not in ("queued", "running"):
-            return body
-        time.sleep(0.05)
-    raise TimeoutError(job_id)
+def wait(url: str, job_id: str, headers: dict[str, str] = A) -> dict[str, Any]:
+    return wait_for_job(url, job_id, headers)
 
 
 def ws_url(url: str, key: str | None = "key-a") -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from pixelpool.testing.client import wait_for_job
 from pixelpool.testing.server import ServerProcess
 
 JOB = {"prompt": "a fox", "width": 64, "height": 64, "steps": 3, "seed": 1}
@@ -25,16 +26,6 @@ def url(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         yield server.url
 
 
-def wait(url: str, job_id: str, timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        body = httpx.get(f"{url}/api/job/{job_id}").json()
-        if body["status"] not in ("queued", "running"):
-            return body
-        time.sleep(0.1)
-    raise TimeoutError(job_id)
-
-
 def test_hung_worker_is_killed_and_its_job_rerun(url: str) -> None:
     slow = {**JOB, "steps": 40, "width": 192, "height": 192}
     job_id = httpx.post(f"{url}/api/enqueue/generate", json=slow).json()["job_id"]
@@ -42,7 +33,7 @@ def test_hung_worker_is_killed_and_its_job_rerun(url: str) -> None:
         time.sleep(0.05)
     pid = httpx.get(f"{url}/api/status").json()["devices"][0]["pid"]
     os.kill(pid, signal.SIGSTOP)  # hung: alive, but no heartbeats
-    body = wait(url, job_id)
+    body = wait_for_job(url, job_id)
     assert body["status"] == "completed" and body["attempts"] == 1
     device = httpx.get(f"{url}/api/status").json()["devices"][0]
     assert device["restarts"] == 1 and device["pid"] != pid
@@ -50,7 +41,7 @@ def test_hung_worker_is_killed_and_its_job_rerun(url: str) -> None:
 
 def test_results_expire_after_their_ttl(url: str) -> None:
     job_id = httpx.post(f"{url}/api/enqueue/generate", json=JOB).json()["job_id"]
-    assert wait(url, job_id)["status"] == "completed"
+    assert wait_for_job(url, job_id)["status"] == "completed"
     assert httpx.get(f"{url}/api/job/{job_id}/result").status_code == 200
     time.sleep(3.5)
     assert httpx.get(f"{url}/api/job/{job_id}").json()["status"] == "expired"

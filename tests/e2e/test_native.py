@@ -12,6 +12,7 @@ import torch
 from diffusers import DiffusionPipeline
 from PIL import Image
 
+from pixelpool.testing.client import wait_for_job
 from pixelpool.testing.server import ServerProcess
 
 BASE = {"prompt": "a photo of a red fox", "negative_prompt": "blurry", "width": 64,
@@ -28,16 +29,6 @@ def _png(resp: httpx.Response) -> np.ndarray:
     assert resp.status_code == 200, resp.text
     assert resp.headers["content-type"] == "image/png"
     return np.asarray(Image.open(io.BytesIO(resp.content)))
-
-
-def _wait(client: httpx.Client, job_id: str, timeout: float = 120) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        body = client.get(f"/api/job/{job_id}").json()
-        if body["status"] not in ("queued", "running"):
-            return body
-        time.sleep(0.05)
-    raise TimeoutError(job_id)
 
 
 def test_health_is_fast_and_ready(client: httpx.Client) -> None:
@@ -93,7 +84,7 @@ def test_enqueue_poll_result(client: httpx.Client) -> None:
     job_id = client.post("/api/enqueue/generate", json={**BASE, "model": "demo-sdxl"}).json()[
         "job_id"
     ]
-    body = _wait(client, job_id)
+    body = wait_for_job(client, job_id)
     assert body["status"] == "completed"
     assert body["progress"] == 1.0 and body["denoise_step"] == body["denoise_total"] == 3
     assert body["gpus"] == ["cpu"] and body["error"] is None and body["seeds"] == [42]
@@ -107,7 +98,7 @@ def test_result_is_202_while_running_then_200(client: httpx.Client) -> None:
     job_id = client.post("/api/enqueue/generate", json=slow).json()["job_id"]
     early = client.get(f"/api/job/{job_id}/result")
     assert early.status_code == 202 and early.json()["status"] in ("queued", "running")
-    assert _wait(client, job_id)["status"] == "completed"
+    assert wait_for_job(client, job_id)["status"] == "completed"
     assert client.get(f"/api/job/{job_id}/result").status_code == 200
 
 
@@ -117,7 +108,7 @@ def test_cancel_running_job(client: httpx.Client) -> None:
     while client.get(f"/api/job/{job_id}").json()["denoise_step"] < 1:
         time.sleep(0.05)
     assert client.post(f"/api/job/{job_id}/cancel").json()["status"] in ("cancelling", "cancelled")
-    body = _wait(client, job_id)
+    body = wait_for_job(client, job_id)
     assert body["status"] == "cancelled" and body["denoise_step"] < 150
     assert client.get(f"/api/job/{job_id}/result").status_code == 409
     assert client.post(f"/api/job/{job_id}/cancel").json()["status"] == "cancelled"
@@ -195,4 +186,4 @@ def test_idempotency_key_returns_same_job(client: httpx.Client) -> None:
     a = client.post("/api/enqueue/generate", json=BASE, headers=headers).json()["job_id"]
     b = client.post("/api/enqueue/generate", json=BASE, headers=headers).json()["job_id"]
     assert a == b
-    _wait(client, a)
+    wait_for_job(client, a)

@@ -1,29 +1,19 @@
 """Durability: what the server accepted survives a restart, and a crash."""
 
-import time
 from pathlib import Path
 
 import httpx
 
+from pixelpool.testing.client import wait_for_job
 from pixelpool.testing.server import ServerProcess
 
 JOB = {"prompt": "a lighthouse", "width": 64, "height": 64, "steps": 3, "seed": 9}
 
 
-def _wait(url: str, job_id: str, timeout: float = 180) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        body = httpx.get(f"{url}/api/job/{job_id}").json()
-        if body["status"] not in ("queued", "running"):
-            return body
-        time.sleep(0.1)
-    raise TimeoutError(job_id)
-
-
 def test_completed_job_readable_after_restart(models_dir: Path, tmp_path: Path) -> None:
     with ServerProcess(models_dir, tmp_path) as first:
         job_id = httpx.post(f"{first.url}/api/enqueue/generate", json=JOB).json()["job_id"]
-        assert _wait(first.url, job_id)["status"] == "completed"
+        assert wait_for_job(first.url, job_id)["status"] == "completed"
         before = httpx.get(f"{first.url}/api/job/{job_id}/result").content
     with ServerProcess(models_dir, tmp_path) as second:
         body = httpx.get(f"{second.url}/api/job/{job_id}").json()
@@ -42,6 +32,6 @@ def test_queued_jobs_run_after_a_crash(models_dir: Path, tmp_path: Path) -> None
     ]
     server.kill()  # SIGKILL to server and worker: nothing gets to clean up
     with ServerProcess(models_dir, tmp_path) as again:
-        results = [_wait(again.url, job_id) for job_id in ids]
+        results = [wait_for_job(again.url, job_id) for job_id in ids]
     assert [r["status"] for r in results] == ["completed"] * 6
     assert [r["seeds"] for r in results[1:]] == [[s] for s in range(1, 6)]

@@ -7,6 +7,7 @@ in seconds on a CPU, with nothing fetched from the network.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers import (
@@ -88,8 +89,11 @@ def _text_config(vocab_size: int, projection_dim: int = TEXT_DIM) -> CLIPTextCon
     )
 
 
-def _vae() -> AutoencoderKL:
-    # Four blocks give the real 8x spatial downscale, so sizes behave as in SD.
+def _vae(**overrides: Any) -> AutoencoderKL:
+    """Four blocks give the real 8x spatial downscale, so sizes behave as in SD.
+
+    Flow models (SD3, FLUX) override the scaling and shift and drop the quant convs.
+    """
     return AutoencoderKL(
         in_channels=3,
         out_channels=3,
@@ -100,6 +104,7 @@ def _vae() -> AutoencoderKL:
         latent_channels=4,
         norm_num_groups=4,
         sample_size=64,
+        **overrides,
     )
 
 

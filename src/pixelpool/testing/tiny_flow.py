@@ -25,21 +25,12 @@ from transformers import (
     T5TokenizerFast,
 )
 
-from pixelpool.testing.tiny import TEXT_DIM, VOCAB_WORDS, _text_config, _tokenizer
+from pixelpool.testing.tiny import TEXT_DIM, VOCAB_WORDS, _text_config, _tokenizer, _vae
 from pixelpool.testing.vocab import write_t5_tokenizer_files
 
 
 def _flow_vae(scaling_factor: float = 1.5305, shift_factor: float = 0.0609) -> AutoencoderKL:
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=["DownEncoderBlock2D"] * 4,
-        up_block_types=["UpDecoderBlock2D"] * 4,
-        block_out_channels=[8, 8, 16, 16],
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=4,
-        sample_size=64,
+    return _vae(
         scaling_factor=scaling_factor,
         shift_factor=shift_factor,
         use_quant_conv=False,
