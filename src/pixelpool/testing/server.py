@@ -7,11 +7,24 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
 
 import httpx
+
+
+def _die_with_parent() -> None:
+    """In the child: on Linux, get SIGTERM when the test or benchmark process dies, so a
+    crashed or killed run leaves no server behind (it runs in its own session).
+
+    Linux ties this to the forking *thread*, so it is only armed from the main thread."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def free_port() -> int:
@@ -56,7 +69,14 @@ class ServerProcess:
             cmd += ["--config", str(self.config)]
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            start_new_session=True,
+            preexec_fn=_die_with_parent
+            if threading.current_thread() is threading.main_thread()
+            else None,
         )
         self.wait_ready(timeout)
         return self
