@@ -97,13 +97,19 @@ def test_artifacts_dedupe_content_and_expire(tmp_path: Path) -> None:
         assert a.path == b.path and a.path.read_bytes() == b"png-bytes"
         got = await arts.get(a.id)
         assert got is not None and got.media_type == "image/png"
+        assert got.data == b"png-bytes"  # just written: served from memory
         assert await arts.get("0" * 32) is None
+
+        from_disk = ArtifactStore(db, tmp_path / "artifacts", ttl_s=60, memory_bytes=0)
+        c = await from_disk.put(b"other", "image/png", None)
+        again = await from_disk.get(c.id)
+        assert again is not None and again.data is None and again.path.read_bytes() == b"other"
 
         def expire_all(conn: sqlite3.Connection) -> None:
             conn.execute("UPDATE artifacts SET expires = 0")
 
         await db.call(expire_all)
-        assert await arts.get(a.id) is None
+        assert await from_disk.get(c.id) is None
         db.close()
 
     asyncio.run(go())

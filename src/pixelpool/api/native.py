@@ -7,7 +7,7 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from pixelpool.api import ops
@@ -91,6 +91,8 @@ async def result_response(state: AppState, record: JobRecord, index: int = 0) ->
     if art is None:
         raise ApiError(410, f"job {record.id}: result has expired")
     headers = {"X-Job-Id": record.id, "X-Seed": str(record.result.get("seeds", [0])[index])}
+    if art.data is not None:
+        return Response(art.data, media_type=art.media_type, headers=headers)
     return FileResponse(art.path, media_type=art.media_type, headers=headers)
 
 

@@ -12,12 +12,14 @@ import os
 import secrets
 import sqlite3
 import time
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pixelpool.jobs.store import Database
 
 ORPHAN_GRACE_S = 3600
+RECENT_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,7 @@ class Artifact:
     owner: str | None
     expires: float
     path: Path
+    data: bytes | None = None  # the bytes, when still in the recent-artifacts memory
 
 
 def new_artifact_id() -> str:
@@ -36,11 +39,17 @@ def new_artifact_id() -> str:
 
 
 class ArtifactStore:
-    def __init__(self, db: Database, root: Path, ttl_s: int) -> None:
+    def __init__(
+        self, db: Database, root: Path, ttl_s: int, memory_bytes: int = RECENT_BYTES
+    ) -> None:
         self.db = db
         self.root = root
         self.ttl_s = ttl_s
         root.mkdir(parents=True, exist_ok=True)
+        # Results are usually fetched right after they are written (a sync request, a
+        # poller): keep the newest in memory so that costs no database or disk read.
+        self._recent: OrderedDict[str, Artifact] = OrderedDict()
+        self._recent_limit = memory_bytes
 
     def _path(self, sha256: str) -> Path:
         return self.root / sha256[:2] / sha256
@@ -75,9 +84,20 @@ class ArtifactStore:
             )
 
         await self.db.call(run)
+        self._remember(replace(art, data=data))
         return art
 
+    def _remember(self, art: Artifact) -> None:
+        self._recent[art.id] = art
+        total = sum(a.size for a in self._recent.values())
+        while total > self._recent_limit and self._recent:
+            total -= self._recent.popitem(last=False)[1].size
+
     async def get(self, artifact_id: str) -> Artifact | None:
+        recent = self._recent.get(artifact_id)
+        if recent is not None and recent.expires >= time.time():
+            return recent
+
         def run(conn: sqlite3.Connection) -> tuple[str, str, int, str | None, float] | None:
             return conn.execute(
                 "SELECT sha256, media_type, size, owner, expires FROM artifacts WHERE id=?",

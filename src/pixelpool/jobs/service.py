@@ -12,6 +12,7 @@ import logging
 import secrets
 import sqlite3
 import time
+from collections import OrderedDict
 from typing import Any
 
 from pixelpool.config import Settings
@@ -26,6 +27,8 @@ from pixelpool.pipelines.base import Result
 from pixelpool.pipelines.costs import estimate_cost
 
 log = logging.getLogger(__name__)
+
+FINISHED_KEPT = 1000
 
 
 class QueueFull(Exception):
@@ -54,6 +57,8 @@ class JobService:
         self._active: dict[str, JobRecord] = {}  # queued or running, the live truth
         self._progress: dict[str, dict[str, Any]] = {}
         self._done: dict[str, asyncio.Event] = {}
+        # Just-finished records, for waiters woken by `_done` (bounded, oldest dropped).
+        self._finished: OrderedDict[str, JobRecord] = OrderedDict()
         self._background: set[asyncio.Task[None]] = set()
 
     def attach(self, scheduler: Scheduler) -> None:
@@ -162,9 +167,13 @@ class JobService:
         return self._progress.get(job_id, {})
 
     async def wait(self, job_id: str) -> JobRecord:
+        """The job once finished: the record `_finish` wrote, without reading it back."""
         event = self._done.get(job_id)
         if event is not None:
             await event.wait()
+            finished = self._finished.get(job_id)
+            if finished is not None:
+                return finished
         record = await self.store.get(job_id)
         assert record is not None
         return record
@@ -269,6 +278,9 @@ class JobService:
         self._publish(record, event, error=record.error)
         done = self._done.pop(job_id, None)
         if done is not None:
+            self._finished[job_id] = record
+            while len(self._finished) > FINISHED_KEPT:
+                self._finished.popitem(last=False)
             done.set()
 
     async def _publish_preview(self, record: JobRecord, step: int, total: int, image: Any) -> None:
