@@ -173,10 +173,12 @@ class CpuMonitor:
     """Samples how many cores processes outside this benchmark's tree keep busy.
 
     Ours = this process and all its descendants (servers and their workers). Others =
-    machine busy time minus ours. Linux only; elsewhere it reports nothing.
+    machine busy time minus ours. Linux only; elsewhere it reports nothing. A sample
+    scans /proc (~2 ms), so it runs once a second: each wake-up steals a core from
+    whichever OpenMP thread runs there, and the suites are sensitive to exactly that.
     """
 
-    def __init__(self, interval_s: float = 0.5) -> None:
+    def __init__(self, interval_s: float = 1.0) -> None:
         self.interval_s = interval_s
         self.samples: list[tuple[float, float]] = []  # (time, foreign cores over the interval)
         self.enabled = Path("/proc/stat").is_file()
