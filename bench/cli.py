@@ -38,7 +38,11 @@ CHECKS = {  # issue 6's acceptance numbers
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="bench/run.py",
+        description="Benchmark pixelpool against raw diffusers and under load "
+        "(suites and results: docs/benchmarks.md).",
+    )
     parser.add_argument(
         "--quick", action="store_true", help="fewer repetitions (< 3 min on 2 CPU cores)"
     )

@@ -165,12 +165,14 @@ def rows(result: dict[str, Any]) -> list[Row]:
     ]  # fmt: skip
     names = {"disk": "from disk (page cache dropped)", "ram": "from the RAM tier"}
     for src, load in sorted(result["loads"].items(), key=lambda kv: kv[0] != "ram"):
+        below = " (below the noise of a request: ~0)" if load["load_s"] <= 0 else ""
         out.append(
             ("switch", f"bring back a model {names.get(src, src)}", fmt_ms(load["load_s"]),
-             f"latency {fmt_ms(load['latency_s']['median'])} - hit, n={load['latency_s']['n']}")
+             f"latency {fmt_ms(load['latency_s']['median'])} - hit, "
+             f"n={load['latency_s']['n']}{below}")
         )  # fmt: skip
     if result["ram_over_disk"] is not None:
-        out.append(("switch", "ratio RAM tier / disk", f"{result['ram_over_disk']:.3f}",
+        out.append(("switch", "ratio RAM tier / disk", f"{max(0.0, result['ram_over_disk']):.3f}",
                     "time to bring a model back"))  # fmt: skip
     else:
         out.append(("switch", "bring back a model from the RAM tier", "n/a", result["note"]))

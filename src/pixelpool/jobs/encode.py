@@ -9,6 +9,7 @@ chunk, or the EXIF UserComment of a JPEG/WebP, so other tools can read them back
 from __future__ import annotations
 
 import io
+import zlib
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,7 @@ def encode_image(
     options: dict[str, Any] = {}
     if fmt == "png":
         options["compress_level"] = PNG_COMPRESS_LEVEL
+        options["compress_type"] = zlib.Z_RLE  # faster and smaller than the default filter
         if text:
             info = PngImagePlugin.PngInfo()
             for key, value in text.items():
