@@ -18,7 +18,7 @@ from fastapi.responses import StreamingResponse
 
 from pixelpool.api.auth import Caller, Principal, authenticate_token, presented_token
 from pixelpool.api.errors import ApiError
-from pixelpool.api.native import State, _job
+from pixelpool.api.native import State, visible_job
 from pixelpool.api.state import AppState
 from pixelpool.jobs.events import TERMINAL, Event
 from pixelpool.jobs.spec import JobRecord, JobStatus
@@ -54,7 +54,7 @@ async def job_events(
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
     """Server-sent events for one job until it finishes; resumes after Last-Event-ID."""
-    record = await _job(state, job_id, caller)
+    record = await visible_job(state, job_id, caller)
     after = _parse_id(last_event_id or request.query_params.get("last_event_id"))
     queue = state.bus.subscribe(lambda e: e.get("job_id") == job_id)
 

@@ -129,7 +129,8 @@ def job_view(state: AppState, record: JobRecord) -> dict[str, Any]:
     }
 
 
-async def _job(state: AppState, job_id: str, caller: Principal) -> JobRecord:
+async def visible_job(state: AppState, job_id: str, caller: Principal) -> JobRecord:
+    """The job, or 404 when it does not exist or belongs to another key."""
     record = await state.jobs.get(job_id)
     if record is None or not caller.may_see(record.owner):
         raise ApiError(404, f"job not found: {job_id}", "job_id")
@@ -190,15 +191,15 @@ async def enqueue(
 
 @router.get("/job/{job_id}")
 async def job_status(job_id: str, state: State, caller: Caller) -> dict[str, Any]:
-    return job_view(state, await _job(state, job_id, caller))
+    return job_view(state, await visible_job(state, job_id, caller))
 
 
 @router.get("/job/{job_id}/result")
 async def job_result(job_id: str, state: State, caller: Caller, index: int = 0) -> Any:
-    return await result_response(state, await _job(state, job_id, caller), index)
+    return await result_response(state, await visible_job(state, job_id, caller), index)
 
 
 @router.post("/job/{job_id}/cancel")
 async def job_cancel(job_id: str, state: State, caller: Caller) -> dict[str, str]:
-    await _job(state, job_id, caller)
+    await visible_job(state, job_id, caller)
     return {"status": await state.jobs.cancel(job_id)}

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from pixelpool.api.errors import ApiError, field_error
 from pixelpool.api.state import AppState
-from pixelpool.jobs.service import QueueFull
+from pixelpool.jobs.service import NoDeviceFits, QueueFull
 from pixelpool.jobs.spec import JobRecord, JobSpec
 from pixelpool.pipelines.diffusion.params import (
     NATIVE_SIZE,
@@ -237,7 +237,7 @@ async def submit(
         return await state.jobs.submit(spec, owner, idempotency_key)
     except QueueFull as exc:
         raise ApiError(429, str(exc), headers={"Retry-After": str(exc.retry_after_s)}) from exc
-    except ValueError as exc:  # no device can run it
+    except NoDeviceFits as exc:
         raise ApiError(422, str(exc)) from exc
 
 

@@ -1,6 +1,6 @@
 """Result encoding. Runs in a thread pool, never on the event loop.
 
-PNG uses zlib level 1: several times faster than Pillow's default level 6 for
+PNG uses zlib level 1 with the RLE strategy: several times faster than Pillow's default level 6 for
 a modest size increase (bench/ measures it); JPEG/WebP use the usual qualities.
 The generation parameters go where A1111 puts them: a PNG `parameters` text
 chunk, or the EXIF UserComment of a JPEG/WebP, so other tools can read them back.

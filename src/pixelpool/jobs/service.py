@@ -26,6 +26,8 @@ from pixelpool.jobs.store import JobStore
 from pixelpool.pipelines.base import Result
 from pixelpool.pipelines.costs import estimate_cost
 
+__all__ = ["JobService", "NoDeviceFits", "QueueFull"]
+
 log = logging.getLogger(__name__)
 
 FINISHED_KEPT = 1000

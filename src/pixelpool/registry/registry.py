@@ -43,6 +43,7 @@ class Registry:
         self._lock = threading.Lock()
         self._hash_thread: threading.Thread | None = None
         self._closing = threading.Event()
+        self._rehash = False  # a scan came in while hashing: go round once more
 
     def scan(self) -> ScanResult:
         """Rescan models (and LoRAs, so the periodic rescan picks both up)."""
