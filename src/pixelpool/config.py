@@ -94,6 +94,10 @@ class DeviceSettings(_Section):
     vram_budget_gb: float | None = Field(None, gt=0)
     ram_budget_gb: float | None = Field(None, ge=0)
     threads: int | None = Field(None, ge=1)
+    # CPU workers: a hard cap on the worker's private memory. A batch that needs more
+    # fails with out-of-memory, and is retried smaller or on another device, instead
+    # of swapping the host or waking the kernel's OOM killer.
+    memory_limit_gb: float | None = Field(None, gt=0)
     onload: list[str] = []
     pinned: list[str] = []
 

@@ -10,47 +10,8 @@ import numpy as np
 
 from pixelpool.config import DeviceSettings, SchedulerSettings, Settings
 from pixelpool.engine.pool import build_scheduler
-from pixelpool.engine.task import Task
-from pixelpool.pipelines.base import Result
 
-PARAMS = {"prompt": "a cat", "negative_prompt": "", "width": 64, "height": 64, "steps": 3,
-          "cfg_scale": 7.0, "seed": 7}  # fmt: skip
-
-
-class Recorder:
-    """An EngineListener that records what the engine reports."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, Any]] = []
-        self.done: dict[str, asyncio.Future[tuple[str, Any]]] = {}
-
-    def _future(self, job_id: str) -> asyncio.Future[tuple[str, Any]]:
-        return self.done.setdefault(job_id, asyncio.get_running_loop().create_future())
-
-    def job_started(self, job_id: str, device_id: str, batch_size: int) -> None:
-        self.events.append(("started", (job_id, batch_size)))
-
-    def job_progress(
-        self, job_id: str, step: int, total: int, stage: str, preview: Any = None
-    ) -> None:
-        self.events.append(("progress", (job_id, step, total)))
-
-    def job_finished(self, job_id: str, result: Result, device_id: str, run_s: float) -> None:
-        self._future(job_id).set_result(("ok", result))
-
-    def job_failed(self, job_id: str, error: str, kind: str) -> None:
-        self._future(job_id).set_result((kind, error))
-
-    def job_requeued(self, job_id: str, reason: str) -> None:
-        self.events.append(("requeued", job_id))
-
-
-def _task(models_dir: Path, job_id: str, **params: Any) -> Task:
-    p = {**PARAMS, **params}
-    model = {"name": "demo-sd", "path": str(models_dir / "sd15/demo-sd"), "architecture": "sd15",
-             "format": "diffusers"}  # fmt: skip
-    key = (p["width"], p["height"], p["steps"], p["cfg_scale"], None, None)
-    return Task(job_id, "diffusion", "txt2img", model, p, batch_key=key)
+from .engine_helpers import Recorder, make_task
 
 
 async def _engine(**scheduler: Any) -> tuple[Any, Recorder]:
@@ -68,10 +29,10 @@ def test_jobs_batch_and_report_progress(models_dir: Path) -> None:
         engine, rec = await _engine(max_batch=4)
         try:
             # Occupy the worker so the next three queue up and leave as one batch.
-            engine.submit(_task(models_dir, "first", steps=8, width=128, height=128))
+            engine.submit(make_task(models_dir, "first", steps=8, width=128, height=128))
             await asyncio.sleep(0.05)
             for i in range(3):
-                engine.submit(_task(models_dir, f"b{i}", seed=100 + i))
+                engine.submit(make_task(models_dir, f"b{i}", seed=100 + i))
             results = [await rec._future(j) for j in ("first", "b0", "b1", "b2")]
             assert all(kind == "ok" for kind, _ in results)
             started = dict(v for k, v in rec.events if k == "started")
@@ -95,12 +56,12 @@ def test_bad_job_fails_and_worker_lives_on(models_dir: Path) -> None:
     async def go() -> None:
         engine, rec = await _engine()
         try:
-            bad = _task(models_dir, "bad")
+            bad = make_task(models_dir, "bad")
             bad.model = {**bad.model, "path": str(models_dir / "missing")}
             engine.submit(bad)
             kind, error = await rec._future("bad")
             assert kind == "error" and "missing" in error
-            engine.submit(_task(models_dir, "good"))
+            engine.submit(make_task(models_dir, "good"))
             assert (await rec._future("good"))[0] == "ok"
         finally:
             await engine.stop()
@@ -112,7 +73,7 @@ def test_killed_worker_is_respawned_and_job_rerun(models_dir: Path) -> None:
     async def go() -> None:
         engine, rec = await _engine()
         try:
-            engine.submit(_task(models_dir, "victim", steps=30, width=256, height=256))
+            engine.submit(make_task(models_dir, "victim", steps=30, width=256, height=256))
             while not any(k == "progress" for k, _ in rec.events):
                 await asyncio.sleep(0.02)
             os.kill(engine.slots[0].handle.pid, signal.SIGKILL)
@@ -130,9 +91,9 @@ def test_cancel_queued_job(models_dir: Path) -> None:
     async def go() -> None:
         engine, rec = await _engine()
         try:
-            engine.submit(_task(models_dir, "long", steps=20, width=256, height=256))
+            engine.submit(make_task(models_dir, "long", steps=20, width=256, height=256))
             await asyncio.sleep(0.05)
-            engine.submit(_task(models_dir, "queued"))
+            engine.submit(make_task(models_dir, "queued"))
             assert engine.cancel("queued") == "cancelled"
             assert (await rec._future("queued"))[0] == "cancelled"
             assert engine.cancel("long") == "cancelling"
@@ -159,7 +120,7 @@ def test_ram_tier_brings_models_back_without_disk(models_dir: Path) -> None:
                     "architecture": "sdxl", "format": "diffusers",
                     "size_bytes": 1_900_000}  # fmt: skip
             for i, model in enumerate(["sd", "sdxl", "sd", "sdxl"]):
-                task = _task(models_dir, f"j{i}")
+                task = make_task(models_dir, f"j{i}")
                 if model == "sdxl":
                     task.model = sdxl
                 engine.submit(task)

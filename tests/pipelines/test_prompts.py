@@ -56,7 +56,7 @@ def test_plain_prompt_through_embeddings_equals_diffusers(model: Loaded, monkeyp
 def test_weights_change_the_image_and_weight_one_does_not(model: Loaded) -> None:
     (plain,) = run(model, "txt2img", BASE)
     (one,) = run(model, "txt2img", {**BASE, "prompt": "a photo of a (red:1.0) fox"})
-    (strong,) = run(model, "txt2img", {**BASE, "prompt": "a photo of a (red:1.6) fox"})
+    (strong,) = run(model, "txt2img", {**BASE, "prompt": "a photo of a (red:3.0) fox"})
     assert max_diff(plain.images[0], one.images[0]) <= 1
     assert max_diff(plain.images[0], strong.images[0]) > 1
 

@@ -26,6 +26,7 @@ def worker_options(settings: Settings, device: DeviceInfo) -> dict[str, Any]:
         "threads": cfg.threads if cfg else None,
         "budget_bytes": gib(cfg.vram_budget_gb) if cfg else None,
         "ram_budget_bytes": gib(cfg.ram_budget_gb) if cfg else None,
+        "memory_limit_bytes": gib(cfg.memory_limit_gb) if cfg else None,
         "pinned": [],  # resolved to paths and sent by the app once the registry is up
         "log_level": settings.server.log_level,
     }

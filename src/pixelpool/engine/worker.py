@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import resource
 import threading
 import time
 import traceback
@@ -37,7 +38,13 @@ HEARTBEAT_S = 2.0
 CPU_DEFAULT_BUDGET_FRACTION = 0.5
 RAM_TIER_DEFAULT_FRACTION = 0.25  # of system RAM, for accelerator devices
 CUDA_MARGIN_BYTES = 1536 << 20
-OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory")
+# torch's CUDA and CPU allocators; oneDNN says the last when it has no memory for a kernel.
+OOM_MARKERS = (
+    "out of memory",
+    "can't allocate memory",
+    "cannot allocate memory",
+    "could not create a primitive",
+)
 
 
 def system_ram_bytes() -> int:
@@ -45,6 +52,27 @@ def system_ram_bytes() -> int:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError):
         return 0
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Python's own MemoryError, or one of the libraries' messages."""
+    return isinstance(exc, MemoryError) or any(m in str(exc).lower() for m in OOM_MARKERS)
+
+
+def limit_memory(device: dict[str, Any], limit: int | None) -> None:
+    """Cap a CPU worker's private memory (RLIMIT_DATA): allocations beyond it fail cleanly.
+
+    Not applied to GPU workers, whose drivers map host memory in their own ways.
+    """
+    if not limit:
+        return
+    if device["kind"] != "cpu":
+        log.warning("memory_limit_gb applies to CPU workers only; ignored on %s", device["id"])
+        return
+    _soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
 
 
 class Worker:
@@ -194,7 +222,7 @@ class Worker:
             for item in items:
                 self.send(ItemFailed(item.job_id, "cancelled", "cancelled"))
         except Exception as exc:
-            oom = any(marker in str(exc).lower() for marker in OOM_MARKERS)
+            oom = is_out_of_memory(exc)
             log.error("batch %s failed: %s", run.batch_id, traceback.format_exc())
             if oom:
                 self._free_memory()
@@ -214,4 +242,5 @@ def worker_main(device: dict[str, Any], options: dict[str, Any], conn: Connectio
     logging.basicConfig(level=options.get("log_level", "INFO").upper())
     if device["kind"] != "cuda":
         os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+    limit_memory(device, options.get("memory_limit_bytes"))
     Worker(device, options, conn).serve()

@@ -77,7 +77,7 @@ def _text_config(vocab_size: int, projection_dim: int = TEXT_DIM) -> CLIPTextCon
     return CLIPTextConfig(
         vocab_size=vocab_size,
         hidden_size=TEXT_DIM,
-        intermediate_size=37,
+        intermediate_size=64,  # a SIMD-friendly width, as real ones are (see invariance.py)
         num_attention_heads=4,
         num_hidden_layers=2,
         max_position_embeddings=77,

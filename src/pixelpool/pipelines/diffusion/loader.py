@@ -15,6 +15,8 @@ from diffusers import (
     StableDiffusionXLPipeline,
 )
 
+from pixelpool.pipelines.diffusion.invariance import one_image_vae
+
 PIPELINE_CLASSES: dict[str, type[DiffusionPipeline]] = {
     "sd15": StableDiffusionPipeline,
     "sdxl": StableDiffusionXLPipeline,
@@ -64,4 +66,5 @@ def load_pipeline(entry: dict[str, Any], dtype: torch.dtype) -> DiffusionPipelin
             str(path), torch_dtype=dtype, local_files_only=True, **extra
         )
     pipe.set_progress_bar_config(disable=True)
+    one_image_vae(pipe)
     return pipe

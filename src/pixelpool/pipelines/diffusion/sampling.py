@@ -19,6 +19,7 @@ from pixelpool.pipelines.base import CancelFn, Loaded, ProgressFn
 from pixelpool.pipelines.diffusion import lora
 from pixelpool.pipelines.diffusion.common import cpu_generators, make_scheduler, step_callback
 from pixelpool.pipelines.diffusion.embeddings import prompt_inputs
+from pixelpool.pipelines.diffusion.invariance import padded_small_matmuls
 from pixelpool.pipelines.diffusion.params import DiffusionParams
 
 _AUTO = {"img2img": AutoPipelineForImage2Image, "inpaint": AutoPipelineForInpainting}
@@ -40,12 +41,13 @@ def derived(loaded: Loaded, kind: str) -> DiffusionPipeline:
 
 @contextlib.contextmanager
 def configured(loaded: Loaded, pipe: DiffusionPipeline, params: DiffusionParams) -> Iterator[None]:
-    """The batch's sampler and LoRAs for the duration of one call."""
+    """The batch's sampler and LoRAs for the duration of one call, batch-invariant."""
     original = pipe.scheduler
     pipe.scheduler = make_scheduler(pipe, params)
     lora.activate(loaded.obj, params.loras)
     try:
-        yield
+        with padded_small_matmuls():
+            yield
     finally:
         pipe.scheduler = original
 

@@ -1,0 +1,126 @@
+"""Out of memory, for real: a CPU worker capped below what a batch needs.
+
+The cap is the worker's RLIMIT_DATA (what `devices.<id>.memory_limit_gb` sets), so the
+allocation fails inside torch exactly as it does when a host runs out of memory. The
+tests lower it on a warmed-up worker to just above what that worker already uses,
+which makes them independent of how much memory torch takes on a given machine.
+"""
+
+import asyncio
+import re
+import resource
+from pathlib import Path
+
+from pixelpool.config import DeviceSettings, SchedulerSettings, Settings
+from pixelpool.engine.devices import DeviceInfo
+from pixelpool.engine.local import LocalWorker
+from pixelpool.engine.pool import build_scheduler
+from pixelpool.engine.scheduler import Scheduler
+from pixelpool.engine.slot import Slot
+
+from .engine_helpers import Recorder, make_task
+
+GIB = 1 << 30
+HEADROOM = 16 << 20  # far less than a 512x512 decode needs, plenty for bookkeeping
+BIG = {"width": 512, "height": 512, "steps": 2}
+
+
+def _cpu(device_id: str) -> LocalWorker:
+    device = DeviceInfo(device_id, "cpu", 0, "cpu", 8 * GIB)
+    return LocalWorker(device, {"dtype": "auto", "budget_bytes": 2 * GIB})
+
+
+async def _engine(count: int, rec: Recorder) -> Scheduler:
+    slots = [Slot(_cpu(f"cpu{i}"), ["*"]) for i in range(count)]
+    engine = Scheduler(slots, rec, SchedulerSettings(max_batch=4))
+    await engine.start()
+    while not all(s.ready for s in engine.slots):
+        await asyncio.sleep(0.05)
+    return engine
+
+
+async def _warm(engine: Scheduler, rec: Recorder, models_dir: Path) -> None:
+    """One small job per worker (different sizes, so not batched): model and threads up."""
+    for i in range(len(engine.slots)):
+        engine.submit(make_task(models_dir, f"warm{i}", width=64 + 8 * i))
+    for i in range(len(engine.slots)):
+        assert (await rec._future(f"warm{i}"))[0] == "ok"
+    while any(s.batch_id for s in engine.slots):
+        await asyncio.sleep(0.02)
+
+
+def _squeeze(slot: Slot) -> None:
+    """Cap the worker's private memory just above what it uses now."""
+    pid = slot.handle.pid
+    status = Path(f"/proc/{pid}/status").read_text()
+    used = int(re.search(r"VmData:\s+(\d+) kB", status).group(1)) << 10
+    _soft, hard = resource.prlimit(pid, resource.RLIMIT_DATA)
+    resource.prlimit(pid, resource.RLIMIT_DATA, (used + HEADROOM, hard))
+
+
+def _requeues(rec: Recorder, job_id: str) -> int:
+    return sum(1 for kind, value in rec.events if kind == "requeued" and value == job_id)
+
+
+def test_oom_batch_is_split_then_moved_to_a_device_with_room(models_dir: Path) -> None:
+    async def go() -> None:
+        rec = Recorder()
+        engine = await _engine(2, rec)
+        try:
+            await _warm(engine, rec, models_dir)
+            small = engine.slots[0]
+            _squeeze(small)
+            # Both queue before the scheduler looks: they leave as one batch, on the
+            # first idle worker (the squeezed one).
+            for job in ("a", "b"):
+                engine.submit(make_task(models_dir, job, **BIG, seed=len(job)))
+            results = [await asyncio.wait_for(rec._future(j), 300) for j in ("a", "b")]
+            assert [kind for kind, _ in results] == ["ok", "ok"]
+            assert ("started", ("a", 2)) in rec.events  # first try: one batch of two
+            assert all(_requeues(rec, j) >= 1 for j in ("a", "b"))
+            # The OOM was caught inside the worker: it lives on, never restarted.
+            assert small.restarts == 0 and small.handle.is_alive()
+        finally:
+            await engine.stop()
+
+    asyncio.run(go())
+
+
+def test_oom_everywhere_fails_with_a_clear_reason(models_dir: Path) -> None:
+    async def go() -> None:
+        rec = Recorder()
+        engine = await _engine(1, rec)
+        try:
+            await _warm(engine, rec, models_dir)
+            _squeeze(engine.slots[0])
+            engine.submit(make_task(models_dir, "huge", **BIG))
+            kind, error = await asyncio.wait_for(rec._future("huge"), 300)
+            assert kind == "error"
+            assert "out of memory on every device" in error
+            assert _requeues(rec, "huge") == 0  # batch of one, no other device
+            # The worker recovers: with its cap lifted, it runs jobs again.
+            pid = engine.slots[0].handle.pid
+            _soft, hard = resource.prlimit(pid, resource.RLIMIT_DATA)
+            resource.prlimit(pid, resource.RLIMIT_DATA, (hard, hard))
+            engine.submit(make_task(models_dir, "after"))
+            assert (await rec._future("after"))[0] == "ok"
+        finally:
+            await engine.stop()
+
+    asyncio.run(go())
+
+
+def test_memory_limit_setting_caps_the_cpu_worker(models_dir: Path) -> None:
+    async def go() -> None:
+        settings = Settings(devices={"cpu": DeviceSettings(memory_limit_gb=6)})
+        engine = build_scheduler(settings, Recorder())
+        await engine.start()
+        try:
+            while not engine.ready:
+                await asyncio.sleep(0.05)
+            soft, _hard = resource.prlimit(engine.slots[0].handle.pid, resource.RLIMIT_DATA)
+            assert soft == 6 * GIB
+        finally:
+            await engine.stop()
+
+    asyncio.run(go())
