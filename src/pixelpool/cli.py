@@ -87,6 +87,7 @@ max_retries = 2             # re-runs of a job whose worker died
 
 [storage]
 ttl_s = 86400               # results are kept this long
+events_retain_s = 900       # job events stay replayable this long after a job ends
 
 [cluster]
 backend = "local"
@@ -101,6 +102,7 @@ def _device_block(device_id: str, name: str, memory_gb: float, enabled: bool) ->
         f"enabled = {'true' if enabled else 'false'}\n"
         'capabilities = ["*"]\n'
         "# vram_budget_gb = ...   (GPU) / ram_budget_gb = ... (CPU)\n"
+        "# memory_limit_gb = ...  (CPU: hard cap; a batch over it fails as out-of-memory)\n"
         "onload = []\npinned = []\n"
     )
 
@@ -183,7 +185,8 @@ def models_list(
     models_dir: ModelsDirOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
-    """Print id, name, family, architecture and size of every model."""
+    """Print id, name, family, architecture and size of every model; TAESD preview
+    decoders (vae_approx/) are listed with family `preview`."""
     from pixelpool.registry.registry import Registry
 
     settings = _settings(config, models_dir=models_dir, data_dir=data_dir)
@@ -194,6 +197,9 @@ def models_list(
     for e in registry.entries():
         fp = registry.fingerprint(e) or "-"
         rows.append((fp[:16], e.name, e.family, e.architecture, f"{e.size_bytes / 2**20:.1f} MiB"))
+    for d in registry.preview_decoders():
+        size = f"{d.size_bytes / 2**20:.1f} MiB"
+        rows.append(("-", f"{d.folder}/{d.name}", "preview", d.architecture, size))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     for row in rows:
         typer.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())

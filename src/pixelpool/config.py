@@ -81,6 +81,8 @@ class StorageSettings(_Section):
     ttl_s: int = Field(24 * 3600, ge=1)
     sweep_interval_s: float = Field(60.0, ge=0.1)
     job_store: str | None = None  # sqlite file path; default <data_dir>/jobs.db
+    events_retain_s: float = Field(900.0, ge=0)  # job events kept after the job ends
+    events_flush_s: float = Field(0.05, gt=0)  # buffered job events are written this often
 
 
 class DeviceSettings(_Section):

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from pixelpool.config import load_settings
+from pixelpool.testing.taesd import write_tiny_taesd_file
 
 
 def pixelpool(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -42,6 +43,7 @@ def test_demo_is_idempotent_and_models_list(tmp_path: Path) -> None:
     stamp = index.stat().st_mtime_ns
     assert pixelpool("demo", "--models-dir", str(models)).returncode == 0
     assert index.stat().st_mtime_ns == stamp
+    write_tiny_taesd_file(models / "vae_approx" / "taesd_decoder.safetensors")
     listing = pixelpool("models", "list", "--models-dir", str(models), "--data-dir", str(tmp_path))
     assert listing.returncode == 0, listing.stderr
     lines = listing.stdout.splitlines()
@@ -50,6 +52,8 @@ def test_demo_is_idempotent_and_models_list(tmp_path: Path) -> None:
     assert rows["demo-sd"][2:4] == ["diffusion", "sd15"]
     assert rows["demo-sdxl"][2:4] == ["diffusion", "sdxl"]
     assert len(rows["demo-sd"][0]) == 16  # fingerprint prefix
+    taesd = rows["vae_approx/taesd_decoder"]  # a TAESD preview decoder, not a model
+    assert taesd[0] == "-" and taesd[2:4] == ["preview", "sd15"]
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.10"])

@@ -8,9 +8,12 @@ import pytest
 import torch
 from diffusers import FluxPipeline, StableDiffusion3Pipeline
 
-from pixelpool.pipelines.base import Loaded
+from pixelpool.pipelines import get_family
+from pixelpool.pipelines.base import Loaded, WorkItem
 from pixelpool.pipelines.diffusion.samplers import check_combination
+from pixelpool.registry.preview_decoders import scan_preview_decoders
 from pixelpool.registry.scan import scan_models
+from pixelpool.testing.taesd import write_tiny_taesd_dir
 from pixelpool.testing.tiny_flow import write_tiny_flux, write_tiny_sd3
 
 from .diffusion_helpers import BASE, load, max_diff, run
@@ -80,4 +83,27 @@ def test_flux_txt2img_parity(flux_dir: Path) -> None:
     ).images[0]  # fmt: skip
     assert ours.images[0].shape == (64, 64, 3)
     assert max_diff(ours.images[0], np.asarray(ref)) <= 1
-    assert steps == [1, 2, 3]  # progress works; packed latents just give no preview
+    assert steps == [1, 2, 3]
+
+
+def _previews(loaded: Loaded, params: dict) -> list[tuple[int, ...]]:
+    shapes: list[tuple[int, ...]] = []
+
+    def progress(step: int, total: int, stage: str, images: list | None) -> None:
+        shapes.extend(img.shape for img in images or [])
+
+    get_family("diffusion").run(loaded, [WorkItem("j", "txt2img", params)], progress, lambda: False)
+    return shapes
+
+
+def test_flow_models_give_previews(sd3: Loaded, flux_dir: Path) -> None:
+    """SD3 latents and packed FLUX latents (unpacked first) get latent-to-RGB previews at
+    1/8 size, and TAESD (here a diffusers AutoencoderTiny dir, taef1) full-size ones."""
+    params = {**PARAMS, "width": 80, "height": 48, "preview_every": 1}
+    assert _previews(sd3, params) == [(6, 10, 3)] * 3
+    flux = load(flux_dir / "flux" / "tiny-flux", "flux")
+    assert _previews(flux, params) == [(6, 10, 3)] * 3
+    write_tiny_taesd_dir(flux_dir / "vae_approx" / "taef1")
+    decoder = scan_preview_decoders(flux_dir)[0]
+    assert decoder.architecture == "flux"
+    assert _previews(flux, {**params, "preview_decoder": decoder.to_wire()}) == [(48, 80, 3)] * 3

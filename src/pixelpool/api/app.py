@@ -29,6 +29,7 @@ from pixelpool.api.state import AppState
 from pixelpool.config import Settings
 from pixelpool.engine.pool import build_scheduler
 from pixelpool.jobs.artifacts import ArtifactStore
+from pixelpool.jobs.eventlog import EventLog
 from pixelpool.jobs.events import EventBus
 from pixelpool.jobs.keys import KeyStore, keys_path
 from pixelpool.jobs.service import JobService
@@ -45,6 +46,7 @@ async def _maintenance(state: AppState) -> None:
         try:
             await state.jobs.store.expire(time.time())
             await state.jobs.artifacts.purge_expired()
+            await state.bus.purge()
             await asyncio.to_thread(state.registry.scan)
         except Exception:
             log.exception("maintenance pass failed")
@@ -81,7 +83,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     result = await asyncio.to_thread(registry.scan)
     log.info("found %d models in %s", result.total, settings.server.models_dir)
     db = Database(settings.job_store_path)
-    bus = EventBus()
+    storage = settings.storage
+    event_log = EventLog(db, interval_s=storage.events_flush_s, retain_s=storage.events_retain_s)
+    bus = await EventBus.persistent(event_log, retain_s=storage.events_retain_s)
     jobs = JobService(
         settings,
         JobStore(db),
@@ -103,7 +107,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         maintenance.cancel()
         warmup.cancel()
         await scheduler.stop()
-        await jobs.drain()
+        await jobs.drain()  # also writes the events still buffered
         db.close()
         keys.close()
         registry.close()

@@ -41,6 +41,16 @@ def final_event(record: JobRecord) -> Event:
             "error": record.error, "id": 0}  # fmt: skip
 
 
+async def replay(state: AppState, record: JobRecord, after: int | None) -> list[Event]:
+    """The job's events after `after` (from memory or the store), ending with a terminal
+    event when the job has finished, even if its own terminal event is gone (expired
+    from the log, or lost in a crash before it was written)."""
+    events = await state.bus.history(record.id, after)
+    if record.status.finished and not any(e["type"] in TERMINAL for e in events):
+        events.append(final_event(record))
+    return events
+
+
 def _sse(event: Event) -> str:
     return f"id: {event['id']}\nevent: {event['type']}\ndata: {json.dumps(public(event))}\n\n"
 
@@ -61,10 +71,7 @@ async def job_events(
     async def stream() -> AsyncIterator[str]:
         try:
             seen = after or 0
-            replay = state.bus.history(job_id, after)
-            if not replay and record.status.finished:
-                replay = [final_event(record)]
-            for event in replay:
+            for event in await replay(state, record, after):
                 seen = max(seen, event["id"])
                 yield _sse(event)
                 if event["type"] in TERMINAL:
@@ -97,12 +104,18 @@ def _parse_id(value: str | None) -> int | None:
 
 
 class Subscription:
-    """What one WebSocket client follows: all of its own jobs, or chosen job ids."""
+    """What one WebSocket client follows: all of its own jobs, or chosen job ids.
+
+    `sent` holds, per job subscribed by id, the last event id sent: a replay and the
+    live events queued meanwhile then reach the client in order, each once. `lock`
+    keeps one sender at a time (the replay or the pump)."""
 
     def __init__(self, caller: Principal) -> None:
         self.caller = caller
         self.everything = True
         self.job_ids: set[str] = set()
+        self.sent: dict[str, int] = {}
+        self.lock = asyncio.Lock()
 
     def accepts(self, event: Event) -> bool:
         if not self.caller.may_see(event.get("owner")):
@@ -141,7 +154,7 @@ async def websocket(ws: WebSocket) -> None:
     await ws.accept()
     sub = Subscription(caller)
     queue = state.bus.subscribe(sub.accepts)
-    sender = asyncio.create_task(_pump(ws, state, queue))
+    sender = asyncio.create_task(_pump(ws, state, sub, queue))
     try:
         while True:
             message = await ws.receive_json()
@@ -155,7 +168,9 @@ async def websocket(ws: WebSocket) -> None:
         state.bus.unsubscribe(queue)
 
 
-async def _pump(ws: WebSocket, state: AppState, queue: asyncio.Queue[Event]) -> None:
+async def _pump(
+    ws: WebSocket, state: AppState, sub: Subscription, queue: asyncio.Queue[Event]
+) -> None:
     with contextlib.suppress(WebSocketDisconnect, RuntimeError):
         next_status = time.monotonic() + STATUS_UPDATE_S
         while True:
@@ -163,12 +178,23 @@ async def _pump(ws: WebSocket, state: AppState, queue: asyncio.Queue[Event]) -> 
             try:
                 event = await asyncio.wait_for(queue.get(), timeout=timeout)
             except TimeoutError:
-                await ws.send_json(await _status_update(state))
+                async with sub.lock:
+                    await ws.send_json(await _status_update(state))
                 next_status = time.monotonic() + STATUS_UPDATE_S
                 continue
-            await ws.send_json(public(event))
-            if (compat := _compat(event)) is not None:
-                await ws.send_json(compat)
+            async with sub.lock:
+                job_id = event.get("job_id")
+                if job_id in sub.sent:
+                    if event["id"] <= sub.sent[job_id]:
+                        continue  # the replay sent it already
+                    sub.sent[job_id] = event["id"]
+                await _send(ws, event)
+
+
+async def _send(ws: WebSocket, event: Event) -> None:
+    await ws.send_json(public(event))
+    if (compat := _compat(event)) is not None:
+        await ws.send_json(compat)
 
 
 async def _handle(ws: WebSocket, state: AppState, sub: Subscription, message: Any) -> None:
@@ -187,14 +213,18 @@ async def _handle(ws: WebSocket, state: AppState, sub: Subscription, message: An
             if record is None or not sub.caller.may_see(record.owner):
                 await ws.send_json({"type": "error", "job_id": job_id, "error": "job not found"})
                 continue
-            sub.job_ids.add(job_id)
-            replay = state.bus.history(job_id, after if isinstance(after, int) else None)
-            if not replay and record.status.finished:
-                replay = [final_event(record)]
-            for event in replay:
-                await ws.send_json(public(event))
+            start = after if isinstance(after, int) and not isinstance(after, bool) else None
+            async with sub.lock:  # live events wait in the queue meanwhile
+                sub.job_ids.add(job_id)
+                last = start or 0
+                for event in await replay(state, record, start):
+                    await _send(ws, event)
+                    last = max(last, event["id"])
+                sub.sent[job_id] = last
     elif kind == "unsubscribe":
-        sub.job_ids.difference_update(str(j) for j in message.get("job_ids", []))
+        for job_id in message.get("job_ids", []):
+            sub.job_ids.discard(str(job_id))
+            sub.sent.pop(str(job_id), None)
     elif kind == "ping":
         await ws.send_json({"type": "pong"})
     else:

@@ -73,7 +73,7 @@ def _spec(state: AppState, req: GenerateRequest) -> Any:
     )  # fmt: skip
     spec = ops.txt2img_spec(state, **fields)
     if req.preview:
-        spec.params["preview_every"] = req.preview_every
+        ops.enable_previews(state, spec, req.preview_every)
     return spec
 
 

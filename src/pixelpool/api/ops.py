@@ -230,6 +230,16 @@ def txt2img_spec(
     return build_spec("txt2img", entry, Txt2ImgParams, fields, priority, output_format)
 
 
+def enable_previews(state: AppState, spec: JobSpec, every: int) -> None:
+    """Ask for a preview every `every` steps (0: none). With a TAESD decoder installed for
+    the model's architecture, the worker decodes previews with it (full size); else
+    it uses a latent-to-RGB approximation (1/8 size). The path goes in the params so
+    that the worker, not this process, loads it."""
+    spec.params["preview_every"] = every
+    decoder = state.registry.preview_decoder(spec.model["architecture"]) if every else None
+    spec.params["preview_decoder"] = decoder.to_wire() if decoder is not None else None
+
+
 async def submit(
     state: AppState, spec: JobSpec, owner: str | None = None, idempotency_key: str | None = None
 ) -> JobRecord:

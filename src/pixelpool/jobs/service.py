@@ -124,17 +124,19 @@ class JobService:
             item_bytes=cost.item_bytes,
         )
 
-    def _enqueue(self, record: JobRecord, task: Task) -> None:
+    def _enqueue(self, record: JobRecord, task: Task, reason: str | None = None) -> None:
         assert self.scheduler is not None
         self._active[record.id] = record
         self._done[record.id] = asyncio.Event()
         self.scheduler.submit(task)
-        self._publish(record, "queued")
+        self._publish(record, "queued", **({"reason": reason} if reason else {}))
 
     async def recover(self) -> int:
         """Run again every job that was queued or running when the server stopped."""
         jobs = await self.store.unfinished()
         for record in jobs:
+            # Its events from before the restart first, so a replay sees them all.
+            await self.bus.restore(record.id)
             record.status, record.started, record.device = JobStatus.queued, None, None
             task = self._task(record)
             try:
@@ -147,7 +149,7 @@ class JobService:
                 )
                 continue
             await self.store.update(record.id, status=JobStatus.queued, started=None, device=None)
-            self._enqueue(record, task)
+            self._enqueue(record, task, reason="restart")
         if jobs:
             log.info("re-queued %d unfinished jobs from the store", len(jobs))
         return len(jobs)
@@ -312,6 +314,7 @@ class JobService:
         task.add_done_callback(self._background.discard)
 
     async def drain(self) -> None:
-        """Wait for pending store writes (used at shutdown)."""
+        """Wait for pending store writes, then write the buffered events (at shutdown)."""
         while self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)
+        await self.bus.close()

@@ -48,6 +48,14 @@ CREATE TABLE IF NOT EXISTS artifacts (
     expires REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS artifacts_expires ON artifacts(expires);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_job ON events(job_id, id);
 """
 
 COLUMNS = (
@@ -93,8 +101,12 @@ class Database:
         conn.executescript(SCHEMA)
         return conn
 
+    def submit(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """Queue `fn` on the store's thread now; calls run in the order they were queued."""
+        return asyncio.get_running_loop().run_in_executor(self._executor, fn, self._conn)
+
     async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, self._conn)
+        return await self.submit(fn)
 
     def close(self) -> None:
         self._executor.submit(self._conn.close).result()

@@ -10,8 +10,11 @@ from pixelpool.registry.manifests import Manifest
 
 ModelFormat = Literal["diffusers", "single_file"]
 
-# Folders under the models dir that hold something other than diffusion checkpoints.
-NON_DIFFUSION_FOLDERS = frozenset({"loras", "upscale", "bgremove", "tagger", "vision", "other"})
+# Folders under the models dir that hold something other than diffusion checkpoints
+# (vae_approx / VAE-approx: TAESD preview decoders, see preview_decoders.py).
+NON_DIFFUSION_FOLDERS = frozenset(
+    {"loras", "upscale", "bgremove", "tagger", "vision", "other", "vae_approx", "VAE-approx"}
+)
 
 SUPPORTED_ARCHITECTURES = ("sd15", "sdxl", "sd3", "flux")
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from pixelpool.registry.entry import ModelEntry
 from pixelpool.registry.fingerprint import FingerprintCache, hash_model
 from pixelpool.registry.loras import LoraEntry, LoraNotFound, scan_loras
+from pixelpool.registry.preview_decoders import PreviewDecoderEntry, pick, scan_preview_decoders
 from pixelpool.registry.scan import scan_models
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class Registry:
         self._cache = FingerprintCache(cache_db)
         self._entries: dict[str, ModelEntry] = {}
         self._loras: dict[str, LoraEntry] = {}
+        self._preview_decoders: list[PreviewDecoderEntry] = []
         self._fingerprints: dict[Path, str] = {}
         self._lock = threading.Lock()
         self._hash_thread: threading.Thread | None = None
@@ -46,9 +48,13 @@ class Registry:
         self._rehash = False  # a scan came in while hashing: go round once more
 
     def scan(self) -> ScanResult:
-        """Rescan models (and LoRAs, so the periodic rescan picks both up)."""
+        """Rescan models (and LoRAs and preview decoders, so the periodic rescan picks
+        them all up); the counts are the models'."""
         found = {e.qualified_name: e for e in scan_models(self.models_dir)}
         self.scan_loras()
+        decoders = scan_preview_decoders(self.models_dir)
+        with self._lock:
+            self._preview_decoders = decoders
         return self._replace("_entries", found)
 
     def scan_loras(self) -> ScanResult:
@@ -90,6 +96,15 @@ class Registry:
             if len(hits) == 1:
                 return hits[0]
         raise LoraNotFound(name)
+
+    def preview_decoders(self) -> list[PreviewDecoderEntry]:
+        """TAESD decoders found under vae_approx/ (never offered as generation models)."""
+        with self._lock:
+            return list(self._preview_decoders)
+
+    def preview_decoder(self, architecture: str) -> PreviewDecoderEntry | None:
+        """The TAESD decoder previews of a model of `architecture` use, if one is installed."""
+        return pick(self.preview_decoders(), architecture)
 
     def entries(self) -> list[ModelEntry]:
         with self._lock:

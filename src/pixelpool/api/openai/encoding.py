@@ -21,7 +21,8 @@ def reencode(data: bytes, fmt: str, quality: int) -> bytes:
 
 
 def preview_b64(png_b64: str, width: int, height: int, fmt: str, quality: int) -> str:
-    """A step preview (latent-sized PNG) scaled to the output size, in the output format."""
+    """A step preview (latent-sized PNG, or full-size from TAESD) scaled to the output size,
+    in the output format."""
     with Image.open(io.BytesIO(base64.b64decode(png_b64))) as img:
         scaled = img.convert("RGB").resize((width, height), Image.Resampling.BILINEAR)
     return base64.b64encode(encode_image(np.asarray(scaled), fmt, quality)).decode()

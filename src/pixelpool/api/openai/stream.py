@@ -85,7 +85,7 @@ async def stream_generation(
 ) -> StreamingResponse:
     """Submit the single job of `plan` and answer with its events as they happen."""
     (spec,) = plan.specs
-    spec.params["preview_every"] = preview_every(spec.params["steps"], partial_images)
+    ops.enable_previews(state, spec, preview_every(spec.params["steps"], partial_images))
     record = await ops.submit(state, spec, owner)
     events = _Events(plan, prefix)
 
@@ -125,7 +125,7 @@ async def _follow(
 
     The replay covers events sent before the response started streaming."""
     last = -1
-    for event in state.bus.history(job_id):
+    for event in await state.bus.history(job_id):
         last = event["id"]
         yield event
     while True:

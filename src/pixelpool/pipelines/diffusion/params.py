@@ -35,6 +35,16 @@ class LoraRef(BaseModel):
     weight: float = Field(1.0, ge=-10, le=10)
 
 
+class PreviewDecoderRef(BaseModel):
+    """A TAESD decoder resolved by the registry for previews; the worker caches it by key."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    format: Literal["single_file", "diffusers"]
+    key: str = Field(description="changes when the files change: the decoder cache key")
+
+
 class DiffusionParams(BaseModel):
     """What every sampling operation shares; fully resolved (no defaults left to pick)."""
 
@@ -50,6 +60,9 @@ class DiffusionParams(BaseModel):
     sampler: str | None = None
     scheduler: str | None = None
     preview_every: int = Field(0, ge=0, description="send a preview every N steps; 0: none")
+    preview_decoder: PreviewDecoderRef | None = Field(
+        None, description="TAESD decoder for previews; none: a latent-to-RGB approximation"
+    )
     loras: list[LoraRef] = []
     subseed: int | None = Field(None, ge=1, le=MAX_SEED)
     subseed_strength: float = Field(0.0, ge=0, le=1)

@@ -16,7 +16,7 @@ import torch
 from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting, DiffusionPipeline
 
 from pixelpool.pipelines.base import CancelFn, Loaded, ProgressFn
-from pixelpool.pipelines.diffusion import lora
+from pixelpool.pipelines.diffusion import lora, previews
 from pixelpool.pipelines.diffusion.common import cpu_generators, make_scheduler, step_callback
 from pixelpool.pipelines.diffusion.embeddings import prompt_inputs
 from pixelpool.pipelines.diffusion.invariance import padded_small_matmuls
@@ -102,16 +102,14 @@ def call(
     """Run `pipe` once for a batch: `params` and `seeds` have one entry per output image."""
     first = params[0]
     steps = first.steps if steps is None else steps
-    preview_every = max((p.preview_every for p in params), default=0)
+    preview = previews.for_batch(loaded, params, kwargs.get("width"), kwargs.get("height"))
     with configured(loaded, pipe, first), torch.inference_mode():
         return pipe(
             **prompt_inputs(pipe, params),
             num_inference_steps=steps,
             guidance_scale=first.cfg_scale,
             generator=cpu_generators(seeds),
-            callback_on_step_end=step_callback(
-                progress, cancel, total, loaded.architecture, preview_every, stage
-            ),
+            callback_on_step_end=step_callback(progress, cancel, total, preview, stage),
             **kwargs,
         )
 
