@@ -11,7 +11,7 @@ browsers can read, unlike a failed handshake.
 from __future__ import annotations
 
 from starlette.requests import HTTPConnection, Request
-from starlette.routing import Match
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pixelpool.api.auth import (
@@ -28,14 +28,13 @@ from pixelpool.api.auth import (
 from pixelpool.api.errors import ApiError
 from pixelpool.api.state import AppState, current_owner
 
+# Matched against the request path here, before routing, with Starlette's own compiler.
+_ADMIN_PATTERNS = [compile_path(template)[0] for template in sorted(ADMIN_PATHS)]
 
-def route_template(scope: Scope) -> str | None:
-    """The path template of the route this request reaches (e.g. `/api/keys/{name}`)."""
-    for route in scope["app"].router.routes:
-        match, _ = route.matches(scope)
-        if match is Match.FULL:
-            return getattr(route, "path", None)
-    return None
+
+def admin_only(path: str) -> bool:
+    """Whether `path` is one of the admin routes (any method)."""
+    return any(pattern.match(path) for pattern in _ADMIN_PATTERNS)
 
 
 def _optional(state: AppState, token: str | None) -> Principal | None:
@@ -58,7 +57,7 @@ def check(state: AppState, scope: Scope) -> Principal | None:
         return _optional(state, token)
     principal = authenticate_token(state, token)
     enforce_rate_limit(state, principal)
-    if route_template(scope) in ADMIN_PATHS:
+    if admin_only(scope["path"]):
         principal.require("admin")
     return principal
 
