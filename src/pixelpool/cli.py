@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from pixelpool import redact
 from pixelpool.cli_keys import keys_app
 from pixelpool.config import ConfigError, Settings, load_settings
 from pixelpool.jobs.keys import keys_exist
@@ -170,11 +171,13 @@ def serve(
         level=settings.server.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    redact.install()  # no key, token or bearer value in any log line
     uvicorn.run(
         create_app(settings),
         host=settings.server.host,
         port=settings.server.port,
         log_level=settings.server.log_level,
+        log_config=redact.uvicorn_log_config(),
         timeout_graceful_shutdown=10,
     )
 

@@ -87,7 +87,7 @@ def test_switch_model(client: httpx.Client) -> None:
     resp = client.post("/switch-model", json={"model": "nope"})
     assert resp.status_code == 400 and "nope" in resp.json()["detail"]
     assert client.post("/switch-model", json={"model": "demo-sdxl"}).json() == {
-        "status": "ok", "model": "demo-sdxl"
+        "status": "ok", "model": "demo-sdxl", "applies_to": "server"  # auth off: anyone is admin
     }  # fmt: skip
     try:
         assert client.get("/health").json()["current_model"] == "demo-sdxl"

@@ -24,6 +24,7 @@ from pixelpool.api import (
     selfhosted,
 )
 from pixelpool.api.errors import install_error_handlers
+from pixelpool.api.guard import AuthGate
 from pixelpool.api.limits import BodyLimitMiddleware
 from pixelpool.api.state import AppState
 from pixelpool.config import Settings
@@ -121,6 +122,9 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    # The last added runs first: CORS, then the credential check, then the body limit.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.server.max_body_bytes)
+    app.add_middleware(AuthGate)
     if settings.server.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -128,7 +132,6 @@ def create_app(settings: Settings) -> FastAPI:
             allow_methods=["*"],
             allow_headers=["*"],
         )
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.server.max_body_bytes)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(native_diffusion.router)  # before native: its enqueue paths win

@@ -9,6 +9,10 @@ Three kinds of credential, tried in this order:
 With none of these configured, everyone is the anonymous principal with every
 scope (only allowed on loopback unless --insecure). A key sees only its own jobs.
 Every authenticated request also takes a token from its key's rate-limit bucket.
+
+The check runs in `guard.AuthGate`, an ASGI middleware, before any route or body
+parser: every path but `PUBLIC_PATHS` needs a credential, and `ADMIN_PATHS` the
+admin scope. The routes' `Caller` dependency then reads the principal it found.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Annotated, Any
 
 import jwt
 from fastapi import Depends, Request
+from starlette.requests import HTTPConnection
 
 from pixelpool.api.errors import ApiError
 from pixelpool.api.state import AppState, get_state
@@ -29,6 +34,22 @@ from pixelpool.jobs.keys import SCOPES
 ALL_SCOPES = frozenset(SCOPES)
 JWT_ALGORITHMS = ["HS256"]
 JWT_DEFAULT_SCOPES = ("generate",)
+PRINCIPAL_KEY = "pixelpool.principal"  # where AuthGate leaves the principal in the ASGI scope
+
+# Open without a credential. Liveness and readiness (/health also carries the
+# self-hosted client's startup probe), the inference dialect's service info and
+# health (`/`, `/v1`, `/v1/health`: clients probe them before any key is set up),
+# and the API's description (`/docs`, `/redoc`, `/openapi.json`: the shape of the
+# API, no data). Everything else, unknown paths included, needs a credential.
+PUBLIC_PATHS = frozenset(
+    {"/health", "/ready", "/", "/v1", "/v1/health", "/docs", "/docs/oauth2-redirect",
+     "/redoc", "/openapi.json"}
+)  # fmt: skip
+# Route templates that need the admin scope (every method): server-wide settings.
+ADMIN_PATHS = frozenset(
+    {"/api/rescan-models", "/api/rescan-loras", "/api/models/{op}", "/api/keys",
+     "/api/keys/{name}"}
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -53,7 +74,7 @@ class Principal:
 ANONYMOUS = Principal(None, ALL_SCOPES)
 
 
-def presented_token(request: Request) -> str | None:
+def presented_token(request: HTTPConnection) -> str | None:
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
@@ -88,16 +109,42 @@ def _jwt_scopes(claims: dict[str, Any]) -> frozenset[str]:
     return frozenset(scopes)
 
 
+def _jwt_problem(exc: jwt.InvalidTokenError) -> str:
+    """A fixed message per failure: never the token, its header or the secret."""
+    if isinstance(exc, jwt.ExpiredSignatureError):
+        return "token has expired"
+    if isinstance(exc, jwt.MissingRequiredClaimError):
+        return f"invalid token: the {exc.claim!r} claim is required"
+    if isinstance(exc, jwt.InvalidSignatureError):
+        return "invalid token: signature verification failed"
+    if isinstance(exc, jwt.InvalidAlgorithmError):
+        return f"invalid token: only {', '.join(JWT_ALGORITHMS)} is accepted"
+    if isinstance(exc, jwt.ImmatureSignatureError):
+        return "invalid token: not valid yet"
+    return "invalid token: malformed"
+
+
 def _from_jwt(secret: str, token: str) -> Principal:
     try:
         claims = jwt.decode(
             token, secret, algorithms=JWT_ALGORITHMS, options={"require": ["exp", "sub"]}
         )
-    except jwt.ExpiredSignatureError as exc:
-        raise _unauthorized("token has expired") from exc
     except jwt.InvalidTokenError as exc:
-        raise _unauthorized(f"invalid token: {exc}") from exc
+        raise _unauthorized(_jwt_problem(exc)) from None
+    if not isinstance(claims["sub"], str) or not claims["sub"]:
+        raise _unauthorized("invalid token: sub must be a non-empty string")
     return Principal(f"jwt:{claims['sub']}", _jwt_scopes(claims))
+
+
+def _config_key(state: AppState, token: str) -> str | None:
+    """The config key equal to `token`, comparing SHA-256 digests in constant time
+    (equal lengths, no early exit), so timing reveals neither a key nor its length."""
+    presented = hashlib.sha256(token.encode()).digest()
+    found = None
+    for key in state.settings.auth.keys:
+        if hmac.compare_digest(presented, hashlib.sha256(key.encode()).digest()):
+            found = key
+    return found
 
 
 def authenticate_token(state: AppState, token: str | None) -> Principal:
@@ -106,9 +153,9 @@ def authenticate_token(state: AppState, token: str | None) -> Principal:
         return ANONYMOUS
     if not token:
         raise _unauthorized()
-    for key in state.settings.auth.keys:
-        if hmac.compare_digest(token.encode(), key.encode()):
-            return Principal(key_name(key), ALL_SCOPES)
+    key = _config_key(state, token)
+    if key is not None:
+        return Principal(key_name(key), ALL_SCOPES)
     stored = state.keys.lookup(token)
     if stored is not None:
         return Principal(stored.name, stored.scopes, stored.rate_per_min)
@@ -139,7 +186,11 @@ def enforce_rate_limit(state: AppState, principal: Principal) -> None:
 async def authenticate(
     request: Request, state: Annotated[AppState, Depends(get_state)]
 ) -> Principal:
-    principal = authenticate_token(state, presented_token(request))
+    """The principal AuthGate found (checked and rate-limited there, before the body)."""
+    principal = request.scope.get(PRINCIPAL_KEY)
+    if principal is not None:
+        return principal
+    principal = authenticate_token(state, presented_token(request))  # no gate: check here
     enforce_rate_limit(state, principal)
     return principal
 

@@ -16,7 +16,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
 
-from pixelpool.api.auth import Caller, Principal, authenticate_token, presented_token
+from pixelpool.api import visibility
+from pixelpool.api.auth import (
+    PRINCIPAL_KEY,
+    Caller,
+    Principal,
+    authenticate_token,
+    presented_token,
+)
 from pixelpool.api.errors import ApiError
 from pixelpool.api.native import State, visible_job
 from pixelpool.api.state import AppState
@@ -131,25 +138,38 @@ def _compat(event: Event) -> Event | None:
             "error": event.get("error"), "gpu_time_s": event.get("gpu_time_s")}  # fmt: skip
 
 
-async def _status_update(state: AppState) -> Event:
+async def _status_update(state: AppState, caller: Principal) -> Event:
+    """Device state as this caller may see it (another key's job ids are left out)."""
     return {
         "type": "status_update",
         "time": time.time(),
         "queue_depth": state.scheduler.queue_depth(),
         "devices": [
             {"id": d["id"], "busy": d["busy"], "ready": d["ready"], "active_jobs": d["active_jobs"]}
-            for d in state.scheduler.snapshot()
+            for d in visibility.devices(state, caller)
         ],
     }
+
+
+async def _caller(ws: WebSocket, state: AppState) -> Principal | None:
+    """The principal AuthGate found; without the gate, checked here. A refusal is an
+    accepted socket closed with 4401, which clients can read (a failed handshake is not)."""
+    found = ws.scope.get(PRINCIPAL_KEY)
+    if found is not None:
+        return found
+    try:
+        return authenticate_token(state, presented_token(ws))
+    except ApiError as exc:
+        await ws.accept()
+        await ws.close(code=WS_UNAUTHORIZED, reason=exc.message)
+        return None
 
 
 @router.websocket("/ws")
 async def websocket(ws: WebSocket) -> None:
     state: AppState = ws.app.state.pixelpool
-    try:
-        caller = authenticate_token(state, presented_token(ws))  # type: ignore[arg-type]
-    except ApiError as exc:
-        await ws.close(code=WS_UNAUTHORIZED, reason=exc.message)
+    caller = await _caller(ws, state)
+    if caller is None:
         return
     await ws.accept()
     sub = Subscription(caller)
@@ -157,15 +177,25 @@ async def websocket(ws: WebSocket) -> None:
     sender = asyncio.create_task(_pump(ws, state, sub, queue))
     try:
         while True:
-            message = await ws.receive_json()
+            frame = await ws.receive()
+            if frame["type"] == "websocket.disconnect":
+                break
+            try:
+                message = json.loads(frame.get("text") or frame.get("bytes") or b"")
+            except ValueError:
+                await _reply(ws, sub, {"type": "error", "error": "messages must be JSON objects"})
+                continue
             await _handle(ws, state, sub, message)
     except (WebSocketDisconnect, RuntimeError):
         pass
-    except ValueError:
-        await ws.close(code=1003, reason="messages must be JSON objects")
     finally:
         sender.cancel()
         state.bus.unsubscribe(queue)
+
+
+async def _reply(ws: WebSocket, sub: Subscription, message: Event) -> None:
+    async with sub.lock:  # never interleaved with the pump's sends
+        await ws.send_json(message)
 
 
 async def _pump(
@@ -179,7 +209,7 @@ async def _pump(
                 event = await asyncio.wait_for(queue.get(), timeout=timeout)
             except TimeoutError:
                 async with sub.lock:
-                    await ws.send_json(await _status_update(state))
+                    await ws.send_json(await _status_update(state, sub.caller))
                 next_status = time.monotonic() + STATUS_UPDATE_S
                 continue
             async with sub.lock:
@@ -197,23 +227,45 @@ async def _send(ws: WebSocket, event: Event) -> None:
         await ws.send_json(compat)
 
 
-async def _handle(ws: WebSocket, state: AppState, sub: Subscription, message: Any) -> None:
+def _job_ids(message: dict[str, Any]) -> list[str] | None:
+    """`job_ids` as a list of strings, or None when it is something else."""
+    ids = message.get("job_ids", [])
+    if not isinstance(ids, list) or not all(isinstance(j, str | int) for j in ids):
+        return None
+    return [str(j) for j in ids]
+
+
+def _problem(message: Any) -> str | None:
+    """What is wrong with a client message, if anything (answered, the socket stays open)."""
     if not isinstance(message, dict):
-        raise ValueError("not an object")
+        return "messages must be JSON objects"
+    if message.get("type") in ("subscribe", "unsubscribe") and _job_ids(message) is None:
+        return "job_ids: must be a list of job ids"
+    after = message.get("last_event_id")
+    if after is not None and (not isinstance(after, int) or isinstance(after, bool)):
+        return "last_event_id: must be an integer"
+    return None
+
+
+async def _handle(ws: WebSocket, state: AppState, sub: Subscription, message: Any) -> None:
+    problem = _problem(message)
+    if problem is not None:
+        await _reply(ws, sub, {"type": "error", "error": problem})
+        return
     kind = message.get("type")
     if kind == "subscribe":
         if message.get("all"):
             sub.everything = True
             return
-        ids = [str(j) for j in message.get("job_ids", [])]
+        ids = _job_ids(message) or []
         sub.everything = False
         after = message.get("last_event_id")
         for job_id in ids:
             record = await state.jobs.get(job_id)
             if record is None or not sub.caller.may_see(record.owner):
-                await ws.send_json({"type": "error", "job_id": job_id, "error": "job not found"})
+                await _reply(ws, sub, {"type": "error", "job_id": job_id, "error": "job not found"})
                 continue
-            start = after if isinstance(after, int) and not isinstance(after, bool) else None
+            start = after
             async with sub.lock:  # live events wait in the queue meanwhile
                 sub.job_ids.add(job_id)
                 last = start or 0
@@ -222,10 +274,10 @@ async def _handle(ws: WebSocket, state: AppState, sub: Subscription, message: An
                     last = max(last, event["id"])
                 sub.sent[job_id] = last
     elif kind == "unsubscribe":
-        for job_id in message.get("job_ids", []):
-            sub.job_ids.discard(str(job_id))
-            sub.sent.pop(str(job_id), None)
+        for job_id in _job_ids(message) or []:
+            sub.job_ids.discard(job_id)
+            sub.sent.pop(job_id, None)
     elif kind == "ping":
-        await ws.send_json({"type": "pong"})
+        await _reply(ws, sub, {"type": "pong"})
     else:
-        await ws.send_json({"type": "error", "error": f"unknown message type {kind!r}"})
+        await _reply(ws, sub, {"type": "error", "error": f"unknown message type {kind!r}"})

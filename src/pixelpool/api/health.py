@@ -21,9 +21,10 @@ router = APIRouter(tags=["health"])
 
 
 def current_model(state: AppState) -> str | None:
-    """The model a request without one gets (`server.default_model`, else the first)."""
+    """The model a request without one gets (the caller's, `server.default_model`, else
+    the first)."""
     try:
-        return state.registry.default_entry(state.settings.server.default_model).name
+        return state.registry.default_entry(state.default_model()).name
     except ModelNotFound:
         return None
 

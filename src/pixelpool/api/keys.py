@@ -1,19 +1,38 @@
-"""Key management over HTTP (admin scope): the same store as `pixelpool keys`."""
+"""Key management over HTTP (admin scope): the same store as `pixelpool keys`.
+
+Only on a server that already has auth: the first key comes from the command
+line (`pixelpool keys create`), so an anonymous client of a keyless server can
+neither mint an admin key nor lock everyone else out by turning auth on.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
-from pixelpool.api.auth import Admin
+from pixelpool.api.auth import Principal, require_admin
 from pixelpool.api.errors import ApiError
 from pixelpool.api.native import State
 from pixelpool.jobs.keys import DuplicateKeyName, KeyRecord, KeyStoreError
 
 router = APIRouter(prefix="/api/keys", tags=["keys"])
+NO_AUTH = (
+    "key management over HTTP needs auth: this server has no keys; create the first "
+    "one with `pixelpool keys create --name NAME --scope admin`"
+)
+
+
+async def key_admin(caller: Annotated[Principal, Depends(require_admin)]) -> Principal:
+    """An admin that authenticated: never the anonymous principal of a keyless server."""
+    if caller.name is None:
+        raise ApiError(403, NO_AUTH)
+    return caller
+
+
+Admin = Annotated[Principal, Depends(key_admin)]
 
 
 class CreateKey(BaseModel):

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from pixelpool.api import ops
+from pixelpool.api import ops, visibility
 from pixelpool.api.auth import Caller, Principal
 from pixelpool.api.errors import ApiError
 from pixelpool.api.state import AppState, get_state
@@ -144,14 +144,17 @@ async def status(state: State, caller: Caller) -> dict[str, Any]:
         "uptime_s": round(time.time() - state.started, 1),
         "queue_depth": state.scheduler.queue_depth(),
         "active_jobs": state.jobs.active_count(),
-        "devices": state.scheduler.snapshot(),
+        "devices": visibility.devices(state, caller),
         "models": len(state.registry.entries()),
     }
 
 
 @router.get("/model-list")
 async def model_list(state: State, caller: Caller) -> list[dict[str, Any]]:
-    return [ops.describe_model(state, e) for e in state.registry.entries()]
+    models = [ops.describe_model(state, e) for e in state.registry.entries()]
+    for info in models:
+        info["path"] = visibility.shown_path(state, info["path"], caller)
+    return models
 
 
 @router.post("/rescan-models")

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import UploadFile
 
 from pixelpool.api import diffusion_specs as specs
-from pixelpool.api import ops
+from pixelpool.api import ops, visibility
 from pixelpool.api.auth import Caller
 from pixelpool.api.errors import ApiError, field_error
 from pixelpool.api.native import GenerateRequest, result_response
@@ -237,7 +237,7 @@ async def lora_list(state: State, caller: Caller) -> list[dict[str, Any]]:
     return [
         {
             "name": lora.name,
-            "path": str(lora.path),
+            "path": visibility.shown_path(state, lora.path, caller),
             "fingerprint": state.registry.fingerprint(lora),
             "size_bytes": lora.size_bytes,
             "architecture": lora.architecture,

@@ -49,7 +49,7 @@ def resolve_model(state: AppState, name: str | None, field: str = "model") -> Mo
     try:
         if name:
             return state.registry.resolve(name)
-        return state.registry.default_entry(state.settings.server.default_model)
+        return state.registry.default_entry(state.default_model())
     except ModelNotFound as exc:
         raise ApiError(404, f"{field}: model not found: {exc.name}", field) from exc
 

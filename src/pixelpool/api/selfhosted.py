@@ -1,8 +1,9 @@
 """The self-hosted desktop client's contract: `/generate`, `/models`, `/loras`, `/switch-model`.
 
 (`/health` is in health.py.) Errors on these paths are `{"detail": "..."}`, as the
-client reads them. `/switch-model` sets the server-wide default model in memory
-(until restart); it loads nothing, the first request for the model does.
+client reads them. `/switch-model` sets the caller's own default model (an admin
+key: the server-wide default), in memory until restart; it loads nothing, the first
+request for the model does.
 """
 
 from __future__ import annotations
@@ -108,7 +109,9 @@ async def loras(state: State, caller: Caller) -> dict[str, list[str]]:
 
 @router.post("/switch-model")
 async def switch_model(req: SwitchRequest, state: State, caller: Caller) -> dict[str, str]:
-    """400 for an unknown model, 503 when its files have gone from disk."""
+    """The caller's default model for requests that name none, on every dialect; with the
+    admin scope, the server's (for every key without its own). 400 for an unknown model,
+    503 when its files have gone from disk."""
     caller.require("generate")
     try:
         entry = ops.resolve_model(state, req.model)
@@ -116,5 +119,9 @@ async def switch_model(req: SwitchRequest, state: State, caller: Caller) -> dict
         raise ApiError(400, f"unknown model: {req.model}", "model") from exc
     if not entry.path.exists():
         raise ApiError(503, f"model files are missing: {entry.name}", "model")
-    state.settings.server.default_model = entry.qualified_name
-    return {"status": "ok", "model": entry.name}
+    if "admin" in caller.scopes or caller.owner is None:
+        state.settings.server.default_model = entry.qualified_name
+        state.preferences.pop(caller.owner or "", None)
+        return {"status": "ok", "model": entry.name, "applies_to": "server"}
+    state.preferences[caller.owner] = entry.qualified_name
+    return {"status": "ok", "model": entry.name, "applies_to": "key"}

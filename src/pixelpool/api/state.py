@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 from fastapi import Request
@@ -15,6 +16,11 @@ from pixelpool.jobs.keys import KeyStore
 from pixelpool.jobs.service import JobService
 from pixelpool.registry.registry import Registry
 
+# The job owner of the request being served, set by AuthGate (None: auth off or no
+# credential). Lets "the default model" mean the caller's own, on every dialect,
+# without threading the caller through every spec builder.
+current_owner: ContextVar[str | None] = ContextVar("pixelpool_owner", default=None)
+
 
 @dataclass
 class AppState:
@@ -26,6 +32,15 @@ class AppState:
     keys: KeyStore
     started: float = field(default_factory=time.time)
     limiter: RateLimiter = field(default_factory=RateLimiter)
+    # Per-key default models set with /switch-model by non-admin keys (until restart).
+    preferences: dict[str, str] = field(default_factory=dict)
+
+    def default_model(self) -> str | None:
+        """The model a request without one gets: the caller's own choice, else the
+        server's (`server.default_model`; None: the registry's first)."""
+        owner = current_owner.get()
+        mine = self.preferences.get(owner) if owner is not None else None
+        return mine or self.settings.server.default_model
 
 
 def get_state(request: Request) -> AppState:

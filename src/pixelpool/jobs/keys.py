@@ -159,7 +159,11 @@ class KeyStore:
     def lookup(self, token: str) -> KeyRecord | None:
         """The active key for this token, if any. Called on the event loop: one
         `PRAGMA data_version` (shared memory, no disk read) and a dict lookup; the
-        small table is re-read only after another connection committed a change."""
+        small table is re-read only after another connection committed a change.
+
+        The lookup is by SHA-256 digest, never by the token: its timing can depend
+        only on the digest, which tells nothing about a key (preimage resistance),
+        so it is as safe as hmac.compare_digest over every stored hash."""
         with self._lock:
             self._refresh()
             return self._active.get(hash_key(token))

@@ -136,9 +136,9 @@ async def variations(request: Request, state: State, caller: Caller) -> Any:
 
 
 @router.get("/data/{file_id}", name="openai_image_data", response_class=FileResponse)
-async def image_data(file_id: str, state: State) -> FileResponse:
-    """A `url` result. No key needed: the 128-bit id is the capability; it expires with the TTL."""
+async def image_data(file_id: str, state: State, caller: Caller) -> FileResponse:
+    """A `url` result, for the key that made it (another key's is 404); expires with the TTL."""
     art = await state.jobs.artifacts.get(file_id.split(".", 1)[0])
-    if art is None:
+    if art is None or not caller.may_see(art.owner):
         raise ApiError(404, f"image not found or expired: {file_id}", "file_id")
     return FileResponse(art.path, media_type=art.media_type)

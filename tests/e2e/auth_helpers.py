@@ -1,0 +1,39 @@
+"""Keys made with the real `pixelpool keys` command, and JWTs, for the auth tests."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jwt
+
+SECRET = "test-secret-" + "x" * 40
+
+
+def keys_cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pixelpool.cli", "keys", *args, "--data-dir", str(data_dir)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def new_key(data_dir: Path, name: str, *extra: str) -> str:
+    result = keys_cli(data_dir, "create", "--name", name, *extra)
+    assert result.returncode == 0, result.stderr
+    (key,) = result.stdout.split()  # the key alone on stdout
+    return key
+
+
+def token(
+    sub: str,
+    scopes: object = ("generate",),
+    ttl: float = 600,
+    secret: str = SECRET,
+    **claims: object,
+) -> str:
+    body = {"sub": sub, "exp": int(time.time() + ttl), "scopes": scopes, **claims}
+    if scopes is None:
+        del body["scopes"]
+    return jwt.encode(body, secret, algorithm="HS256")
