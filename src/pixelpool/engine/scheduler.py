@@ -262,7 +262,11 @@ class Scheduler:
                 self.listener.job_failed(job_id, error, kind)
             case BatchDone(batch_id=batch_id, cache=cache):
                 if batch_id == slot.batch_id:
-                    slot.batch_id, slot.batch = None, []
+                    unreported, slot.batch_id, slot.batch = slot.batch, None, []
+                    for task in unreported:  # never left running forever
+                        self.listener.job_failed(
+                            task.job_id, "the worker ended the batch without a result", "error"
+                        )
                 slot.cache = cache
                 self._wake.set()
             case AdminDone(request_id=request_id, error=error, cache=cache):

@@ -226,3 +226,56 @@ class FakeWorker(WorkerHandle):
 def fake_slots(count: int, budget_gib: float = 8) -> list[Slot]:
     """`count` ready-to-start fake workers, each behind a slot that runs anything."""
     return [Slot(FakeWorker(fake_device(f"fake{i}", budget_gib)), ["*"]) for i in range(count)]
+
+
+class FakeClock:
+    """A monotonic clock the test moves: `clock.advance(31)` makes 31 s pass at once."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class Ledger:
+    """An EngineListener that records every report and checks that each job ends once,
+    and never starts again after it ended."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, Any]] = []
+        self.ended: dict[str, tuple[str, str]] = {}  # job -> (ok | error | cancelled, detail)
+        self.attempts: dict[str, int] = {}
+
+    def _alive(self, job_id: str, what: str) -> None:
+        assert job_id not in self.ended, f"{job_id} {what} after it ended {self.ended[job_id]}"
+
+    def job_started(self, job_id: str, device_id: str, batch_size: int) -> None:
+        self._alive(job_id, "started")
+        self.events.append(("started", job_id, (device_id, batch_size)))
+
+    def job_progress(
+        self, job_id: str, step: int, total: int, stage: str, preview: Any | None = None
+    ) -> None:
+        self.events.append(("progress", job_id, step))
+
+    def job_finished(self, job_id: str, result: Result, device_id: str, run_s: float) -> None:
+        self._alive(job_id, "finished")
+        self.ended[job_id] = ("ok", device_id)
+
+    def job_failed(self, job_id: str, error: str, kind: str, attempts: int | None = None) -> None:
+        self._alive(job_id, "failed")
+        self.ended[job_id] = (kind, error)
+        if attempts is not None:
+            self.attempts[job_id] = attempts
+
+    def job_requeued(self, job_id: str, reason: str, attempts: int) -> None:
+        self._alive(job_id, "requeued")
+        self.events.append(("requeued", job_id, reason))
+        self.attempts[job_id] = attempts
+
+    def started(self) -> list[str]:
+        return [job for kind, job, _ in self.events if kind == "started"]
