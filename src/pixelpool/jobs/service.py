@@ -65,6 +65,7 @@ class JobService:
         self._background: set[asyncio.Task[None]] = set()
         # Finished jobs whose final state the store refused: reported from here.
         self._unsaved: dict[str, JobRecord] = {}
+        self.write_retry_s: tuple[float, ...] = WRITE_RETRY_S
 
     def attach(self, scheduler: Scheduler) -> None:
         self.scheduler = scheduler
@@ -190,7 +191,7 @@ class JobService:
             finished = self._finished.get(job_id)
             if finished is not None:
                 return finished
-        record = await self.store.get(job_id)
+        record = self._unsaved.get(job_id) or await self.store.get(job_id)
         assert record is not None
         return record
 
@@ -319,7 +320,7 @@ class JobService:
 
     async def _write(self, job_id: str, **fields: Any) -> None:
         """A store update, retried a few times (a locked or briefly failing disk)."""
-        for delay in (*WRITE_RETRY_S, None):
+        for delay in (*self.write_retry_s, None):
             try:
                 await self.store.update(job_id, **fields)
                 return
@@ -361,10 +362,14 @@ class JobService:
         if not task.cancelled() and task.exception() is not None:
             log.error("background job write failed", exc_info=task.exception())
 
-    async def drain(self) -> None:
-        """Wait for pending store writes, then write the buffered events (at shutdown)."""
+    async def settle(self) -> None:
+        """Wait until the background work started so far (and what it starts) has ended."""
         while self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)
+
+    async def drain(self) -> None:
+        """Wait for pending store writes, then write the buffered events (at shutdown)."""
+        await self.settle()
         for job_id, record in list(self._unsaved.items()):  # one last try
             try:
                 await self.store.update(
