@@ -119,15 +119,34 @@ def test_fair_share_remembers_an_idle_owner_only_while_it_is_ahead() -> None:
     fair.arrive("b")
     fair.served("a", ["a"])
     fair.leave("a")
-    kept = fair.key("b"), fair.current_round
     fair.arrive("a")  # back at once: keeps round 1, so b goes first
-    assert fair.key("a")[0] == 1 and fair.key("a") > fair.key("b") and kept[1] == 0
+    assert fair.current_round == 0 and fair.key("a")[0] == 1 and fair.key("a") > fair.key("b")
     fair.served("b", ["b"])  # b moves to round 1 too, behind a
-    assert fair.current_round == 1 and fair.key("a") < fair.key("b")
+    assert fair.key("a") < fair.key("b")
+    fair.served("a", ["a"])  # round 1 is served now: a moves to 2
     fair.leave("a")
-    fair.arrive("a")  # round 1 is now the current one: a joins it at the back
-    assert fair.key("a") > fair.key("b")
-    assert fair.active() == {"a", "b"}
+    fair.arrive("a")  # kept: round 2 is still ahead
+    assert fair.key("a")[0] == 2
+    fair.served("b", ["b"])
+    fair.served("a", ["a"])  # round 2 served; a moves on to 3, b (round 2) is next
+    fair.leave("b")
+    fair.arrive("b")  # b kept round 2, now the round being served
+    assert fair.current_round == 2 and fair.key("b")[0] == 2
+    fair.leave("b")
+    fair.arrive("c")
+    fair.arrive("b")  # forgotten (not ahead of round 2): joins it at the back, after c
+    assert fair.key("c") < fair.key("b") < fair.key("a")
+
+
+def test_a_newcomer_goes_before_the_next_batch_of_a_lone_flooding_owner() -> None:
+    queue = Queue(ONE)
+    slot = fake_slots(1)[0]
+    for n in range(5):
+        queue.add(fake_task(f"a{n}", "a"))
+    assert _drain_one(queue, slot) == ["a0"]
+    assert _drain_one(queue, slot) == ["a1"]
+    queue.add(fake_task("b0", "b"))  # a batch of a runs; b is next
+    assert _order(queue, slot) == ["b0", "a2", "a3", "a4"]
 
 
 def test_priority_orders_an_owners_tasks_and_ageing_lifts_old_ones() -> None:

@@ -7,13 +7,14 @@ model the worker already holds, then priority with ageing (a task gains one leve
 second waiting), then age.
 
 Fair share works in rounds. Each owner with queued tasks (an active owner) has a
-round and a stamp (when it entered that round). The owner with the lowest (round,
-stamp) goes next; every owner in the batch that starts then moves to the round after
-the head's, behind everyone already there. An owner that becomes active joins the
-current round (the lowest any active owner is in) at its back, unless it was served
-in a later round recently, which it keeps. So between an owner becoming active and
-its first task starting, every other owner heads at most one batch: a key flooding
-the queue delays another by at most one batch, plus the batches already running.
+round and a stamp (when it entered that round); the owner with the lowest (round,
+stamp) goes next. Every owner in the batch that starts moves to the round after the
+head's, behind everyone already there. An owner that becomes active joins the round
+being served now (the last head's) at its back, unless it was served in a later round
+recently, which it keeps. So between an owner becoming active (or being served) and
+its next task starting, every other owner heads at most one batch: a key flooding the
+queue delays another by at most one batch per other waiting key, plus the batches
+already running.
 """
 
 from __future__ import annotations
@@ -60,11 +61,12 @@ class FairShare:
         self._keys: dict[Owner, FairKey] = {}  # active owners
         self._queued: Counter[Owner] = Counter()
         self._recent: dict[Owner, FairKey] = {}  # inactive owners ahead of the current round
-        self._round = 0  # the current round: the lowest of any active owner
+        self._round = 0  # the round being served: the last head's
         self._stamps = itertools.count()
 
     @property
     def current_round(self) -> int:
+        """The round being served (the last batch head's)."""
         return self._round
 
     def key(self, owner: Owner) -> FairKey:
@@ -93,21 +95,15 @@ class FairShare:
         key = self._keys.pop(owner)
         if key[0] > self._round:
             self._recent[owner] = key
-        self._advance()
 
     def served(self, head: Owner, owners: Iterable[Owner]) -> None:
         """A batch led by `head` started; its owners move past the head's round."""
-        after = self._keys[head][0] + 1
+        head_round = self._keys[head][0]
+        self._round = max(self._round, head_round)
         for owner in dict.fromkeys(owners):  # each once, in batch order
             key = self._keys.get(owner)
-            if key is not None and key[0] < after:
-                self._keys[owner] = (after, next(self._stamps))
-        self._advance()
-
-    def _advance(self) -> None:
-        if not self._keys:
-            return
-        self._round = max(self._round, min(r for r, _ in self._keys.values()))
+            if key is not None and key[0] <= head_round:
+                self._keys[owner] = (head_round + 1, next(self._stamps))
         self._recent = {o: k for o, k in self._recent.items() if k[0] > self._round}
 
 

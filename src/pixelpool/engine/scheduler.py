@@ -108,6 +108,7 @@ class Scheduler:
     def submit(self, task: Task) -> None:
         """Queue a task (after `check`); it runs when a fitting worker is free."""
         self.check(task)
+        task.submitted = self._clock()  # ageing and the batch window run on this clock
         self.queue.add(task)
         self._wake.set()
 
