@@ -3,11 +3,14 @@
 import asyncio
 import logging
 import sqlite3
+import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pixelpool.config import SchedulerSettings, Settings
 from pixelpool.engine.scheduler import Scheduler, restart_delay
@@ -240,3 +243,59 @@ def test_a_final_state_the_store_refuses_is_reported_and_written_at_shutdown(
             db.close()
 
     asyncio.run(check())
+
+
+# --- every accepted job ends, through the whole service ---------------------------------
+
+SERVICE_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("submit"), st.sampled_from(OWNERS), st.sampled_from("gh")),
+        st.tuples(st.sampled_from(["finish", "oom", "die", "hang"]), st.integers(0, 1)),
+        st.tuples(st.just("cancel"), st.integers(0, 20)),
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(SERVICE_OPS)
+def test_every_accepted_job_ends_in_the_store(ops: list[tuple[Any, ...]]) -> None:
+    ids: list[str] = []
+
+    async def body(life: Life) -> None:
+        for action, arg, *more in ops:
+            if action == "submit":
+                record = await life.jobs.submit(fake_spec(seed=len(ids), group=more[0]), arg)
+                ids.append(record.id)
+            elif action == "cancel":
+                if ids:
+                    await life.jobs.cancel(ids[arg % len(ids)])
+            else:
+                worker = life.worker(arg)
+                if worker.alive and worker.batch is not None:
+                    if action == "finish":
+                        worker.finish()
+                    elif action == "oom":
+                        worker.oom()
+                    elif action == "die":
+                        worker.die()
+                    else:
+                        life.clock.advance(life.settings.scheduler.heartbeat_timeout_s + 1)
+            await life.step()
+        for _ in range(100):  # then the workers behave
+            if not life.jobs.active_count():
+                break
+            life.clock.advance(restart_delay(99))
+            await life.run_all()
+        assert life.jobs.active_count() == 0
+        for job_id in ids:
+            stored = await life.store.get(job_id)
+            assert stored is not None
+            assert stored.status in (JobStatus.completed, JobStatus.failed, JobStatus.cancelled)
+            if stored.status is JobStatus.failed:
+                assert stored.error
+            if stored.error and stored.error.startswith("worker died"):
+                assert stored.error.startswith(f"worker died {stored.attempts} times")
+
+    with tempfile.TemporaryDirectory() as data:
+        lifetime(Path(data), body, workers=2, max_batch=3, max_retries=1)
