@@ -203,6 +203,20 @@ def test_an_item_the_worker_never_reported_fails_when_its_batch_ends() -> None:
     run(body)
 
 
+def test_a_replacement_worker_that_fails_to_start_is_tried_again() -> None:
+    async def body(rig: Rig) -> None:
+        rig.scheduler.submit(fake_task("j"))
+        await rig.step()
+        rig.scheduler._respawn = lambda slot: FakeWorker(slot.handle.device, failed_starts=1)
+        rig.worker().die()
+        await rig.restart_all()  # the first start fails: logged, tried again later
+        assert not rig.slots[0].ready and rig.slots[0].restarts == 2
+        await rig.restart_all()
+        assert rig.worker().job_ids() == ["j"]
+
+    run(body)
+
+
 # --- every accepted job ends, whatever happens ---------------------------------------------
 
 ACTIONS = st.lists(

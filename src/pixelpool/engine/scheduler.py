@@ -161,7 +161,11 @@ class Scheduler:
 
     async def _loop(self) -> None:
         while True:
-            delay = await self.step()
+            try:
+                delay = await self.step()
+            except Exception:  # a bug here must not stop every later dispatch
+                log.exception("scheduler step failed")
+                delay = WATCHDOG_S
             self._wake.clear()
             timeout = WATCHDOG_S if delay is None else min(delay, WATCHDOG_S)
             with contextlib.suppress(TimeoutError):
@@ -226,7 +230,12 @@ class Scheduler:
                 continue
             del self._restart_at[id(slot)]
             slot.last_seen = now
-            await slot.handle.start(self._on_message, self._on_exit)
+            try:
+                await slot.handle.start(self._on_message, self._on_exit)
+            except Exception:
+                log.exception("cannot start a worker for %s; trying again", slot.device_id)
+                slot.restarts += 1
+                self._restart_at[id(slot)] = now + restart_delay(slot.restarts)
         return next_due
 
     # --- worker callbacks (on the loop) -----------------------------------------------

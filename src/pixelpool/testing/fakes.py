@@ -95,9 +95,14 @@ class FakeWorker(WorkerHandle):
     """A worker the test drives. `auto_ready`: report Ready as soon as it starts."""
 
     def __init__(
-        self, device: DeviceInfo | None = None, budget_bytes: int = 0, auto_ready: bool = True
+        self,
+        device: DeviceInfo | None = None,
+        budget_bytes: int = 0,
+        auto_ready: bool = True,
+        failed_starts: int = 0,
     ) -> None:
         self.device = device or fake_device()
+        self.failed_starts = failed_starts  # this many starts fail (a spawn that fails)
         self.budget_bytes = budget_bytes or self.device.total_memory_bytes
         self.auto_ready = auto_ready
         self.sent: list[object] = []
@@ -116,6 +121,9 @@ class FakeWorker(WorkerHandle):
         return None
 
     async def start(self, on_message: OnMessage, on_exit: OnExit) -> None:
+        if self.failed_starts > 0:
+            self.failed_starts -= 1
+            raise OSError("cannot start the fake worker")
         self._on_message, self._on_exit = on_message, on_exit
         self.alive, self.started = True, self.started + 1
         if self.auto_ready:
