@@ -72,6 +72,25 @@ def test_new_owners_queue_behind_a_busy_worker_and_share_it() -> None:
     run(body)
 
 
+def test_priority_with_ageing_on_the_schedulers_clock() -> None:
+    async def body(rig: Rig) -> None:
+        rig.scheduler.submit(fake_task("blocker", group="0"))
+        await rig.step()
+        rig.scheduler.submit(fake_task("low", priority=100, group="1"))
+        rig.clock.advance(3)
+        rig.scheduler.submit(fake_task("high", priority=50, group="2"))
+        rig.worker().finish()
+        await rig.step()
+        assert rig.worker().job_ids() == ["high"]  # low has aged 3 levels only
+        rig.clock.advance(60)
+        rig.scheduler.submit(fake_task("high2", priority=50, group="3"))
+        rig.worker().finish()
+        await rig.step()
+        assert rig.worker().job_ids() == ["low"]  # 63 s waited: stands at 37, ahead of 50
+
+    run(body)
+
+
 def test_worker_death_requeues_with_bounded_retries_and_matching_attempts() -> None:
     async def body(rig: Rig) -> None:
         rig.scheduler.submit(fake_task("victim"))
