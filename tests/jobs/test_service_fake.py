@@ -201,7 +201,7 @@ def test_failed_background_writes_are_logged_and_the_job_still_ends(
         record = await life.jobs.submit(fake_spec(seed=3), "a")
         with caplog.at_level(logging.WARNING, logger="pixelpool.jobs.service"):
             await life.step()
-        assert "background job write failed" in caplog.text
+        assert "recording its start failed" in caplog.text
         assert "disk is full" in caplog.text
         life.worker().finish()
         await life.step()

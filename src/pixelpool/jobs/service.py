@@ -223,7 +223,8 @@ class JobService:
                 started=record.started,
                 device=device_id,
                 batch_size=batch_size,
-            )
+            ),
+            f"job {job_id}: recording its start",
         )
         self._publish(record, "started")
 
@@ -236,17 +237,19 @@ class JobService:
         self._progress[job_id] = {"step": step, "total": total, "stage": stage}
         self._publish(record, "progress")
         if preview is not None:
-            self._spawn(self._publish_preview(record, step, total, preview))
+            self._spawn(
+                self._publish_preview(record, step, total, preview), f"job {job_id}: preview"
+            )
 
     def job_finished(self, job_id: str, result: Result, device_id: str, run_s: float) -> None:
-        self._spawn(self._complete(job_id, result, run_s))
+        self._spawn(self._complete(job_id, result, run_s), f"job {job_id}: storing its result")
 
     def job_failed(self, job_id: str, error: str, kind: str, attempts: int | None = None) -> None:
         status = JobStatus.cancelled if kind == "cancelled" else JobStatus.failed
         record = self._active.get(job_id)
         if record is not None and attempts is not None:
             record.attempts = attempts  # written with the final state
-        self._spawn(self._finish(job_id, status, error=error))
+        self._spawn(self._finish(job_id, status, error=error), f"job {job_id}: recording its end")
 
     def job_requeued(self, job_id: str, reason: str, attempts: int) -> None:
         """Back in the queue. `attempts` is the engine's count of runs lost to a dead or
@@ -258,7 +261,8 @@ class JobService:
         record.started, record.device = None, None
         self._spawn(
             self._write(job_id, status=JobStatus.queued, attempts=attempts, started=None,
-                        device=None)
+                        device=None),
+            f"job {job_id}: recording its requeue",
         )  # fmt: skip
         self._publish(record, "queued", reason=reason)
 
@@ -276,13 +280,13 @@ class JobService:
                 spec.output_quality,
             )  # fmt: skip
             arts = [await self.artifacts.put(data, media, record.owner) for data, media in payloads]
+            described = [{"id": a.id, "media_type": a.media_type, "size": a.size} for a in arts]
+            for entry, img in zip(described, result.images, strict=False):  # images first
+                entry.update(width=int(img.shape[1]), height=int(img.shape[0]))
         except Exception as exc:
             log.exception("storing result of %s failed", job_id)
             await self._finish(job_id, JobStatus.failed, error=f"storing result failed: {exc}")
             return
-        described = [{"id": a.id, "media_type": a.media_type, "size": a.size} for a in arts]
-        for entry, img in zip(described, result.images, strict=False):  # images come first
-            entry.update(width=int(img.shape[1]), height=int(img.shape[0]))
         payload = {"artifacts": described, "seeds": result.seeds, "info": info, "run_s": run_s}
         await self._finish(job_id, JobStatus.completed, result=payload)
 
@@ -320,6 +324,7 @@ class JobService:
 
     async def _write(self, job_id: str, **fields: Any) -> None:
         """A store update, retried a few times (a locked or briefly failing disk)."""
+        final = "finished" in fields
         for delay in (*self.write_retry_s, None):
             try:
                 await self.store.update(job_id, **fields)
@@ -329,6 +334,9 @@ class JobService:
                     raise
                 log.warning("writing job %s failed (%s); retrying in %.2fs", job_id, exc, delay)
                 await asyncio.sleep(delay)
+            record = self._active.get(job_id)
+            if not final and (record is None or record.status != fields.get("status")):
+                return  # overtaken by a later state: a stale retry must not overwrite it
 
     async def _publish_preview(self, record: JobRecord, step: int, total: int, image: Any) -> None:
         data = await asyncio.to_thread(encode_image, image, "png")
@@ -351,8 +359,8 @@ class JobService:
             event.update(p, progress=p.get("step", 0) / total)
         self.bus.publish({**event, "owner": record.owner})
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
+    def _spawn(self, coro: Any, what: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=what)
         self._background.add(task)
         task.add_done_callback(self._settled)
 
@@ -360,7 +368,7 @@ class JobService:
         """A background write ended: an error in it is logged, never dropped."""
         self._background.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.error("background job write failed", exc_info=task.exception())
+            log.error("%s failed", task.get_name(), exc_info=task.exception())
 
     async def settle(self) -> None:
         """Wait until the background work started so far (and what it starts) has ended."""
