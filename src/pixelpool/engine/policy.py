@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -157,7 +157,7 @@ def window_left(batch: list[Task], settings: SchedulerSettings, now: float) -> f
     return max(0.0, batch[0].submitted + settings.batch_window_ms / 1000 - now)
 
 
-def refusal(task: Task, devices: list[Device]) -> str | None:
+def refusal(task: Task, devices: Sequence[Device]) -> str | None:
     """Why no device could ever run the task, or None when one could."""
     able = [d for d in devices if d.can_run(task)]
     if not able:
@@ -243,7 +243,7 @@ def after_worker_lost(task: Task, reason: str, max_retries: int) -> Outcome:
 
 
 def after_out_of_memory(
-    task: Task, batch_size: int, device_id: str, devices: list[Device], error: str
+    task: Task, batch_size: int, device_id: str, devices: Sequence[Device], error: str
 ) -> Outcome:
     """Out of memory: a smaller batch, then another device, then fail with the reason."""
     if task.cancel_requested:

@@ -101,7 +101,7 @@ class Scheduler:
 
     def check(self, task: Task) -> None:
         """Raise NoDeviceFits, saying why, if no device could ever run the task."""
-        reason = policy.refusal(task, list(self.slots))
+        reason = policy.refusal(task, self.slots)
         if reason is not None:
             raise NoDeviceFits(reason)
 
@@ -296,8 +296,9 @@ class Scheduler:
             self.listener.job_failed(job_id, error, "error")
             return
         self._settle(slot, job_id)
-        devices = list(self.slots)
-        outcome = policy.after_out_of_memory(task, slot.batch_size, slot.device_id, devices, error)
+        outcome = policy.after_out_of_memory(
+            task, slot.batch_size, slot.device_id, self.slots, error
+        )
         self._apply(task, outcome)
 
     def _apply(self, task: Task, outcome: policy.Outcome) -> None:
