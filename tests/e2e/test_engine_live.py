@@ -127,17 +127,22 @@ def test_sse_streams_every_step_and_resumes(url: str) -> None:
 
 
 def test_flooding_key_does_not_starve_another(url: str) -> None:
+    """key-b's job waits for the batch running when it arrives, not for key-a's flood.
+    (Ordering is checked deterministically in tests/engine; this is the real server.)"""
     flood = [enqueue(url, {**SLOW, "steps": 12, "seed": s}) for s in range(12)]
-    time.sleep(0.3)
+    while job(url, flood[0])["status"] == "queued":  # a batch of the flood is running
+        time.sleep(0.05)
     other = enqueue(url, {**SLOW, "steps": 12, "seed": 99}, B)
+    running = sum(1 for j in flood if job(url, j)["status"] != "queued")
     results = {j: wait(url, j) for j in flood}
     mine = wait(url, other, B)
 
     def started(body: dict[str, Any]) -> float:
         return body["created_at"] + body["queued_s"]
 
-    after = sum(1 for body in results.values() if started(body) > started(mine))
-    assert after >= 6, "key-b's job waited behind most of key-a's flood"
+    # (its batch mates start with it: a millisecond of slack for the rounding of queued_s)
+    before = sum(1 for body in results.values() if started(body) < started(mine) - 0.001)
+    assert before <= running, "key-b's job waited behind more than the batch already running"
 
 
 def test_queue_limit_per_key_is_429_with_retry_after(url: str) -> None:

@@ -32,10 +32,10 @@ class Recorder:
     def job_finished(self, job_id: str, result: Result, device_id: str, run_s: float) -> None:
         self._future(job_id).set_result(("ok", result))
 
-    def job_failed(self, job_id: str, error: str, kind: str) -> None:
+    def job_failed(self, job_id: str, error: str, kind: str, attempts: int | None = None) -> None:
         self._future(job_id).set_result((kind, error))
 
-    def job_requeued(self, job_id: str, reason: str) -> None:
+    def job_requeued(self, job_id: str, reason: str, attempts: int) -> None:
         self.events.append(("requeued", job_id))
 
 

@@ -1,11 +1,11 @@
-"""The scheduler: matches queued tasks to free workers and groups them into batches.
+"""The scheduler: hands queued tasks to free workers, and handles what workers report.
 
 Runs on the event loop; every decision is a few dictionary operations, so it never
-blocks. Workers report back through callbacks that land on the same loop.
-
-Order of preference for a free worker: fair share between owners (the owner that
-has been served least goes first), then a model the worker already holds, then
-priority with ageing (a task gains one level per second waiting), then age.
+blocks. Which tasks run next, how they batch, and what happens after an out-of-memory
+error or a lost worker is decided in `policy` (pure code); this module does the I/O:
+messages, futures, the heartbeat watchdog, respawning workers. Workers report back
+through callbacks that land on the same loop. `clock` is injectable so tests can drive
+the watchdog and restarts without waiting.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pixelpool.config import SchedulerSettings
+from pixelpool.engine import policy
 from pixelpool.engine.handle import WorkerHandle
 from pixelpool.engine.messages import (
     Admin,
@@ -38,13 +39,17 @@ from pixelpool.pipelines.base import WorkItem
 
 log = logging.getLogger(__name__)
 
-AGEING_S_PER_PRIORITY = 1.0
 WATCHDOG_S = 1.0
-GIB = 1 << 30
+RESTART_BACKOFF_MAX_S = 30.0
 
 
 class NoDeviceFits(ValueError):
     """No device can run the task at all: refused at submit, never left queued."""
+
+
+def restart_delay(restarts: int) -> float:
+    """Back off a worker that keeps dying: 0.5 s, 1 s, 2 s ... up to 30 s."""
+    return min(RESTART_BACKOFF_MAX_S, 0.25 * 2 ** min(restarts, 7))
 
 
 class Scheduler:
@@ -54,29 +59,38 @@ class Scheduler:
         listener: EngineListener,
         settings: SchedulerSettings,
         respawn: Callable[[Slot], WorkerHandle] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.slots = slots
         self.listener = listener
         self.settings = settings
         self._respawn = respawn
-        self._pending: dict[str, Task] = {}
-        self._served: dict[str | None, float] = {}  # fair-share virtual time per owner
-        self._admin: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._clock = clock
+        self.queue = policy.Queue(settings)
+        self._admin: dict[str, tuple[Slot, asyncio.Future[dict[str, Any]]]] = {}
+        self._restart_at: dict[int, float] = {}  # id(slot) -> when to start its new worker
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
 
     # --- lifecycle -------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, run_loop: bool = True) -> None:
+        """Start the workers and (unless a test drives `step` itself) the dispatch loop."""
         for slot in self.slots:
+            slot.last_seen = self._clock()
             await slot.handle.start(self._on_message, self._on_exit)
-        self._task = asyncio.create_task(self._loop(), name="scheduler")
+        if run_loop:
+            self._task = asyncio.create_task(self._loop(), name="scheduler")
 
     async def stop(self) -> None:
         self._stopping = True
         if self._task is not None:
             self._task.cancel()
+        for slot, future in self._admin.values():
+            if not future.done():
+                future.set_result(self._admin_report(slot, "server stopping"))
+        self._admin.clear()
         await asyncio.gather(*(s.handle.stop() for s in self.slots), return_exceptions=True)
 
     @property
@@ -87,40 +101,29 @@ class Scheduler:
 
     def check(self, task: Task) -> None:
         """Raise NoDeviceFits, saying why, if no device could ever run the task."""
-        able = [s for s in self.slots if s.can_run(task)]
-        if not able:
-            raise NoDeviceFits(f"no device is configured to run {task.family}/{task.op}")
-        if not any(s.fits(task, 1) for s in able):
-            biggest = max(s.budget for s in able)
-            raise NoDeviceFits(
-                f"the job needs about {task.bytes_for(1) / GIB:.1f} GiB of device memory; "
-                f"the largest device budget is {biggest / GIB:.1f} GiB (use a smaller size)"
-            )
+        reason = policy.refusal(task, self.slots)
+        if reason is not None:
+            raise NoDeviceFits(reason)
 
     def submit(self, task: Task) -> None:
         """Queue a task (after `check`); it runs when a fitting worker is free."""
         self.check(task)
-        if not self._owner_waiting(task.owner):
-            # A newly active owner goes just ahead of the least-served waiting owner
-            # (whatever it ran before): whoever floods the queue delays it by at most
-            # the batches already running.
-            waiting = [self._served[t.owner] for t in self._pending.values()]
-            if waiting:
-                self._served[task.owner] = min(waiting) - 1
-        self._pending[task.job_id] = task
+        task.submitted = self._clock()  # ageing and the batch window run on this clock
+        self.queue.add(task)
         self._wake.set()
-
-    def _owner_waiting(self, owner: str | None) -> bool:
-        return any(t.owner == owner for t in self._pending.values())
 
     def cancel(self, job_id: str) -> str:
         """'cancelled' if it was queued, 'cancelling' if running, 'unknown' otherwise."""
-        if self._pending.pop(job_id, None) is not None:
+        task = self.queue.remove(job_id)
+        if task is not None:
             self.listener.job_failed(job_id, "cancelled", "cancelled")
             return "cancelled"
         for slot in self.slots:
-            if any(t.job_id == job_id for t in slot.batch):
-                slot.handle.send(CancelJob(job_id))
+            running = next((t for t in slot.batch if t.job_id == job_id), None)
+            if running is not None:
+                running.cancel_requested = True  # also if its worker dies before it stops
+                with contextlib.suppress(OSError, RuntimeError):
+                    slot.handle.send(CancelJob(job_id))
                 return "cancelling"
         return "unknown"
 
@@ -128,7 +131,7 @@ class Scheduler:
         self, device_id: str | None, op: str, family: str, model: dict[str, Any]
     ) -> list[dict[str, Any]]:
         """Run a cache command (load/unload/pin/unpin) on one device or all; return reports."""
-        slots = [s for s in self.slots if device_id in (None, s.handle.device.id)]
+        slots = [s for s in self.slots if device_id in (None, s.device_id)]
         if not slots:
             raise KeyError(device_id)
         futures = []
@@ -138,15 +141,18 @@ class Scheduler:
             try:
                 slot.handle.send(Admin(request_id, op, family, model))
             except (OSError, RuntimeError) as exc:  # restarting: say so, do not raise
-                future.set_result({"device": slot.handle.device.id, "cache": slot.cache,
-                                   "error": f"worker unavailable: {exc}"})  # fmt: skip
+                future.set_result(self._admin_report(slot, f"worker unavailable: {exc}"))
             else:
-                self._admin[request_id] = future
+                self._admin[request_id] = (slot, future)
             futures.append(future)
         return list(await asyncio.gather(*futures))
 
+    @staticmethod
+    def _admin_report(slot: Slot, error: str | None) -> dict[str, Any]:
+        return {"device": slot.device_id, "error": error, "cache": slot.cache}
+
     def queue_depth(self) -> int:
-        return len(self._pending)
+        return len(self.queue)
 
     def snapshot(self) -> list[dict[str, Any]]:
         return [slot.snapshot() for slot in self.slots]
@@ -155,124 +161,133 @@ class Scheduler:
 
     async def _loop(self) -> None:
         while True:
-            delay = self._dispatch()
-            self._watchdog()
+            try:
+                delay = await self.step()
+            except Exception:  # a bug here must not stop every later dispatch
+                log.exception("scheduler step failed")
+                delay = WATCHDOG_S
             self._wake.clear()
             timeout = WATCHDOG_S if delay is None else min(delay, WATCHDOG_S)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=timeout)
 
-    def _rank(self, task: Task, slot: Slot, now: float) -> tuple[float, ...]:
-        effective = task.priority - (now - task.submitted) / AGEING_S_PER_PRIORITY
-        affinity = 0 if slot.holds(task.model["path"]) else 1
-        return (self._served.get(task.owner, 0.0), affinity, effective, task.submitted)
+    async def step(self) -> float | None:
+        """One round: start due workers, start every batch that can start, check
+        heartbeats. Returns seconds until something is due (None: nothing)."""
+        now = self._clock()
+        due = [d for d in (await self._restart_due(now), self._dispatch(now)) if d is not None]
+        self._watchdog(now)
+        return min(due) if due else None
 
-    def _dispatch(self) -> float | None:
+    def _dispatch(self, now: float) -> float | None:
         """Start every batch that can start now; return seconds until the next check."""
-        now = time.monotonic()
         next_check: float | None = None
         for slot in self.slots:
-            if not slot.idle or not self._pending:
+            if not slot.idle or not len(self.queue):
                 continue
-            candidates = [t for t in self._pending.values() if slot.can_run(t) and slot.fits(t, 1)]
-            if not candidates:
+            plan = self.queue.plan(slot, now)
+            if plan is None:
                 continue
-            head = min(candidates, key=lambda t: self._rank(t, slot, now))
-            batch = self._batch_for(head, candidates, slot)
-            wait = self._window_left(batch, now)
-            if wait > 0:
-                next_check = wait if next_check is None else min(next_check, wait)
+            if plan.wait_s > 0:
+                next_check = plan.wait_s if next_check is None else min(next_check, plan.wait_s)
                 continue
-            self._start(slot, batch)
+            self.queue.take(plan.batch)
+            self._start(slot, plan.batch, now)
         return next_check
 
-    def _batch_for(self, head: Task, candidates: list[Task], slot: Slot) -> list[Task]:
-        limit = min(self.settings.max_batch, head.max_batch or self.settings.max_batch)
-        if not self.settings.batching or limit == 1:
-            return [head]
-        mates = [t for t in candidates if t.group == head.group and t is not head]
-        mates.sort(key=lambda t: (self._served.get(t.owner, 0.0), t.priority, t.submitted))
-        batch = [head]
-        for mate in mates:
-            if len(batch) >= min(limit, mate.max_batch or limit) or not slot.fits(
-                head, len(batch) + 1
-            ):
-                break
-            batch.append(mate)
-        return batch
-
-    def _window_left(self, batch: list[Task], now: float) -> float:
-        """Wait up to batch_window_ms after the head arrived for companions to join."""
-        if not self.settings.batching or len(batch) >= self.settings.max_batch:
-            return 0.0
-        window = self.settings.batch_window_ms / 1000
-        return max(0.0, batch[0].submitted + window - now)
-
-    def _start(self, slot: Slot, batch: list[Task]) -> None:
-        for task in batch:
-            del self._pending[task.job_id]
-            self._served[task.owner] = self._served.get(task.owner, 0.0) + 1
+    def _start(self, slot: Slot, batch: list[Task], now: float) -> None:
         slot.batch_id = uuid.uuid4().hex
-        slot.batch = batch
-        slot.batch_started = time.monotonic()
+        slot.batch, slot.batch_size = batch, len(batch)
+        slot.batch_started = now
         head = batch[0]
         items = [WorkItem(t.job_id, t.op, t.params) for t in batch]
         try:
             slot.handle.send(RunBatch(slot.batch_id, head.family, head.model, items))
         except (OSError, RuntimeError) as exc:
-            log.warning("cannot reach worker %s: %s", slot.handle.device.id, exc)
+            log.warning("cannot reach worker %s: %s", slot.device_id, exc)
             return  # the exit callback re-queues the batch
         for task in batch:
-            self.listener.job_started(task.job_id, slot.handle.device.id, len(batch))
+            self.listener.job_started(task.job_id, slot.device_id, len(batch))
 
-    def _watchdog(self) -> None:
+    def _watchdog(self, now: float) -> None:
         """Kill a worker whose heartbeats stopped: it is hung; the exit path respawns it."""
-        now = time.monotonic()
         for slot in self.slots:
             silent = now - slot.last_seen
             if slot.ready and silent > self.settings.heartbeat_timeout_s and slot.handle.is_alive():
-                log.error("worker %s silent for %.0fs: killing it", slot.handle.device.id, silent)
+                log.error("worker %s silent for %.0fs: killing it", slot.device_id, silent)
                 slot.ready = False
                 slot.handle.kill()
 
+    async def _restart_due(self, now: float) -> float | None:
+        """Start the replacement workers whose back-off has passed."""
+        next_due: float | None = None
+        for slot in self.slots:
+            at = self._restart_at.get(id(slot))
+            if at is None:
+                continue
+            if at > now:
+                next_due = at - now if next_due is None else min(next_due, at - now)
+                continue
+            del self._restart_at[id(slot)]
+            slot.last_seen = now
+            try:
+                await slot.handle.start(self._on_message, self._on_exit)
+            except Exception:
+                log.exception("cannot start a worker for %s; trying again", slot.device_id)
+                slot.restarts += 1
+                self._restart_at[id(slot)] = now + restart_delay(slot.restarts)
+        return next_due
+
     # --- worker callbacks (on the loop) -----------------------------------------------
 
-    def _slot(self, handle: WorkerHandle) -> Slot:
-        return next(s for s in self.slots if s.handle is handle)
+    def _slot(self, handle: WorkerHandle) -> Slot | None:
+        return next((s for s in self.slots if s.handle is handle), None)
 
     def _on_message(self, handle: WorkerHandle, message: object) -> None:
         slot = self._slot(handle)
-        slot.last_seen = time.monotonic()
+        if slot is None:  # from a worker already replaced
+            return
+        slot.last_seen = self._clock()
         match message:
             case Ready(budget_bytes=budget, cache=cache):
                 slot.ready, slot.budget_bytes, slot.cache = True, budget, cache
-                log.info("worker %s ready (pid %s)", handle.device.id, handle.pid)
+                log.info("worker %s ready (pid %s)", slot.device_id, handle.pid)
                 self._wake.set()
             case BatchStarted(model_load_s=load_s):
-                slot.batch_started = time.monotonic()
+                slot.batch_started = self._clock()
                 if load_s > 0.05:
-                    log.info("worker %s loaded model in %.2fs", handle.device.id, load_s)
+                    log.info("worker %s loaded model in %.2fs", slot.device_id, load_s)
             case Progress(job_ids=job_ids, step=step, total=total, stage=stage, previews=pv):
                 for i, job_id in enumerate(job_ids):
                     preview = pv[i] if pv and i < len(pv) else None
                     self.listener.job_progress(job_id, step, total, stage, preview)
             case ItemResult(job_id=job_id, result=result):
-                run_s = time.monotonic() - slot.batch_started
-                self.listener.job_finished(job_id, result, handle.device.id, run_s)
+                self._settle(slot, job_id)
+                run_s = self._clock() - slot.batch_started
+                self.listener.job_finished(job_id, result, slot.device_id, run_s)
             case ItemFailed(job_id=job_id, error=error, kind="oom"):
                 self._out_of_memory(slot, job_id, error)
             case ItemFailed(job_id=job_id, error=error, kind=kind):
+                self._settle(slot, job_id)
                 self.listener.job_failed(job_id, error, kind)
             case BatchDone(batch_id=batch_id, cache=cache):
                 if batch_id == slot.batch_id:
-                    slot.batch_id, slot.batch = None, []
+                    unreported, slot.batch_id, slot.batch = slot.batch, None, []
+                    for task in unreported:  # never left running forever
+                        self.listener.job_failed(
+                            task.job_id, "the worker ended the batch without a result", "error"
+                        )
                 slot.cache = cache
                 self._wake.set()
             case AdminDone(request_id=request_id, error=error, cache=cache):
                 slot.cache = cache
-                future = self._admin.pop(request_id, None)
+                _, future = self._admin.pop(request_id, (None, None))
                 if future is not None and not future.done():
-                    future.set_result({"device": handle.device.id, "error": error, "cache": cache})
+                    future.set_result({"device": slot.device_id, "error": error, "cache": cache})
+
+    def _settle(self, slot: Slot, job_id: str) -> None:
+        """The job has its outcome: a worker dying later must not run it again."""
+        slot.batch = [t for t in slot.batch if t.job_id != job_id]
 
     def _out_of_memory(self, slot: Slot, job_id: str, error: str) -> None:
         """Retry with a smaller batch, then on another device, before failing the job."""
@@ -280,46 +295,38 @@ class Scheduler:
         if task is None:
             self.listener.job_failed(job_id, error, "error")
             return
-        device = slot.handle.device.id
-        if len(slot.batch) > 1:
-            task.max_batch = max(1, len(slot.batch) // 2)
+        self._settle(slot, job_id)
+        outcome = policy.after_out_of_memory(
+            task, slot.batch_size, slot.device_id, self.slots, error
+        )
+        self._apply(task, outcome)
+
+    def _apply(self, task: Task, outcome: policy.Outcome) -> None:
+        if outcome.action == "requeue":
+            self.listener.job_requeued(task.job_id, outcome.reason, task.attempts)
+            self.queue.add(task)
+            self._wake.set()
+        elif outcome.action == "cancel":
+            self.listener.job_failed(task.job_id, "cancelled", "cancelled", task.attempts)
         else:
-            task.excluded.add(device)
-            if not any(s.can_run(task) and s.fits(task, 1) for s in self.slots):
-                self.listener.job_failed(
-                    job_id, f"out of memory on every device that can run it ({error})", "error"
-                )
-                return
-        self.listener.job_requeued(job_id, f"out of memory on {device}; retrying")
-        self._pending[job_id] = task
+            self.listener.job_failed(task.job_id, outcome.reason, "error", task.attempts)
 
     def _on_exit(self, handle: WorkerHandle, reason: str) -> None:
-        if self._stopping:
-            return
         slot = self._slot(handle)
-        log.error("worker %s died: %s", handle.device.id, reason)
+        if self._stopping or slot is None:
+            return
+        log.error("worker %s died: %s", slot.device_id, reason)
         lost, slot.batch, slot.batch_id, slot.ready = slot.batch, [], None, False
         slot.cache = {}
-        for future in self._admin.values():
-            if not future.done():
-                future.set_result({"device": handle.device.id, "error": reason, "cache": {}})
+        for request_id, (owner, future) in list(self._admin.items()):
+            if owner is slot:  # only this device's requests: the others' workers live
+                del self._admin[request_id]
+                if not future.done():
+                    future.set_result(self._admin_report(slot, reason))
         for task in lost:
-            task.attempts += 1
-            if task.attempts > self.settings.max_retries:
-                self.listener.job_failed(
-                    task.job_id, f"worker died {task.attempts} times running this job", "error"
-                )
-            else:
-                self.listener.job_requeued(task.job_id, reason)
-                self._pending[task.job_id] = task
+            self._apply(task, policy.after_worker_lost(task, reason, self.settings.max_retries))
         if self._respawn is not None:
             slot.restarts += 1
             slot.handle = self._respawn(slot)
-            delay = min(30.0, 0.25 * 2 ** min(slot.restarts, 7))
-            asyncio.get_running_loop().create_task(self._restart(slot, delay))
-
-    async def _restart(self, slot: Slot, delay: float) -> None:
-        await asyncio.sleep(delay)
-        if not self._stopping:
-            slot.last_seen = time.monotonic()
-            await slot.handle.start(self._on_message, self._on_exit)
+            self._restart_at[id(slot)] = self._clock() + restart_delay(slot.restarts)
+            self._wake.set()

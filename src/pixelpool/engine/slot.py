@@ -17,7 +17,8 @@ class Slot:
     ready: bool = False
     budget_bytes: int = 0  # the device tier budget the worker reported
     batch_id: str | None = None
-    batch: list[Task] = field(default_factory=list)
+    batch: list[Task] = field(default_factory=list)  # its tasks still without an outcome
+    batch_size: int = 0  # how many tasks the batch started with
     batch_started: float = 0.0
     cache: dict[str, Any] = field(default_factory=dict)
     last_seen: float = field(default_factory=time.monotonic)
@@ -26,6 +27,10 @@ class Slot:
     @property
     def idle(self) -> bool:
         return self.ready and self.batch_id is None
+
+    @property
+    def device_id(self) -> str:
+        return self.handle.device.id
 
     @property
     def budget(self) -> int:

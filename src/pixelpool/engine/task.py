@@ -22,11 +22,12 @@ class Task:
     priority: int = 100
     owner: str | None = None
     submitted: float = field(default_factory=time.monotonic)
-    attempts: int = 0
+    attempts: int = 0  # runs lost to a dead or hung worker
     model_bytes: int = 0  # cost estimate: the model's weights ...
     item_bytes: int = 0  # ... plus this much per image of a batch
     excluded: set[str] = field(default_factory=set)  # devices it ran out of memory on
     max_batch: int | None = None  # lowered after an out-of-memory error
+    cancel_requested: bool = False  # cancelled while running: never run again
 
     def bytes_for(self, batch: int) -> int:
         return self.model_bytes + batch * self.item_bytes
@@ -47,6 +48,8 @@ class EngineListener(Protocol):
 
     def job_finished(self, job_id: str, result: Result, device_id: str, run_s: float) -> None: ...
 
-    def job_failed(self, job_id: str, error: str, kind: str) -> None: ...
+    def job_failed(self, job_id: str, error: str, kind: str, attempts: int | None = None) -> None:
+        """kind: cancelled | error. attempts: the runs lost so far, when that changed."""
 
-    def job_requeued(self, job_id: str, reason: str) -> None: ...
+    def job_requeued(self, job_id: str, reason: str, attempts: int) -> None:
+        """Back in the queue; attempts: the runs lost to a dead or hung worker so far."""

@@ -31,6 +31,7 @@ __all__ = ["JobService", "NoDeviceFits", "QueueFull"]
 log = logging.getLogger(__name__)
 
 FINISHED_KEPT = 1000
+WRITE_RETRY_S = (0.05, 0.5, 2.0)  # waits between tries of a store write
 
 
 class QueueFull(Exception):
@@ -62,6 +63,9 @@ class JobService:
         # Just-finished records, for waiters woken by `_done` (bounded, oldest dropped).
         self._finished: OrderedDict[str, JobRecord] = OrderedDict()
         self._background: set[asyncio.Task[None]] = set()
+        # Finished jobs whose final state the store refused: reported from here.
+        self._unsaved: dict[str, JobRecord] = {}
+        self.write_retry_s: tuple[float, ...] = WRITE_RETRY_S
 
     def attach(self, scheduler: Scheduler) -> None:
         self.scheduler = scheduler
@@ -132,32 +136,41 @@ class JobService:
         self._publish(record, "queued", **({"reason": reason} if reason else {}))
 
     async def recover(self) -> int:
-        """Run again every job that was queued or running when the server stopped."""
+        """Run again every job that was queued or running when the server stopped.
+
+        One job that cannot be re-queued fails with the reason; it never stops the start."""
         jobs = await self.store.unfinished()
         for record in jobs:
-            # Its events from before the restart first, so a replay sees them all.
-            await self.bus.restore(record.id)
-            record.status, record.started, record.device = JobStatus.queued, None, None
-            task = self._task(record)
             try:
-                assert self.scheduler is not None
-                self.scheduler.check(task)
-            except NoDeviceFits as exc:
+                await self._recover_one(record)
+            except Exception as exc:  # one bad row must not stop the start
+                if not isinstance(exc, NoDeviceFits):
+                    log.exception("cannot re-queue job %s after restart", record.id)
                 self._active[record.id] = record
+                self._done.setdefault(record.id, asyncio.Event())
                 await self._finish(
                     record.id, JobStatus.failed, error=f"cannot run after restart: {exc}"
                 )
-                continue
-            await self.store.update(record.id, status=JobStatus.queued, started=None, device=None)
-            self._enqueue(record, task, reason="restart")
         if jobs:
             log.info("re-queued %d unfinished jobs from the store", len(jobs))
         return len(jobs)
 
+    async def _recover_one(self, record: JobRecord) -> None:
+        # Its events from before the restart first, so a replay sees them all.
+        await self.bus.restore(record.id)
+        record.status, record.started, record.device = JobStatus.queued, None, None
+        task = self._task(record)
+        assert self.scheduler is not None
+        self.scheduler.check(task)  # NoDeviceFits: `recover` fails the job, saying why
+        await self.store.update(record.id, status=JobStatus.queued, started=None, device=None)
+        self._enqueue(record, task, reason="restart")
+
     # --- reading ---------------------------------------------------------------
 
     async def get(self, job_id: str) -> JobRecord | None:
-        record = self._active.get(job_id) or await self.store.get(job_id)
+        record = (
+            self._active.get(job_id) or self._unsaved.get(job_id) or await self.store.get(job_id)
+        )
         if (
             record is not None
             and record.status is JobStatus.completed
@@ -178,7 +191,7 @@ class JobService:
             finished = self._finished.get(job_id)
             if finished is not None:
                 return finished
-        record = await self.store.get(job_id)
+        record = self._unsaved.get(job_id) or await self.store.get(job_id)
         assert record is not None
         return record
 
@@ -204,13 +217,14 @@ class JobService:
         record.status, record.started = JobStatus.running, time.time()
         record.device, record.batch_size = device_id, batch_size
         self._spawn(
-            self.store.update(
+            self._write(
                 job_id,
                 status=JobStatus.running,
                 started=record.started,
                 device=device_id,
                 batch_size=batch_size,
-            )
+            ),
+            f"job {job_id}: recording its start",
         )
         self._publish(record, "started")
 
@@ -223,21 +237,33 @@ class JobService:
         self._progress[job_id] = {"step": step, "total": total, "stage": stage}
         self._publish(record, "progress")
         if preview is not None:
-            self._spawn(self._publish_preview(record, step, total, preview))
+            self._spawn(
+                self._publish_preview(record, step, total, preview), f"job {job_id}: preview"
+            )
 
     def job_finished(self, job_id: str, result: Result, device_id: str, run_s: float) -> None:
-        self._spawn(self._complete(job_id, result, run_s))
+        self._spawn(self._complete(job_id, result, run_s), f"job {job_id}: storing its result")
 
-    def job_failed(self, job_id: str, error: str, kind: str) -> None:
+    def job_failed(self, job_id: str, error: str, kind: str, attempts: int | None = None) -> None:
         status = JobStatus.cancelled if kind == "cancelled" else JobStatus.failed
-        self._spawn(self._finish(job_id, status, error=error))
+        record = self._active.get(job_id)
+        if record is not None and attempts is not None:
+            record.attempts = attempts  # written with the final state
+        self._spawn(self._finish(job_id, status, error=error), f"job {job_id}: recording its end")
 
-    def job_requeued(self, job_id: str, reason: str) -> None:
+    def job_requeued(self, job_id: str, reason: str, attempts: int) -> None:
+        """Back in the queue. `attempts` is the engine's count of runs lost to a dead or
+        hung worker (an out-of-memory retry is not one), so it agrees with its messages."""
         record = self._active.get(job_id)
         if record is None:
             return
-        record.status, record.attempts = JobStatus.queued, record.attempts + 1
-        self._spawn(self.store.update(job_id, status=JobStatus.queued, attempts=record.attempts))
+        record.status, record.attempts = JobStatus.queued, attempts
+        record.started, record.device = None, None
+        self._spawn(
+            self._write(job_id, status=JobStatus.queued, attempts=attempts, started=None,
+                        device=None),
+            f"job {job_id}: recording its requeue",
+        )  # fmt: skip
         self._publish(record, "queued", reason=reason)
 
     # --- completion ----------------------------------------------------------------
@@ -254,17 +280,22 @@ class JobService:
                 spec.output_quality,
             )  # fmt: skip
             arts = [await self.artifacts.put(data, media, record.owner) for data, media in payloads]
+            described = [{"id": a.id, "media_type": a.media_type, "size": a.size} for a in arts]
+            for entry, img in zip(described, result.images, strict=False):  # images first
+                entry.update(width=int(img.shape[1]), height=int(img.shape[0]))
         except Exception as exc:
             log.exception("storing result of %s failed", job_id)
             await self._finish(job_id, JobStatus.failed, error=f"storing result failed: {exc}")
             return
-        described = [{"id": a.id, "media_type": a.media_type, "size": a.size} for a in arts]
-        for entry, img in zip(described, result.images, strict=False):  # images come first
-            entry.update(width=int(img.shape[1]), height=int(img.shape[0]))
         payload = {"artifacts": described, "seeds": result.seeds, "info": info, "run_s": run_s}
         await self._finish(job_id, JobStatus.completed, result=payload)
 
     async def _finish(self, job_id: str, status: JobStatus, **fields: Any) -> None:
+        """The job's final state: in memory, to waiters and subscribers, and to the store.
+
+        If the store cannot take it even after retries, the job still ends here (this
+        process reports it, from memory); the store keeps it unfinished, so the next
+        start runs it again rather than losing it."""
         record = self._active.pop(job_id, None)
         if record is None:
             return
@@ -273,10 +304,14 @@ class JobService:
         record.error = fields.get("error")
         record.result = fields.get("result", {})
         record.expires = now + self.settings.storage.ttl_s
-        await self.store.update(
-            job_id, status=status, finished=now, error=record.error,
-            result=record.result, expires=record.expires,
-        )  # fmt: skip
+        try:
+            await self._write(
+                job_id, status=status, finished=now, error=record.error,
+                result=record.result, expires=record.expires, attempts=record.attempts,
+            )  # fmt: skip
+        except Exception:
+            log.exception("job %s ended %s but the store could not record it", job_id, status)
+            self._unsaved[job_id] = record
         self._progress.pop(job_id, None)
         event = {"completed": "completed", "failed": "failed", "cancelled": "cancelled"}[status]
         self._publish(record, event, error=record.error)
@@ -286,6 +321,22 @@ class JobService:
             while len(self._finished) > FINISHED_KEPT:
                 self._finished.popitem(last=False)
             done.set()
+
+    async def _write(self, job_id: str, **fields: Any) -> None:
+        """A store update, retried a few times (a locked or briefly failing disk)."""
+        final = "finished" in fields
+        for delay in (*self.write_retry_s, None):
+            try:
+                await self.store.update(job_id, **fields)
+                return
+            except Exception as exc:
+                if delay is None:
+                    raise
+                log.warning("writing job %s failed (%s); retrying in %.2fs", job_id, exc, delay)
+                await asyncio.sleep(delay)
+            record = self._active.get(job_id)
+            if not final and (record is None or record.status != fields.get("status")):
+                return  # overtaken by a later state: a stale retry must not overwrite it
 
     async def _publish_preview(self, record: JobRecord, step: int, total: int, image: Any) -> None:
         data = await asyncio.to_thread(encode_image, image, "png")
@@ -308,13 +359,33 @@ class JobService:
             event.update(p, progress=p.get("step", 0) / total)
         self.bus.publish({**event, "owner": record.owner})
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
+    def _spawn(self, coro: Any, what: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=what)
         self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        task.add_done_callback(self._settled)
+
+    def _settled(self, task: asyncio.Task[None]) -> None:
+        """A background write ended: an error in it is logged, never dropped."""
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s failed", task.get_name(), exc_info=task.exception())
+
+    async def settle(self) -> None:
+        """Wait until the background work started so far (and what it starts) has ended."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
 
     async def drain(self) -> None:
         """Wait for pending store writes, then write the buffered events (at shutdown)."""
-        while self._background:
-            await asyncio.gather(*list(self._background), return_exceptions=True)
+        await self.settle()
+        for job_id, record in list(self._unsaved.items()):  # one last try
+            try:
+                await self.store.update(
+                    job_id, status=record.status, finished=record.finished, error=record.error,
+                    result=record.result, expires=record.expires, attempts=record.attempts,
+                )  # fmt: skip
+            except Exception:
+                log.exception("job %s: final state still not stored; it runs again", job_id)
+            else:
+                del self._unsaved[job_id]
         await self.bus.close()

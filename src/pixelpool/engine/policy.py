@@ -1,0 +1,259 @@
+"""The scheduling policy: which queued tasks a free worker runs next, and what happens
+to a task whose run was lost. Pure: no I/O, no clock, no asyncio, so every rule is
+tested directly; the Scheduler feeds it the time and does the messaging.
+
+Order for a free worker: fair share between owners first, then (within an owner) a
+model the worker already holds, then priority with ageing (a task gains one level per
+second waiting), then age.
+
+Fair share works in rounds. Each owner with queued tasks (an active owner) has a
+round and a stamp (when it entered that round); the owner with the lowest (round,
+stamp) goes next. Every owner in the batch that starts moves to the round after the
+head's, behind everyone already there. An owner that becomes active joins the round
+being served now (the last head's) at its back, unless it was served in a later round
+recently, which it keeps. So between an owner becoming active (or being served) and
+its next task starting, every other owner heads at most one batch: a key flooding the
+queue delays another by at most one batch per other waiting key, plus the batches
+already running.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from pixelpool.config import SchedulerSettings
+from pixelpool.engine.task import Task
+
+AGEING_S_PER_PRIORITY = 1.0
+GIB = 1 << 30
+
+Owner = str | None
+FairKey = tuple[int, int]  # (round, stamp): lower goes first
+
+
+class Device(Protocol):
+    """What the policy needs to know about a worker (`Slot` is one)."""
+
+    @property
+    def device_id(self) -> str: ...
+
+    @property
+    def budget(self) -> int: ...
+
+    def can_run(self, task: Task) -> bool: ...
+
+    def fits(self, task: Task, batch: int) -> bool: ...
+
+    def holds(self, model_path: str) -> bool: ...
+
+
+# --- fair share ----------------------------------------------------------------------
+
+
+class FairShare:
+    """Rounds per active owner (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._keys: dict[Owner, FairKey] = {}  # active owners
+        self._queued: Counter[Owner] = Counter()
+        self._recent: dict[Owner, FairKey] = {}  # inactive owners ahead of the current round
+        self._round = 0  # the round being served: the last head's
+        self._stamps = itertools.count()
+
+    @property
+    def current_round(self) -> int:
+        """The round being served (the last batch head's)."""
+        return self._round
+
+    def key(self, owner: Owner) -> FairKey:
+        return self._keys[owner]
+
+    def active(self) -> set[Owner]:
+        return set(self._keys)
+
+    def arrive(self, owner: Owner) -> None:
+        """One more queued task of `owner` (a new one, or one put back)."""
+        self._queued[owner] += 1
+        if owner in self._keys:
+            return
+        kept = self._recent.pop(owner, None)
+        if kept is not None and kept[0] > self._round:
+            self._keys[owner] = kept
+        else:
+            self._keys[owner] = (self._round, next(self._stamps))
+
+    def leave(self, owner: Owner) -> None:
+        """One queued task of `owner` fewer (started or cancelled)."""
+        self._queued[owner] -= 1
+        if self._queued[owner] > 0:
+            return
+        del self._queued[owner]
+        key = self._keys.pop(owner)
+        if key[0] > self._round:
+            self._recent[owner] = key
+
+    def served(self, head: Owner, owners: Iterable[Owner]) -> None:
+        """A batch led by `head` started; its owners move past the head's round."""
+        head_round = self._keys[head][0]
+        self._round = max(self._round, head_round)
+        for owner in dict.fromkeys(owners):  # each once, in batch order
+            key = self._keys.get(owner)
+            if key is not None and key[0] <= head_round:
+                self._keys[owner] = (head_round + 1, next(self._stamps))
+        self._recent = {o: k for o, k in self._recent.items() if k[0] > self._round}
+
+
+# --- ranking and batches -------------------------------------------------------------
+
+
+def effective_priority(task: Task, now: float) -> float:
+    """Lower runs first; a waiting task gains one level per AGEING_S_PER_PRIORITY."""
+    return task.priority - (now - task.submitted) / AGEING_S_PER_PRIORITY
+
+
+def rank(task: Task, device: Device, fair: FairShare, now: float) -> tuple[object, ...]:
+    affinity = 0 if device.holds(task.model["path"]) else 1
+    return (fair.key(task.owner), affinity, effective_priority(task, now), task.submitted)
+
+
+def batch_limit(task: Task, settings: SchedulerSettings) -> int:
+    if not settings.batching:
+        return 1
+    return min(settings.max_batch, task.max_batch or settings.max_batch)
+
+
+def form_batch(
+    head: Task,
+    candidates: list[Task],
+    device: Device,
+    settings: SchedulerSettings,
+    fair: FairShare,
+    now: float,
+) -> list[Task]:
+    """The head and the best-ranked tasks of its group, within every member's batch limit
+    and the device's memory (the memory-fit split: what does not fit waits)."""
+    limit = batch_limit(head, settings)
+    mates = [t for t in candidates if t is not head and t.group == head.group]
+    mates.sort(key=lambda t: (fair.key(t.owner), effective_priority(t, now), t.submitted))
+    batch = [head]
+    for mate in mates:
+        if not device.fits(head, len(batch) + 1):
+            break
+        mate_limit = min(limit, batch_limit(mate, settings))
+        if len(batch) < mate_limit:  # else it waits: its own limit is lower
+            batch.append(mate)
+            limit = mate_limit
+    return batch
+
+
+def window_left(batch: list[Task], settings: SchedulerSettings, now: float) -> float:
+    """Seconds to hold a short batch back for companions (batch_window_ms after its head)."""
+    if not settings.batching or len(batch) >= settings.max_batch:
+        return 0.0
+    return max(0.0, batch[0].submitted + settings.batch_window_ms / 1000 - now)
+
+
+def refusal(task: Task, devices: Sequence[Device]) -> str | None:
+    """Why no device could ever run the task, or None when one could."""
+    able = [d for d in devices if d.can_run(task)]
+    if not able:
+        return f"no device is configured to run {task.family}/{task.op}"
+    if not any(d.fits(task, 1) for d in able):
+        biggest = max(d.budget for d in able)
+        return (
+            f"the job needs about {task.bytes_for(1) / GIB:.1f} GiB of device memory; "
+            f"the largest device budget is {biggest / GIB:.1f} GiB (use a smaller size)"
+        )
+    return None
+
+
+@dataclass
+class Plan:
+    batch: list[Task]
+    wait_s: float  # > 0: hold it back this long for companions
+
+
+class Queue:
+    """The queued tasks, with the fair share between their owners."""
+
+    def __init__(self, settings: SchedulerSettings) -> None:
+        self.settings = settings
+        self.fair = FairShare()
+        self._tasks: dict[str, Task] = {}
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def __contains__(self, job_id: object) -> bool:
+        return job_id in self._tasks
+
+    def tasks(self) -> list[Task]:
+        return list(self._tasks.values())
+
+    def add(self, task: Task) -> None:
+        self._tasks[task.job_id] = task
+        self.fair.arrive(task.owner)
+
+    def remove(self, job_id: str) -> Task | None:
+        task = self._tasks.pop(job_id, None)
+        if task is not None:
+            self.fair.leave(task.owner)
+        return task
+
+    def plan(self, device: Device, now: float) -> Plan | None:
+        """The batch `device` should run next, or None when it can run nothing queued."""
+        candidates = [t for t in self._tasks.values() if device.can_run(t) and device.fits(t, 1)]
+        if not candidates:
+            return None
+        head = min(candidates, key=lambda t: rank(t, device, self.fair, now))
+        batch = form_batch(head, candidates, device, self.settings, self.fair, now)
+        return Plan(batch, window_left(batch, self.settings, now))
+
+    def take(self, batch: list[Task]) -> None:
+        """The batch starts: charge its owners, then take its tasks off the queue."""
+        self.fair.served(batch[0].owner, [t.owner for t in batch])
+        for task in batch:
+            self.remove(task.job_id)
+
+
+# --- lost runs -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What to do with a task whose run ended without a result."""
+
+    action: Literal["requeue", "fail", "cancel"]
+    reason: str
+
+
+def after_worker_lost(task: Task, reason: str, max_retries: int) -> Outcome:
+    """The worker died or hung while running the task: run it again, up to max_retries.
+    `task.attempts` counts these lost runs; the job reports the same number."""
+    if task.cancel_requested:
+        return Outcome("cancel", "cancelled")
+    task.attempts += 1
+    if task.attempts > max_retries:
+        return Outcome("fail", f"worker died {task.attempts} times running this job ({reason})")
+    return Outcome("requeue", reason)
+
+
+def after_out_of_memory(
+    task: Task, batch_size: int, device_id: str, devices: Sequence[Device], error: str
+) -> Outcome:
+    """Out of memory: a smaller batch, then another device, then fail with the reason."""
+    if task.cancel_requested:
+        return Outcome("cancel", "cancelled")
+    if batch_size > 1:
+        task.max_batch = max(1, batch_size // 2)
+        return Outcome(
+            "requeue", f"out of memory on {device_id}; retrying in a batch of {task.max_batch}"
+        )
+    task.excluded.add(device_id)
+    if any(d.can_run(task) and d.fits(task, 1) for d in devices):
+        return Outcome("requeue", f"out of memory on {device_id}; retrying on another device")
+    return Outcome("fail", f"out of memory on every device that can run it ({error})")
