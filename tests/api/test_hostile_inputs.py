@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -150,7 +151,7 @@ def test_truncated_and_corrupt_images_are_422() -> None:
         assert " at 0x" not in err.value.message
 
 
-def test_odd_modes_are_accepted_and_come_out_rgb(tmp_path) -> None:
+def test_odd_modes_are_accepted_and_come_out_rgb(tmp_path: Path) -> None:
     frames = [Image.new("RGB", (64, 48), c) for c in ("red", "blue")]
     inputs = {
         "cmyk": saved(Image.new("CMYK", (64, 48), (0, 255, 255, 0)), "JPEG"),
