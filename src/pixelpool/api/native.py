@@ -183,7 +183,7 @@ async def enqueue(
     if operation not in OPERATIONS:
         raise ApiError(
             404,
-            f"operation: unknown operation; valid: {', '.join(OPERATIONS)}",
+            f"operation: unknown operation {operation!r}; valid: {', '.join(OPERATIONS)}",
             "operation",
         )
     record = await ops.submit(state, _spec(state, req), caller.owner, idempotency_key)

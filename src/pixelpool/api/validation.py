@@ -19,6 +19,7 @@ import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, field_validator
 
 from pixelpool.api.errors import ApiError, field_error
+from pixelpool.config import LimitsSettings
 
 MAX_JSON_DEPTH = 32
 MAX_NAME_CHARS = 512
@@ -128,7 +129,7 @@ def validation_error(exc: ValidationError) -> ApiError:
     return field_error(field, message.removeprefix("Value error, "))
 
 
-def check_prompts(limits: Any, prompt: str | None, negative_prompt: str | None) -> None:
+def check_prompts(limits: LimitsSettings, prompt: str | None, negative_prompt: str | None) -> None:
     """Prompt and negative prompt within `limits.max_prompt_chars` / `max_negative_prompt_chars`."""
     for field, text, limit in (
         ("prompt", prompt, limits.max_prompt_chars),
