@@ -88,6 +88,22 @@ def multipart(files: list[tuple[str, bytes]], data: dict[str, str] | None = None
             "data": data or {}}  # fmt: skip
 
 
+GEN = "/api/enqueue/generate"
+IMG = "/api/enqueue/img2img"
+DEC = "/api/enqueue/decode-latents?model=demo-sd"
+OA_GEN = "/v1/images/generations"
+
+
+def post(
+    name: str, path: str, field: str | None, kwargs: dict[str, Any], statuses: tuple = (422,)
+) -> Case:
+    return Case(name, "POST", path, field, statuses, kwargs)
+
+
+def get(name: str, path: str, field: str | None, statuses: tuple = (404,)) -> Case:
+    return Case(name, "GET", path, field, statuses)
+
+
 def cases() -> list[Case]:
     nan_latents = encode_latents(np.full((1, 4, 8, 8), np.nan, np.float32), {}, "fxlt")
     img = png()
@@ -95,415 +111,226 @@ def cases() -> list[Case]:
     params = {"params": json.dumps({"prompt": "a", "model": "demo-sd", "steps": 2})}
     return [
         # native JSON
-        Case(
-            "deep json", "POST", "/api/generate", "body", (400,), {"content": DEEP, "headers": JSON}
-        ),
-        Case(
+        post("deep json", "/api/generate", "body", {"content": DEEP, "headers": JSON}, (400,)),
+        post(
             "deep json field",
-            "POST",
-            "/api/enqueue/generate",
+            GEN,
             "body",
-            (400,),
             {"content": '{"prompt": "a", "loras": ' + DEEP + "}", "headers": JSON},
+            (400,),
         ),
-        Case(
+        post(
             "deep json hires",
-            "POST",
             "/api/generate-hires",
             "body",
-            (400,),
             {"content": DEEP, "headers": JSON},
+            (400,),
         ),
-        Case(
-            "bool steps",
-            "POST",
-            "/api/enqueue/generate",
-            "steps",
-            kwargs={"json": {**GOOD, "steps": True}},
-        ),
-        Case(
-            "bool priority",
-            "POST",
-            "/api/enqueue/generate",
-            "priority",
-            kwargs={"json": {**GOOD, "priority": True}},
-        ),
-        Case(
-            "float width",
-            "POST",
-            "/api/enqueue/generate",
-            "width",
-            kwargs={"json": {**GOOD, "width": 64.5}},
-        ),
-        Case(
-            "string steps",
-            "POST",
-            "/api/enqueue/generate",
-            "steps",
-            kwargs={"json": {**GOOD, "steps": "2"}},
-        ),
-        Case(
-            "nan cfg",
-            "POST",
-            "/api/enqueue/generate",
-            "cfg_scale",
-            kwargs=raw_json(GOOD, cfg_scale="NaN"),
-        ),
-        Case(
-            "inf cfg",
-            "POST",
-            "/api/enqueue/generate",
-            "cfg_scale",
-            kwargs=raw_json(GOOD, cfg_scale="Infinity"),
-        ),
-        Case(
-            "huge seed",
-            "POST",
-            "/api/enqueue/generate",
-            "seed",
-            kwargs={"json": {**GOOD, "seed": 2**70}},
-        ),
-        Case(
-            "negative seed",
-            "POST",
-            "/api/enqueue/generate",
-            "seed",
-            kwargs={"json": {**GOOD, "seed": -7}},
-        ),
-        Case(
-            "huge steps",
-            "POST",
-            "/api/enqueue/generate",
-            "steps",
-            kwargs={"json": {**GOOD, "steps": 10**9}},
-        ),
-        Case(
+        post("bool steps", GEN, "steps", {"json": {**GOOD, "steps": True}}),
+        post("bool priority", GEN, "priority", {"json": {**GOOD, "priority": True}}),
+        post("float width", GEN, "width", {"json": {**GOOD, "width": 64.5}}),
+        post("string steps", GEN, "steps", {"json": {**GOOD, "steps": "2"}}),
+        post("nan cfg", GEN, "cfg_scale", raw_json(GOOD, cfg_scale="NaN")),
+        post("inf cfg", GEN, "cfg_scale", raw_json(GOOD, cfg_scale="Infinity")),
+        post("huge seed", GEN, "seed", {"json": {**GOOD, "seed": 2**70}}),
+        post("negative seed", GEN, "seed", {"json": {**GOOD, "seed": -7}}),
+        post("huge steps", GEN, "steps", {"json": {**GOOD, "steps": 10**9}}),
+        post(
             "surrogate prompt",
-            "POST",
-            "/api/enqueue/generate",
+            GEN,
             "prompt",
-            kwargs=raw_json({k: v for k, v in GOOD.items() if k != "prompt"}, prompt='"a \\ud800"'),
+            raw_json({k: v for k, v in GOOD.items() if k != "prompt"}, prompt='"a \\ud800"'),
         ),
-        Case(
+        post(
             "surrogate model",
-            "POST",
-            "/api/enqueue/generate",
+            GEN,
             "model",
-            kwargs=raw_json({k: v for k, v in GOOD.items() if k != "model"}, model='"\\udfff"'),
+            raw_json({k: v for k, v in GOOD.items() if k != "model"}, model='"\\udfff"'),
         ),
-        Case(
-            "huge prompt",
-            "POST",
-            "/api/enqueue/generate",
-            "prompt",
-            kwargs={"json": {**GOOD, "prompt": "fox " * 300_000}},
-        ),
-        Case(
+        post("huge prompt", GEN, "prompt", {"json": {**GOOD, "prompt": "fox " * 300_000}}),
+        post(
             "huge negative prompt",
-            "POST",
-            "/api/enqueue/generate",
+            GEN,
             "negative_prompt",
-            kwargs={"json": {**GOOD, "negative_prompt": "x" * 1_000_000}},
+            {"json": {**GOOD, "negative_prompt": "x" * 1_000_000}},
         ),
-        Case(
-            "model traversal",
-            "POST",
-            "/api/enqueue/generate",
-            "model",
-            kwargs={"json": {**GOOD, "model": "../../../etc/passwd"}},
-        ),
-        Case(
-            "model absolute",
-            "POST",
-            "/api/enqueue/generate",
-            "model",
-            kwargs={"json": {**GOOD, "model": "/etc/passwd"}},
-        ),
-        Case(
-            "model nul",
-            "POST",
-            "/api/enqueue/generate",
-            "model",
-            kwargs={"json": {**GOOD, "model": "demo-sd\x00.safetensors"}},
-        ),
-        Case(
-            "model backslash",
-            "POST",
-            "/api/enqueue/generate",
-            "model",
-            kwargs={"json": {**GOOD, "model": "..\\..\\models"}},
-        ),
-        Case(
+        post("model traversal", GEN, "model", {"json": {**GOOD, "model": "../../../etc/passwd"}}),
+        post("model absolute", GEN, "model", {"json": {**GOOD, "model": "/etc/passwd"}}),
+        post("model nul", GEN, "model", {"json": {**GOOD, "model": "demo-sd\x00.safetensors"}}),
+        post("model backslash", GEN, "model", {"json": {**GOOD, "model": "..\\..\\models"}}),
+        post(
             "lora traversal",
-            "POST",
-            "/api/enqueue/generate",
+            GEN,
             "loras.0.name",
-            kwargs={"json": {**GOOD, "loras": [{"name": "../../etc/passwd"}]}},
+            {"json": {**GOOD, "loras": [{"name": "../../etc/passwd"}]}},
         ),
-        Case(
-            "lora tag traversal",
-            "POST",
-            "/api/enqueue/generate",
-            "loras",
-            kwargs={"json": {**GOOD, "prompt": "a <lora:../../x:1>"}},
+        post(
+            "lora tag traversal", GEN, "loras", {"json": {**GOOD, "prompt": "a <lora:../../x:1>"}}
         ),
-        Case("job id traversal", "GET", "/api/job/..%2F..%2Fetc%2Fpasswd", None, (404,)),
-        Case("job id backslash", "GET", "/api/job/..%5C..%5Cjobs.db", "job_id", (404,)),
-        Case("job id dots", "GET", "/api/job/..", None, (404,)),
-        Case("job id nul", "GET", "/api/job/abc%00def/result", "job_id", (404,)),
-        Case("job id cancel", "POST", "/api/job/%2Fetc%2Fpasswd/cancel", None, (404,)),
-        Case("job id events", "GET", "/api/job/..%5Cx/events", "job_id", (404,)),
+        get("job id traversal", "/api/job/..%2F..%2Fetc%2Fpasswd", None),
+        get("job id backslash", "/api/job/..%5C..%5Cjobs.db", "job_id"),
+        get("job id dots", "/api/job/..", None),
+        get("job id nul", "/api/job/abc%00def/result", "job_id"),
+        post("job id cancel", "/api/job/%2Fetc%2Fpasswd/cancel", None, {}, (404,)),
+        get("job id events", "/api/job/..%5Cx/events", "job_id"),
         # native multipart and uploads
-        Case(
-            "many parts", "POST", "/api/enqueue/img2img", None, (400, 413), {**many, "data": params}
-        ),
-        Case(
+        post("many parts", IMG, None, {**many, "data": params}, (400, 413)),
+        post(
             "header bomb",
-            "POST",
-            "/api/enqueue/img2img",
+            IMG,
             "image",
-            (413,),
             {**multipart([("image", png_claiming(100_000, 100_000))]), "data": params},
-        ),
-        Case(
-            "decompression bomb",
-            "POST",
-            "/api/enqueue/img2img",
-            "image",
             (413,),
+        ),
+        post(
+            "decompression bomb",
+            IMG,
+            "image",
             {**multipart([("image", bomb())]), "data": params},
+            (413,),
         ),
-        Case(
+        post(
             "truncated image",
-            "POST",
-            "/api/enqueue/img2img",
+            IMG,
             "image",
-            kwargs={**multipart([("image", img[: len(img) // 2])]), "data": params},
+            {**multipart([("image", img[: len(img) // 2])]), "data": params},
         ),
-        Case(
+        post(
             "not an image",
-            "POST",
-            "/api/enqueue/img2img",
+            IMG,
             "image",
-            kwargs={**multipart([("image", b"GIF89a" + b"\0" * 20)]), "data": params},
+            {**multipart([("image", b"GIF89a" + b"\0" * 20)]), "data": params},
         ),
-        Case(
-            "deep params",
-            "POST",
-            "/api/enqueue/img2img",
-            "params",
-            kwargs={**multipart([("image", img)]), "data": {"params": DEEP}},
+        post(
+            "deep params", IMG, "params", {**multipart([("image", img)]), "data": {"params": DEEP}}
         ),
-        Case(
+        post(
             "bool params",
-            "POST",
-            "/api/enqueue/img2img",
+            IMG,
             "steps",
-            kwargs={
+            {
                 **multipart([("image", img)]),
                 "data": {"params": json.dumps({"prompt": "a", "steps": True})},
             },
         ),
-        Case(
+        post(
             "encode corrupt",
-            "POST",
             "/api/enqueue/encode-latents?model=demo-sd",
             "image",
-            kwargs={"content": b"\x89PNG\r\n\x1a\n garbage"},
+            {"content": b"\x89PNG\r\n\x1a\n garbage"},
         ),
-        Case(
+        post(
             "encode bomb",
-            "POST",
             "/api/enqueue/encode-latents?model=demo-sd",
             "image",
+            {"content": png_claiming(50_000, 50_000)},
             (413,),
-            kwargs={"content": png_claiming(50_000, 50_000)},
         ),
         # latents
-        Case(
-            "latent seed text fxlt",
-            "POST",
-            "/api/enqueue/decode-latents?model=demo-sd",
-            "latents",
-            kwargs={"content": latents(seed="abc")},
-        ),
-        Case(
+        post("latent seed text fxlt", DEC, "latents", {"content": latents(seed="abc")}),
+        post(
             "latent seed text st",
-            "POST",
-            "/api/enqueue/decode-latents?model=demo-sd",
+            DEC,
             "latents",
-            kwargs={"content": latents(fmt="safetensors", seed="abc")},
+            {"content": latents(fmt="safetensors", seed="abc")},
         ),
-        Case(
-            "latent cfg list",
-            "POST",
-            "/api/enqueue/decode-latents?model=demo-sd",
-            "latents",
-            kwargs={"content": latents(cfg_scale=[1, 2])},
-        ),
-        Case(
+        post("latent cfg list", DEC, "latents", {"content": latents(cfg_scale=[1, 2])}),
+        post(
             "latent shape overflow",
-            "POST",
             "/api/enqueue/decode-latents",
             "latents",
-            kwargs={"content": fxlt_raw((32768,) * 8)},
+            {"content": fxlt_raw((32768,) * 8)},
         ),
-        Case(
+        post(
             "latent shape huge",
-            "POST",
             "/api/enqueue/decode-latents",
             "latents",
-            kwargs={"content": fxlt_raw((1, 4, 30000, 30000), data=b"\0" * 64)},
+            {"content": fxlt_raw((1, 4, 30000, 30000), data=b"\0" * 64)},
         ),
-        Case(
-            "latent wrong channels",
-            "POST",
-            "/api/enqueue/decode-latents?model=demo-sd",
-            "latents",
-            kwargs={"content": latents((1, 3, 8, 8))},
-        ),
-        Case(
-            "latent nan",
-            "POST",
-            "/api/enqueue/decode-latents?model=demo-sd",
-            "latents",
-            kwargs={"content": nan_latents},
-        ),
-        Case(
-            "latent too big",
-            "POST",
-            "/api/enqueue/decode-latents?model=demo-sd",
-            "latents",
-            (413,),
-            kwargs={"content": latents((1, 4, 512, 512))},
-        ),
-        Case(
+        post("latent wrong channels", DEC, "latents", {"content": latents((1, 3, 8, 8))}),
+        post("latent nan", DEC, "latents", {"content": nan_latents}),
+        post("latent too big", DEC, "latents", {"content": latents((1, 4, 512, 512))}, (413,)),
+        post(
             "latent deep meta",
-            "POST",
-            "/api/enqueue/decode-latents?model=demo-sd",
+            DEC,
             "latents",
-            kwargs={"content": fxlt_raw((1, 4, 8, 8), b"[" * 5000 + b"]" * 5000, b"\0" * 1024)},
+            {"content": fxlt_raw((1, 4, 8, 8), b"[" * 5000 + b"]" * 5000, b"\0" * 1024)},
         ),
-        Case(
+        post(
             "latent big meta",
-            "POST",
-            "/api/enqueue/decode-latents?model=demo-sd",
+            DEC,
             "latents",
-            kwargs={"content": fxlt_raw((1, 4, 8, 8), b"{}" + b" " * 70_000, b"\0" * 1024)},
+            {"content": fxlt_raw((1, 4, 8, 8), b"{}" + b" " * 70_000, b"\0" * 1024)},
         ),
-        Case(
+        post(
             "latent model traversal",
-            "POST",
             "/api/enqueue/decode-latents",
             "model",
-            kwargs={"content": latents(model="../../../etc/passwd")},
+            {"content": latents(model="../../../etc/passwd")},
         ),
-        Case(
+        post(
             "latent other arch",
-            "POST",
             "/api/enqueue/hires-latents?model=demo-sd&steps=2",
             "model",
-            kwargs={"content": latents(architecture="sdxl")},
+            {"content": latents(architecture="sdxl")},
         ),
-        Case(
-            "latent other arch decode",
-            "POST",
-            "/api/enqueue/decode-latents?model=demo-sd",
-            "model",
-            kwargs={"content": latents(architecture="sdxl")},
-        ),
+        post("latent other arch decode", DEC, "model", {"content": latents(architecture="sdxl")}),
         # OpenAI
-        Case(
-            "oa deep",
-            "POST",
-            "/v1/images/generations",
-            "body",
-            (400,),
-            {"content": DEEP, "headers": JSON},
-        ),
-        Case(
-            "oa bool n",
-            "POST",
-            "/v1/images/generations",
-            "n",
-            (400,),
-            {"json": {"prompt": "a", "n": True}},
-        ),
-        Case(
-            "oa bool steps",
-            "POST",
-            "/v1/images/generations",
-            "steps",
-            (400,),
-            {"json": {"prompt": "a", "steps": True}},
-        ),
-        Case(
-            "oa surrogate",
-            "POST",
-            "/v1/images/generations",
-            "prompt",
-            (400,),
-            raw_json({}, prompt='"\\ud83d"'),
-        ),
-        Case(
+        post("oa deep", OA_GEN, "body", {"content": DEEP, "headers": JSON}, (400,)),
+        post("oa bool n", OA_GEN, "n", {"json": {"prompt": "a", "n": True}}, (400,)),
+        post("oa bool steps", OA_GEN, "steps", {"json": {"prompt": "a", "steps": True}}, (400,)),
+        post("oa surrogate", OA_GEN, "prompt", raw_json({}, prompt='"\\ud83d"'), (400,)),
+        post(
             "oa long negative",
-            "POST",
-            "/v1/images/generations",
+            OA_GEN,
             "negative_prompt",
-            (400,),
             {"json": {"prompt": "a", "negative_prompt": "y" * 200_000}},
-        ),
-        Case(
-            "oa model traversal",
-            "POST",
-            "/v1/images/generations",
-            "model",
             (400,),
-            {"json": {"prompt": "a", "model": "../sd15/demo-sd"}},
         ),
-        Case(
+        post(
+            "oa model traversal",
+            OA_GEN,
+            "model",
+            {"json": {"prompt": "a", "model": "../sd15/demo-sd"}},
+            (400,),
+        ),
+        post(
             "oa edit parts",
-            "POST",
             "/v1/images/edits",
             None,
-            (400, 413),
             {**multipart([("image", img)] * 80), "data": {"prompt": "a"}},
+            (400, 413),
         ),
-        Case(
+        post(
             "oa edit bomb",
-            "POST",
             "/v1/images/edits",
             "image",
-            (413,),
             {**multipart([("image", png_claiming(100_000, 100_000))]), "data": {"prompt": "a"}},
+            (413,),
         ),
-        Case(
+        post(
             "oa edit corrupt",
-            "POST",
             "/v1/images/edits",
             "image",
-            (400,),
             {**multipart([("image", img[:40])]), "data": {"prompt": "a"}},
+            (400,),
         ),
-        Case(
+        post(
             "oa edit loras deep",
-            "POST",
             "/v1/images/edits",
             "loras",
-            (400,),
             {**multipart([("image", img)]), "data": {"prompt": "a", "loras": DEEP}},
+            (400,),
         ),
-        Case("oa data traversal", "GET", "/v1/images/data/..%2F..%2Fjobs.db", None, (404,)),
-        Case("oa data dots", "GET", "/v1/images/data/...png", "file_id", (404,)),
-        Case("oa data nul", "GET", "/v1/images/data/ab%00cd.png", "file_id", (404,)),
+        get("oa data traversal", "/v1/images/data/..%2F..%2Fjobs.db", None),
+        get("oa data dots", "/v1/images/data/...png", "file_id"),
+        get("oa data nul", "/v1/images/data/ab%00cd.png", "file_id"),
         # /v1/infer
-        Case("infer deep", "POST", "/v1/infer", "body", (400,), {"content": DEEP, "headers": JSON}),
-        Case(
+        post("infer deep", "/v1/infer", "body", {"content": DEEP, "headers": JSON}, (400,)),
+        post(
             "infer bool",
-            "POST",
             "/v1/infer",
             "num_inference_steps",
-            (400,),
             {
                 "json": {
                     "id": "1",
@@ -512,59 +339,47 @@ def cases() -> list[Case]:
                     "num_inference_steps": True,
                 }
             },
+            (400,),
         ),
-        Case(
+        post(
             "infer traversal",
-            "POST",
             "/v1/infer",
             "model_id",
-            (400,),
             {"json": {"id": "1", "model_id": "../../etc/passwd", "prompt": "a"}},
+            (400,),
         ),
-        Case(
+        post(
             "infer control id",
-            "POST",
             "/v1/infer",
             "id",
-            (400,),
             {"json": {"id": "a\x1b[31m", "model_id": "demo-sd", "prompt": "a"}},
+            (400,),
         ),
-        Case(
-            "models traversal", "GET", "/v1/models/..%2F..%2Fetc%2Fpasswd", "model_id", (400, 404)
-        ),
+        get("models traversal", "/v1/models/..%2F..%2Fetc%2Fpasswd", "model_id", (400, 404)),
         # self-hosted contract
-        Case(
-            "sh bool", "POST", "/generate", "steps", kwargs={"json": {"prompt": "a", "steps": True}}
-        ),
-        Case(
+        post("sh bool", "/generate", "steps", {"json": {"prompt": "a", "steps": True}}),
+        post(
             "sh surrogate",
-            "POST",
             "/generate",
             "negative_prompt",
-            kwargs=raw_json({"prompt": "a"}, negative_prompt='"\\udc00"'),
+            raw_json({"prompt": "a"}, negative_prompt='"\\udc00"'),
         ),
-        Case(
+        post(
             "sh long negative",
-            "POST",
             "/generate",
             "negative_prompt",
-            kwargs={"json": {"prompt": "a", "negative_prompt": "z" * 20_001}},
+            {"json": {"prompt": "a", "negative_prompt": "z" * 20_001}},
         ),
-        Case(
+        post(
             "sh lora traversal",
-            "POST",
             "/generate",
             "lora_name",
-            kwargs={"json": {"prompt": "a", "lora_name": "/etc/passwd"}},
+            {"json": {"prompt": "a", "lora_name": "/etc/passwd"}},
         ),
-        Case(
-            "sh switch traversal",
-            "POST",
-            "/switch-model",
-            "model",
-            kwargs={"json": {"model": "../../etc/passwd"}},
+        post(
+            "sh switch traversal", "/switch-model", "model", {"json": {"model": "../../etc/passwd"}}
         ),
-        Case("sh deep", "POST", "/generate", "body", (400,), {"content": DEEP, "headers": JSON}),
+        post("sh deep", "/generate", "body", {"content": DEEP, "headers": JSON}, (400,)),
     ]
 
 
