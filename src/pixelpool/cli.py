@@ -77,6 +77,8 @@ max_steps = 150
 max_cfg = 30.0
 max_images = 4              # images per request (OpenAI n, /v1/infer num_images)
 max_input_pixels = 16777216 # uploaded images
+max_prompt_chars = 10000
+max_negative_prompt_chars = 10000
 
 [scheduler]
 batching = true             # run compatible queued jobs as one batch

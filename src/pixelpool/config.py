@@ -57,6 +57,7 @@ class LimitsSettings(_Section):
     max_steps: int = Field(150, ge=1)
     max_cfg: float = Field(30.0, gt=0)
     max_prompt_chars: int = Field(10_000, ge=1)
+    max_negative_prompt_chars: int = Field(10_000, ge=1)
     max_input_pixels: int = Field(4 * 2048 * 2048, ge=64 * 64)  # uploaded images
     max_images: int = Field(4, ge=1, le=64, description="images per request (OpenAI `n`)")
 

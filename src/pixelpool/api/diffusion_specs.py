@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pixelpool.api import ops
-from pixelpool.api.errors import field_error
+from pixelpool.api.errors import ApiError, field_error
 from pixelpool.api.state import AppState
 from pixelpool.jobs.spec import JobSpec
 from pixelpool.pipelines.diffusion.latent_format import LATENT_ARCHITECTURES
@@ -42,6 +42,27 @@ def check_latent_model(entry: ModelEntry) -> None:
     if entry.architecture not in LATENT_ARCHITECTURES:
         valid = ", ".join(sorted(LATENT_ARCHITECTURES))
         raise field_error("model", f"latent operations support {valid}, not {entry.architecture}")
+
+
+def check_latent_architecture(entry: ModelEntry, meta: dict[str, Any]) -> None:
+    """Latents made by one architecture cannot run on another's model (same channel count)."""
+    made_by = meta.get("architecture")
+    if made_by not in (None, entry.architecture):
+        raise field_error("model", f"the latents are from a {made_by} model, but "
+                          f"{entry.name} is {entry.architecture}")  # fmt: skip
+
+
+def check_latent_size(state: AppState, width: int, height: int) -> None:
+    """Uploaded latents decode to width x height pixels: within `limits`, before any work."""
+    limits = state.settings.limits
+    if not (limits.min_size <= width <= limits.max_size and
+            limits.min_size <= height <= limits.max_size):  # fmt: skip
+        raise ApiError(
+            413 if max(width, height) > limits.max_size else 422,
+            f"latents: decode to {width}x{height} pixels; each side must be between "
+            f"{limits.min_size} and {limits.max_size} (limits.max_size)",
+            "latents",
+        )
 
 
 def check_mask_count(op: str, images: int, masks: int) -> None:
@@ -92,6 +113,7 @@ def hires_spec(
     state: AppState,
     request: dict[str, Any],
     latents: tuple[Path, tuple[int, int]] | None = None,
+    latent_meta: dict[str, Any] | None = None,
 ) -> JobSpec:
     """Hi-res fix; with `latents` (stored path, (width, height)) it skips the base pass."""
     entry = ops.resolve_model(state, request.get("model"))
@@ -101,6 +123,7 @@ def hires_spec(
     base_h = request.get("base_height") or default_hires_base(fields["height"])
     if latents is not None:
         check_latent_model(entry)
+        check_latent_architecture(entry, latent_meta or {})
         base_w, base_h = latents[1]
         fields["latents"] = str(latents[0])
     for field, value in (("base_width", base_w), ("base_height", base_h)):
@@ -130,9 +153,8 @@ def decode_latents_spec(
     name = model or meta.get("model")
     entry = ops.resolve_model(state, str(name) if name else None)
     check_latent_model(entry)
-    if meta.get("architecture") not in (None, entry.architecture):
-        raise field_error("model", f"latents are from a {meta['architecture']} model, "
-                          f"{entry.name!r} is {entry.architecture}")  # fmt: skip
+    check_latent_architecture(entry, meta)
+    check_latent_size(state, meta["latent_width"], meta["latent_height"])
     fields = {"latents": str(path), "seed": int(meta.get("seed") or 0)}
     return ops.build_spec("decode_latents", entry, DecodeLatentsParams, fields, priority)
 

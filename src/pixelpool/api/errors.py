@@ -8,6 +8,7 @@ shape for their paths with `add_error_format` (e.g. OpenAI's envelope under /v1)
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
+_OBJECT_REPR = re.compile(r"\s*<[^<>]*\bat 0x[0-9a-fA-F]+>")
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 class ApiError(Exception):
@@ -60,19 +63,38 @@ def add_error_format(app: FastAPI, matches: Callable[[str], bool], fmt: ErrorFor
     app.state.error_formats = [*getattr(app.state, "error_formats", []), (matches, fmt)]
 
 
-def _respond(
-    request: Request, info: ErrorInfo, headers: dict[str, str] | None = None
+def clean_text(text: str) -> str:
+    """Human text only: no Python object reprs, and encodable (echoed input may not be)."""
+    return _SURROGATES.sub("\ufffd", _OBJECT_REPR.sub("", text))
+
+
+def render_error(
+    app: Any, path: str, info: ErrorInfo, headers: dict[str, str] | None = None
 ) -> JSONResponse:
-    for matches, fmt in getattr(request.app.state, "error_formats", []):
-        if matches(request.url.path):
+    """The error in the envelope of the dialect that serves `path` (native by default)."""
+    detail = [{k: clean_text(str(v)) for k, v in d.items()} for d in info.detail or []] or None
+    info = ErrorInfo(info.status, clean_text(info.message), info.field, detail)
+    for matches, fmt in getattr(app.state, "error_formats", []):
+        if matches(path):
             status, body = fmt(info)
             return JSONResponse(body, status_code=status, headers=headers)
     return JSONResponse(_body(info.message, info.detail), status_code=info.status, headers=headers)
 
 
+def _respond(
+    request: Request, info: ErrorInfo, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return render_error(request.app, request.url.path, info, headers)
+
+
 def _loc(loc: tuple[Any, ...] | list[Any]) -> str:
     parts = [str(p) for p in loc if p not in ("body", "query", "path")]
     return ".".join(parts) or "body"
+
+
+def _msg(error: dict[str, Any]) -> str:
+    """pydantic's message, without its "Value error, " prefix for our own validators."""
+    return str(error["msg"]).removeprefix("Value error, ")
 
 
 def _body(message: str, detail: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -86,7 +108,7 @@ async def _validation(request: Request, exc: RequestValidationError) -> JSONResp
     errors = exc.errors()
     if any(e.get("type") == "json_invalid" for e in errors):
         return _respond(request, ErrorInfo(400, "malformed JSON body"))
-    detail = [{"field": _loc(e["loc"]), "message": e["msg"]} for e in errors]
+    detail = [{"field": _loc(e["loc"]), "message": _msg(e)} for e in errors]
     message = "; ".join(f"{d['field']}: {d['message']}" for d in detail)
     field = detail[0]["field"] if detail else None
     return _respond(request, ErrorInfo(422, message, field, detail))
@@ -102,6 +124,11 @@ async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     return _respond(request, ErrorInfo(exc.status_code, str(exc.detail)), exc.headers)
 
 
+async def _too_deep(request: Request, exc: RecursionError) -> JSONResponse:
+    """A safety net: input nested so deeply that parsing or validating it recursed too far."""
+    return _respond(request, ErrorInfo(400, "body: input is nested too deeply", "body"))
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return _respond(request, ErrorInfo(500, "internal server error"))
@@ -111,4 +138,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)  # type: ignore[arg-type]
     app.add_exception_handler(ApiError, _api_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http)  # type: ignore[arg-type]
+    app.add_exception_handler(RecursionError, _too_deep)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected)

@@ -11,7 +11,7 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from pixelpool import __version__
 from pixelpool.api import ops
@@ -19,6 +19,7 @@ from pixelpool.api.auth import Caller
 from pixelpool.api.health import health_body
 from pixelpool.api.runs import b64, build_specs, check_count, run_images
 from pixelpool.api.state import AppState, get_state
+from pixelpool.api.validation import Name, Prompt, RequestModel
 from pixelpool.jobs.spec import JobSpec
 from pixelpool.registry.entry import ModelEntry
 
@@ -36,13 +37,13 @@ LINKS = {
 }
 
 
-class InferRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class InferRequest(RequestModel):
+    """Strictly typed (`true` is not a number); prompts lose control characters."""
 
-    id: str = Field(min_length=1, max_length=200, description="echoed in the response")
-    model_id: str = Field(description="SHA-256 fingerprint (a 10+ digit prefix or a name works)")
-    prompt: str = Field(min_length=1, max_length=1000)
-    negative_prompt: str | None = None
+    id: Name = Field(min_length=1, max_length=200, description="echoed in the response")
+    model_id: Name = Field(description="SHA-256 fingerprint (a 10+ digit prefix or a name works)")
+    prompt: Prompt = Field(min_length=1, max_length=1000)
+    negative_prompt: Prompt | None = None
     num_inference_steps: int = Field(30, ge=1, le=150)
     guidance_scale: float = Field(7.5, ge=1, le=20)
     width: int | None = Field(None, ge=256, le=1024, description="default: the model's native")

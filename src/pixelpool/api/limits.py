@@ -1,15 +1,21 @@
-"""Request body size limit (413), checked before the body is read into memory."""
+"""Request body guards, before any route reads the body: size (413) and JSON nesting (400).
+
+The size is checked by Content-Length at once, else while streaming. JSON bodies
+(any `json` content type) are buffered (they are bounded by the size limit) and
+refused when nested deeper than `validation.MAX_JSON_DEPTH`, so no route's parser
+recurses on them. Errors use the envelope of the dialect that serves the path.
+"""
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from pixelpool.api.errors import ErrorInfo, render_error
+from pixelpool.api.validation import MAX_JSON_DEPTH, json_depth
 
 
 class BodyLimitMiddleware:
-    """Rejects bodies over `max_bytes`: by Content-Length at once, else while streaming."""
+    """Rejects bodies over `max_bytes`, and JSON bodies nested too deeply."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -19,14 +25,18 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length")
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(send)
+            await self._reject(
+                scope, send, 413, f"request body is larger than {self.max_bytes} bytes"
+            )
             return
-        if declared is not None:
+        is_json = b"json" in headers.get(b"content-type", b"").lower()
+        if declared is not None and not is_json:
             await self.app(scope, receive, send)  # the server stops at Content-Length
             return
-        # No length given (chunked): buffer up to the limit, then replay to the app.
+        # Chunked, or JSON: buffer up to the limit, check, then replay to the app.
         buffered: list[Message] = []
         seen = 0
         while True:
@@ -36,10 +46,19 @@ class BodyLimitMiddleware:
                 break
             seen += len(message.get("body", b""))
             if seen > self.max_bytes:
-                await self._reject(send)
+                await self._reject(
+                    scope, send, 413, f"request body is larger than {self.max_bytes} bytes"
+                )
                 return
             if not message.get("more_body", False):
                 break
+        if is_json:
+            body = b"".join(m.get("body", b"") for m in buffered if m["type"] == "http.request")
+            if json_depth(body) > MAX_JSON_DEPTH:
+                await self._reject(
+                    scope, send, 400, f"body: JSON is nested deeper than {MAX_JSON_DEPTH}", "body"
+                )
+                return
         replay = iter(buffered)
 
         async def replaying_receive() -> Message:
@@ -47,17 +66,12 @@ class BodyLimitMiddleware:
 
         await self.app(scope, replaying_receive, send)
 
-    async def _reject(self, send: Send) -> None:
-        body: dict[str, Any] = {"error": f"request body is larger than {self.max_bytes} bytes"}
-        payload = json.dumps(body).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(payload)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+    async def _reject(
+        self, scope: Scope, send: Send, status: int, message: str, field: str | None = None
+    ) -> None:
+        response = render_error(scope["app"], scope["path"], ErrorInfo(status, message, field))
+        await response(scope, self._no_receive, send)
+
+    @staticmethod
+    async def _no_receive() -> Message:
+        return {"type": "http.disconnect"}

@@ -8,12 +8,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from pixelpool.api import ops, visibility
 from pixelpool.api.auth import Caller, Principal
 from pixelpool.api.errors import ApiError
 from pixelpool.api.state import AppState, get_state
+from pixelpool.api.validation import Name, Prompt, RequestModel, check_id
 from pixelpool.api.waiting import wait_or_cancel
 from pixelpool.jobs.spec import JobRecord, JobStatus
 
@@ -25,30 +26,27 @@ OPERATIONS = ("generate", "generate-hires", "generate-latents", "img2img", "inpa
               "decode-latents", "encode-latents", "hires-latents")  # fmt: skip
 
 
-class LoraRequest(BaseModel):
+class LoraRequest(RequestModel):
     """One LoRA of a request: a name from /api/lora-list and its weight."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(min_length=1)
+    name: Name = Field(min_length=1)
     weight: float = Field(1.0, ge=-10, le=10)
 
 
-class GenerateRequest(BaseModel):
-    """POST /api/generate and /api/enqueue/generate. Unknown fields are rejected by name."""
+class GenerateRequest(RequestModel):
+    """POST /api/generate and /api/enqueue/generate. Unknown fields are rejected by name;
+    types are strict (`"steps": true` is a 422), prompts lose control characters."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    prompt: str
-    negative_prompt: str = Field("", description="empty: the model's default negative prompt")
-    model: str | None = None
+    prompt: Prompt
+    negative_prompt: Prompt = Field("", description="empty: the model's default negative prompt")
+    model: Name | None = None
     width: int | None = Field(None, description="default: the model's native size")
     height: int | None = None
     steps: int | None = Field(None, description="default 25")
     cfg_scale: float | None = Field(None, description="default 7")
     seed: int | None = Field(None, description="0, -1 or absent: random; the seed used is reported")
-    sampler: str | None = None
-    scheduler: str | None = None
+    sampler: Name | None = None
+    scheduler: Name | None = None
     priority: int = Field(100, ge=1, le=100)
     output_format: str = Field("png", pattern="^(png|jpeg|webp)$")
     vae_tile_width: int = Field(
@@ -59,7 +57,9 @@ class GenerateRequest(BaseModel):
     loras: list[LoraRequest] = Field([], description="also <lora:name:weight> in the prompt")
     subseed: int | None = Field(None, description="variation seed; 0, -1 or absent: random")
     subseed_strength: float = Field(0.0, ge=0, le=1, description="0: no variation")
-    quality: str | None = Field(None, description="a preset: low, medium, high, hd, or the model's")
+    quality: Name | None = Field(
+        None, description="a preset: low, medium, high, hd, or the model's"
+    )
     preview: bool = Field(False, description="send preview images on the job's events")
     preview_every: int = Field(1, ge=1, le=1000, description="steps between previews")
 
@@ -131,6 +131,7 @@ def job_view(state: AppState, record: JobRecord) -> dict[str, Any]:
 
 async def visible_job(state: AppState, job_id: str, caller: Principal) -> JobRecord:
     """The job, or 404 when it does not exist or belongs to another key."""
+    check_id("job_id", job_id)
     record = await state.jobs.get(job_id)
     if record is None or not caller.may_see(record.owner):
         raise ApiError(404, f"job not found: {job_id}", "job_id")

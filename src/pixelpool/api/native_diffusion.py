@@ -10,7 +10,6 @@ catch-all `/api/enqueue/{operation}`.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
@@ -26,6 +25,7 @@ from pixelpool.api.errors import ApiError, field_error
 from pixelpool.api.native import GenerateRequest, result_response
 from pixelpool.api.state import AppState, get_state
 from pixelpool.api.uploads import store_blob, store_image
+from pixelpool.api.validation import Prompt, check_prompts, parse_json, validate_form
 from pixelpool.api.waiting import wait_or_cancel
 from pixelpool.jobs.spec import JobSpec
 from pixelpool.pipelines.diffusion.latent_format import (
@@ -45,7 +45,7 @@ LATENT_CHANNELS = 4
 class Img2ImgRequest(GenerateRequest):
     """The `params` JSON of /api/img2img and /api/inpaint (multipart with `image`, `mask`)."""
 
-    prompt: str = ""
+    prompt: Prompt = ""
     width: int | None = Field(None, description="0 or absent: the input's size")
     strength: float | None = Field(None, ge=0, le=1, description="default 0.75")
 
@@ -69,23 +69,20 @@ class LatentsRequest(GenerateRequest):
 class LatentsHiresQuery(HiresRequest):
     """/api/hires-latents: the hires parameters as query parameters."""
 
-    prompt: str = ""
+    prompt: Prompt = ""
     latent_format: Literal["safetensors", "fxlt"] | None = None
 
 
-def _validate(model: type[BaseModel], data: Any) -> Any:
+def _validate(model: type[BaseModel], data: Any, text: bool = False) -> Any:
+    """`data` as `model`: strict for JSON, numbers parsed from text for query parameters."""
     try:
-        return model.model_validate(data)
+        return validate_form(model, data) if text else model.model_validate(data)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors()) from exc
 
 
 async def _json(request: Request, model: type[BaseModel]) -> Any:
-    try:
-        data = json.loads(await request.body())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "malformed JSON body") from exc
-    return _validate(model, data)
+    return _validate(model, parse_json(await request.body()))
 
 
 def _fields(req: BaseModel) -> dict[str, Any]:
@@ -104,10 +101,7 @@ async def _multipart(request: Request) -> tuple[Img2ImgRequest, list[bytes], lis
     except Exception as exc:  # Starlette raises several parser errors
         raise ApiError(400, f"malformed multipart body: {exc}") from exc
     raw = form.get("params") or "{}"
-    try:
-        params = json.loads(raw if isinstance(raw, str) else await raw.read())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise field_error("params", f"is not valid JSON: {exc}") from exc
+    params = parse_json(raw if isinstance(raw, str) else await raw.read(), "params", 422)
     if not isinstance(params, dict):
         raise field_error("params", "must be a JSON object")
 
@@ -124,6 +118,7 @@ def _image_builder(op: str) -> Builder:
     async def build(request: Request, state: AppState, owner: str | None) -> JobSpec:
         req, images, masks = await _multipart(request)
         fields = _fields(req)
+        check_prompts(state.settings.limits, req.prompt, req.negative_prompt)
         specs.check_mask_count(op, len(images), len(masks))
         ops.resolve_model(state, req.model)  # a 404 before anything is stored
         stored = []
@@ -162,6 +157,7 @@ async def _uploaded_latents(
     if array.shape[0] != 1:
         raise field_error("latents", f"send one latent image, got a batch of {array.shape[0]}")
     meta["latent_width"], meta["latent_height"] = array.shape[3] * 8, array.shape[2] * 8
+    specs.check_latent_size(state, meta["latent_width"], meta["latent_height"])
     fmt = "fxlt" if blob[:4] == b"FXLT" else "safetensors"
     return await store_blob(state, blob, "application/octet-stream", owner), meta, fmt
 
@@ -188,7 +184,7 @@ async def _hires_latents(request: Request, state: AppState, owner: str | None) -
     for alias in ("width", "height"):  # FoxBurrow names the target hires_width/hires_height
         if f"hires_{alias}" in query:
             query.setdefault(alias, query.pop(f"hires_{alias}"))
-    req = _validate(LatentsHiresQuery, query)
+    req = _validate(LatentsHiresQuery, query, text=True)
     path, meta, fmt = await _uploaded_latents(request, state, owner)
     fields = _fields(req)
     fields["latent_format"] = req.latent_format or (
@@ -197,7 +193,7 @@ async def _hires_latents(request: Request, state: AppState, owner: str | None) -
     fields.setdefault("model", None)
     fields["model"] = fields["model"] or meta.get("model")
     size = (meta["latent_width"], meta["latent_height"])
-    return specs.hires_spec(state, fields, latents=(path, size))
+    return specs.hires_spec(state, fields, latents=(path, size), latent_meta=meta)
 
 
 def _add(path: str, build: Builder, summary: str) -> None:

@@ -7,12 +7,14 @@ manifest, the server. Operations other than txt2img are in `diffusion_specs.py`.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from pixelpool.api.errors import ApiError, field_error
 from pixelpool.api.state import AppState
+from pixelpool.api.validation import check_name, check_prompts, clean_prompt, validation_error
 from pixelpool.jobs.service import NoDeviceFits, QueueFull
 from pixelpool.jobs.spec import JobRecord, JobSpec
 from pixelpool.pipelines.diffusion.params import (
@@ -48,10 +50,49 @@ BUILTIN_PRESETS: dict[str, dict[str, Any]] = {
 def resolve_model(state: AppState, name: str | None, field: str = "model") -> ModelEntry:
     try:
         if name:
+            check_text_field(field, name)
             return state.registry.resolve(name)
         return state.registry.default_entry(state.default_model())
     except ModelNotFound as exc:
         raise ApiError(404, f"{field}: model not found: {exc.name}", field) from exc
+
+
+def check_text_field(field: str, value: Any) -> None:
+    """A name from any dialect: a string, printable, no path outside its folder (422)."""
+    if not isinstance(value, str):
+        raise field_error(field, "must be a string")
+    try:
+        check_name(value)
+    except ValueError as exc:
+        raise field_error(field, str(exc)) from exc
+
+
+_INTS = ("width", "height", "steps", "seed", "subseed")
+_NUMBERS = ("cfg_scale", "subseed_strength")
+_NAMES = ("sampler", "scheduler", "quality")
+
+
+def check_types(request: dict[str, Any]) -> None:
+    """Strict types whatever the dialect: `true` is not a number, NaN is not a value."""
+    for field in (*_INTS, *_NUMBERS):
+        value = request.get(field)
+        if value is None:
+            continue
+        kinds = int if field in _INTS else int | float
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            raise field_error(
+                field, "must be a number" if field in _NUMBERS else "must be an integer"
+            )
+        if isinstance(value, float) and not math.isfinite(value):
+            raise field_error(field, "must be a finite number")
+    for field in _NAMES:
+        if request.get(field) is not None:
+            check_text_field(field, request[field])
+    loras = request.get("loras")
+    if loras is not None and (
+        not isinstance(loras, list) or not all(isinstance(x, dict) and "name" in x for x in loras)
+    ):
+        raise field_error("loras", "must be a list of {name, weight}")
 
 
 def model_defaults(entry: ModelEntry) -> dict[str, Any]:
@@ -89,6 +130,9 @@ def resolve_loras(
     """
     by_name: dict[str, dict[str, Any]] = {}
     for name, weight in requested:
+        check_text_field("loras", name)
+        if isinstance(weight, bool) or not isinstance(weight, int | float):
+            raise field_error("loras", f"weight of {name!r} must be a number")
         try:
             lora = state.registry.resolve_lora(name)
         except LoraNotFound as exc:
@@ -99,7 +143,7 @@ def resolve_loras(
                 f"LoRA {lora.name!r} is for {lora.architecture}, but model {entry.name!r} "
                 f"is {entry.architecture}",
             )
-        if not -10 <= weight <= 10:
+        if not -10 <= weight <= 10:  # also refuses NaN
             raise field_error("loras", f"weight of {name!r} must be between -10 and 10")
         by_name[lora.name] = {"name": lora.name, "path": str(lora.path), "key": lora.key,
                               "weight": float(weight)}  # fmt: skip
@@ -142,9 +186,9 @@ def sampling_fields(
         k: v for k, v in request.items() if v is not None and (k, v) != ("negative_prompt", "")
     }
     merged = {**model_defaults(entry), **named.get(quality or "", {}), **given}
-    prompt = merged.get("prompt", "")
-    if len(prompt) > limits.max_prompt_chars:
-        raise field_error("prompt", f"is longer than {limits.max_prompt_chars} characters")
+    check_prompts(limits, request.get("prompt"), request.get("negative_prompt"))
+    check_types(merged)
+    prompt = clean_prompt(merged.get("prompt") or "")
     prompt, tags = extract_lora_tags(prompt)
     for field in ("width", "height"):
         check_size(state, field, merged[field], max_size)
@@ -156,7 +200,7 @@ def sampling_fields(
     strength = float(merged.get("subseed_strength") or 0.0)
     fields = {
         "prompt": prompt,
-        "negative_prompt": merged.get("negative_prompt") or "",
+        "negative_prompt": clean_prompt(merged.get("negative_prompt") or ""),
         "width": merged["width"],
         "height": merged["height"],
         "steps": merged["steps"],
@@ -182,9 +226,7 @@ def build_spec(
     try:
         params = params_cls(**fields)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or "body"
-        raise field_error(field, str(err.get("ctx", {}).get("error") or err["msg"])) from exc
+        raise validation_error(exc) from exc
     return JobSpec(
         op=op,
         family=entry.family,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from pixelpool.api import ops
 from pixelpool.api.auth import Caller
@@ -19,6 +19,7 @@ from pixelpool.api.errors import ApiError, ErrorInfo, add_error_format, field_er
 from pixelpool.api.health import current_model, loaded_paths
 from pixelpool.api.runs import b64, run_images
 from pixelpool.api.state import AppState, get_state
+from pixelpool.api.validation import Name, Prompt, RequestModel
 
 router = APIRouter(tags=["self-hosted client"])
 State = Annotated[AppState, Depends(get_state)]
@@ -29,27 +30,25 @@ REPORTED_PARAMS = ("prompt", "negative_prompt", "width", "height", "steps", "cfg
 NO_IP_ADAPTER = "no IP-Adapter is installed on this server; send the request without it"
 
 
-class GenerateRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class GenerateRequest(RequestModel):
+    """Strictly typed (`true` is not a number); prompts lose control characters."""
 
-    prompt: str
-    model: str | None = None
-    negative_prompt: str | None = None
+    prompt: Prompt
+    model: Name | None = None
+    negative_prompt: Prompt | None = None
     width: int | None = Field(None, description="default: the model's native size")
     height: int | None = None
     steps: int | None = None
     cfg_scale: float | None = None
     seed: int | None = Field(None, description="absent, 0 or -1: random")
-    lora_name: str | None = None
+    lora_name: Name | None = None
     lora_scale: float | None = None
     reference_image: str | None = Field(None, description="base64 image for an IP-Adapter")
     ip_adapter_scale: float | None = None
 
 
-class SwitchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    model: str
+class SwitchRequest(RequestModel):
+    model: Name
 
 
 def _detail(info: ErrorInfo) -> tuple[int, dict[str, Any]]:

@@ -9,6 +9,7 @@ chunk, or the EXIF UserComment of a JPEG/WebP, so other tools can read them back
 from __future__ import annotations
 
 import io
+import re
 import zlib
 from typing import Any
 
@@ -18,12 +19,25 @@ from PIL import Image, PngImagePlugin
 MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 PNG_COMPRESS_LEVEL = 1
 EXIF_USER_COMMENT = 0x9286
+# A JPEG APP1 segment holds at most 65,533 bytes of EXIF; keep the comment well inside it
+# (WebP uses the same cap), so a long prompt is truncated instead of failing the job.
+MAX_EXIF_COMMENT = 60_000
+_SURROGATES = re.compile("[\ud800-\udfff]")
 BLOB_KEY = "blob"  # Result.info key for a non-image result (latents): raw bytes
 
 
 def _user_comment(text: str) -> bytes:
-    """EXIF UserComment in the UNICODE encoding A1111 (piexif) writes."""
-    return b"UNICODE\0" + text.encode("utf-16-be")
+    """EXIF UserComment in the UNICODE encoding A1111 (piexif) writes, cut to fit EXIF."""
+    data = safe_text(text).encode("utf-16-be")
+    if len(data) > MAX_EXIF_COMMENT:
+        data = data[:MAX_EXIF_COMMENT].decode("utf-16-be", "ignore").encode("utf-16-be")
+    return b"UNICODE\0" + data
+
+
+def safe_text(text: str) -> str:
+    """Text that encodes as UTF-8 (an unpaired surrogate becomes U+FFFD), so that
+    metadata can never fail an encode after the image was made."""
+    return _SURROGATES.sub("\ufffd", text)
 
 
 def encode_image(
@@ -38,7 +52,7 @@ def encode_image(
         if text:
             info = PngImagePlugin.PngInfo()
             for key, value in text.items():
-                info.add_text(key, value)
+                info.add_text(safe_text(key), safe_text(value))
             options["pnginfo"] = info
     elif fmt in ("jpeg", "webp"):
         if fmt == "jpeg" and image.mode in ("RGBA", "LA"):
@@ -50,7 +64,16 @@ def encode_image(
             options["exif"] = exif.tobytes()
     else:
         raise ValueError(f"unsupported output format {fmt!r}")
-    image.save(buf, format=fmt.upper(), **options)
+    try:
+        image.save(buf, format=fmt.upper(), **options)
+    except (OSError, ValueError):
+        if "exif" not in options and "pnginfo" not in options:
+            raise
+        # Metadata that does not fit is dropped; the image itself must not be lost.
+        options.pop("exif", None)
+        options.pop("pnginfo", None)
+        buf = io.BytesIO()
+        image.save(buf, format=fmt.upper(), **options)
     return buf.getvalue()
 
 

@@ -34,6 +34,7 @@ from pixelpool.api.openai.stream import stream_generation
 from pixelpool.api.runs import run_images
 from pixelpool.api.state import AppState, get_state
 from pixelpool.api.uploads import store_image
+from pixelpool.api.validation import check_id, check_prompts, validate_form
 
 router = APIRouter(prefix="/v1/images", tags=["openai"])
 State = Annotated[AppState, Depends(get_state)]
@@ -82,7 +83,7 @@ async def _form(request: Request, model: type[BaseModel]) -> tuple[Any, dict[str
         else:
             fields[key] = value
     try:
-        return model.model_validate(fields), files
+        return validate_form(model, fields), files
     except ValidationError as exc:
         raise RequestValidationError(exc.errors()) from exc
 
@@ -110,6 +111,7 @@ async def _inputs(
 async def edits(request: Request, state: State, caller: Caller) -> Any:
     caller.require("generate")
     req, files = await _form(request, EditRequest)
+    check_prompts(state.settings.limits, req.prompt, req.negative_prompt)
     ops.resolve_model(state, model_name(state, req.model))  # a 404 before storing uploads
     images, masks = await _inputs(state, files, caller.owner, mask_allowed=True)
     op = "inpaint" if masks else "img2img"
@@ -125,6 +127,7 @@ async def edits(request: Request, state: State, caller: Caller) -> Any:
 async def variations(request: Request, state: State, caller: Caller) -> Any:
     caller.require("generate")
     req, files = await _form(request, VariationRequest)
+    check_prompts(state.settings.limits, req.prompt, req.negative_prompt)
     ops.resolve_model(state, model_name(state, req.model))
     images, _ = await _inputs(state, files, caller.owner, mask_allowed=False)
 
@@ -138,7 +141,8 @@ async def variations(request: Request, state: State, caller: Caller) -> Any:
 @router.get("/data/{file_id}", name="openai_image_data", response_class=FileResponse)
 async def image_data(file_id: str, state: State, caller: Caller) -> FileResponse:
     """A `url` result, for the key that made it (another key's is 404); expires with the TTL."""
-    art = await state.jobs.artifacts.get(file_id.split(".", 1)[0])
+    art_id = check_id("file_id", file_id.split(".", 1)[0], "image")
+    art = await state.jobs.artifacts.get(art_id)
     if art is None or not caller.may_see(art.owner):
-        raise ApiError(404, f"image not found or expired: {file_id}", "file_id")
+        raise ApiError(404, "file_id: image not found or expired", "file_id")
     return FileResponse(art.path, media_type=art.media_type)

@@ -9,7 +9,6 @@ loras (FastFusion's `lora_settings` also works), strength (edits, variations).
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
 from collections.abc import Callable
@@ -17,12 +16,13 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from fastapi import Request
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
-from pixelpool.api.errors import field_error
+from pixelpool.api.errors import ApiError, field_error
 from pixelpool.api.openai.encoding import reencode
 from pixelpool.api.runs import Output, b64, build_specs, check_count
 from pixelpool.api.state import AppState
+from pixelpool.api.validation import Name, Prompt, RequestModel, parse_json
 from pixelpool.jobs.encode import MEDIA_TYPES
 from pixelpool.jobs.spec import JobSpec
 
@@ -39,19 +39,17 @@ NO_BGREMOVE = (
 )
 
 
-class LoraRef(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str
-    weight: float = 1.0
+class LoraRef(RequestModel):
+    name: Name
+    weight: float = Field(1.0, ge=-10, le=10)
 
 
-class ImageOptions(BaseModel):
-    """Fields every image endpoint takes (JSON, or form fields in multipart)."""
+class ImageOptions(RequestModel):
+    """Fields every image endpoint takes (JSON, strictly typed; or form fields in multipart)."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(populate_by_name=True)
 
-    model: str | None = None
+    model: Name | None = None
     n: int | None = Field(None, ge=1)
     size: str | None = Field(None, description="'auto' or WIDTHxHEIGHT (multiples of 8)")
     response_format: Literal["url", "b64_json"] | None = Field(None, description="default b64_json")
@@ -62,11 +60,11 @@ class ImageOptions(BaseModel):
     user: str | None = None
     # Extensions (pixelpool)
     seed: int | None = Field(None, description="0, -1 or absent: random; image i gets seed+i")
-    negative_prompt: str | None = None
+    negative_prompt: Prompt | None = None
     steps: int | None = Field(None, description="overrides the quality preset")
     guidance_scale: float | None = None
-    sampler: str | None = None
-    scheduler: str | None = None
+    sampler: Name | None = None
+    scheduler: Name | None = None
     loras: list[LoraRef] | None = Field(None, alias="lora_settings")
 
     @field_validator("loras", mode="before")
@@ -75,19 +73,19 @@ class ImageOptions(BaseModel):
         """Multipart sends `loras` as a JSON string."""
         if isinstance(value, str):
             try:
-                return json.loads(value)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"must be a JSON list of {{name, weight}}: {exc}") from exc
+                return parse_json(value, "loras")
+            except ApiError as exc:
+                raise ValueError(f"must be a JSON list of {{name, weight}} ({exc.detail})") from exc
         return value
 
 
-class StreamOptions(BaseModel):
+class StreamOptions(RequestModel):
     stream: bool | None = None
     partial_images: int | None = Field(None, ge=0, le=3)
 
 
 class GenerationRequest(ImageOptions, StreamOptions):
-    prompt: str = Field(min_length=1)
+    prompt: Prompt = Field(min_length=1)
     moderation: Literal["low", "auto"] | None = Field(None, description="accepted; no effect")
     style: Literal["vivid", "natural"] | None = Field(None, description="accepted; no effect")
     safety_identifier: str | None = None
@@ -96,7 +94,7 @@ class GenerationRequest(ImageOptions, StreamOptions):
 class EditRequest(ImageOptions, StreamOptions):
     """Form fields of /v1/images/edits (the image and mask are files)."""
 
-    prompt: str = Field(min_length=1)
+    prompt: Prompt = Field(min_length=1)
     strength: float | None = Field(None, ge=0, le=1, description="default 0.75")
     input_fidelity: Literal["low", "high"] | None = Field(None, description="accepted")
     safety_identifier: str | None = None
@@ -105,7 +103,7 @@ class EditRequest(ImageOptions, StreamOptions):
 class VariationRequest(ImageOptions):
     """Form fields of /v1/images/variations; the prompt is optional (FastFusion)."""
 
-    prompt: str = ""
+    prompt: Prompt = ""
     strength: float | None = Field(None, ge=0, le=1, description="default 0.75")
 
 
