@@ -60,7 +60,10 @@ async def health(state: State) -> dict[str, Any]:
     return health_body(state)
 
 
-@router.get("/ready")
+@router.get(
+    "/ready",
+    responses={503: {"description": "No worker is ready yet (same body, ready: false)"}},
+)
 async def ready(state: State) -> JSONResponse:
     ok = state.scheduler.ready
     body = {"ready": ok, "workers": sum(s.ready for s in state.scheduler.slots)}

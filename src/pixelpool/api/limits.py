@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from pixelpool.api.errors import error_response
 
 
 class BodyLimitMiddleware:
@@ -21,7 +20,7 @@ class BodyLimitMiddleware:
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(send)
+            await self._reject(scope, receive, send)
             return
         if declared is not None:
             await self.app(scope, receive, send)  # the server stops at Content-Length
@@ -36,7 +35,7 @@ class BodyLimitMiddleware:
                 break
             seen += len(message.get("body", b""))
             if seen > self.max_bytes:
-                await self._reject(send)
+                await self._reject(scope, receive, send)
                 return
             if not message.get("more_body", False):
                 break
@@ -47,17 +46,7 @@ class BodyLimitMiddleware:
 
         await self.app(scope, replaying_receive, send)
 
-    async def _reject(self, send: Send) -> None:
-        body: dict[str, Any] = {"error": f"request body is larger than {self.max_bytes} bytes"}
-        payload = json.dumps(body).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(payload)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """413 in the dialect of the request's path."""
+        message = f"request body is larger than {self.max_bytes} bytes"
+        await error_response(scope, 413, message)(scope, receive, send)
