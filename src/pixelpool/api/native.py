@@ -203,7 +203,7 @@ async def job_status(job_id: str, state: State, caller: Caller) -> dict[str, Any
     responses={
         **docs.binary(*docs.IMAGE_TYPES, *docs.LATENT_TYPES, description="An image or latents"),
         **docs.PENDING,
-        **docs.native(*docs.AUTH, 404, *docs.RESULT),
+        **docs.native(*docs.AUTH, 404, *docs.RESULT, 422),
     },
 )
 async def job_result(job_id: str, state: State, caller: Caller, index: int = 0) -> Any:
