@@ -31,7 +31,7 @@ KEY = "fuzz-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 LIMITS = {
     "PIXELPOOL_AUTH__KEYS": json.dumps([KEY]),
-    "PIXELPOOL_LIMITS__MAX_SIZE": "64",
+    "PIXELPOOL_LIMITS__MAX_SIZE": "256",
     "PIXELPOOL_LIMITS__MAX_STEPS": "2",
     "PIXELPOOL_LIMITS__MAX_IMAGES": "2",
     "PIXELPOOL_LIMITS__MAX_PROMPT_CHARS": "200",

@@ -25,7 +25,11 @@ class CacheRequest(BaseModel):
     device: str | None = None  # default: every device
 
 
-@router.post("/{op}", responses=docs.native(400, *docs.SCOPED, 404, 409, 413, 422))
+@router.post(
+    "/{op}",
+    responses=docs.native(400, *docs.SCOPED, 404, 409, 413, 422),
+    openapi_extra=docs.example(docs.MODEL),
+)
 async def cache_op(op: str, req: CacheRequest, state: State, caller: Caller) -> dict[str, Any]:
     """Load a model into a device's cache, drop it, or pin it there (never evicted)."""
     caller.require("admin")

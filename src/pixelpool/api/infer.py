@@ -107,8 +107,12 @@ async def get_model(model_id: str, state: State, caller: Caller) -> dict[str, An
     return {**_model_object(entry), **model_info(state, entry)}
 
 
-@router.post("/infer", responses=docs.native(*docs.SYNC, 500))
-@router.post("/v1/infer", responses=docs.openai(*docs.SYNC, 500))
+@router.post(
+    "/infer", responses=docs.native(*docs.SYNC, 500), openapi_extra=docs.example(docs.INFER)
+)
+@router.post(
+    "/v1/infer", responses=docs.openai(*docs.SYNC, 500), openapi_extra=docs.example(docs.INFER)
+)
 async def infer(req: InferRequest, request: Request, state: State, caller: Caller) -> Any:
     caller.require("generate")
     started = time.perf_counter()

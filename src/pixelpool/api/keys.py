@@ -41,7 +41,12 @@ async def list_keys(state: State, caller: Admin) -> list[dict[str, Any]]:
     return [_view(r) for r in await asyncio.to_thread(state.keys.all)]
 
 
-@router.post("", status_code=201, responses=docs.native(400, *docs.SCOPED, 409, 413, 422))
+@router.post(
+    "",
+    status_code=201,
+    responses=docs.native(400, *docs.SCOPED, 409, 413, 422),
+    openapi_extra=docs.example({"name": "ci-bot", "scopes": ["generate"]}),
+)
 async def create_key(req: CreateKey, state: State, caller: Admin) -> dict[str, Any]:
     """The new key is in `key`, this once; only its hash is stored."""
     try:

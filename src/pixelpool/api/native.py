@@ -166,6 +166,7 @@ async def rescan_models(state: State, caller: Caller) -> dict[str, int]:
     "/generate",
     response_class=FileResponse,
     responses={**docs.images(), **docs.native(*docs.SYNC)},
+    openapi_extra=docs.example(docs.TXT2IMG),
 )
 async def generate(req: GenerateRequest, request: Request, state: State, caller: Caller) -> Any:
     caller.require("generate")
@@ -173,7 +174,11 @@ async def generate(req: GenerateRequest, request: Request, state: State, caller:
     return await result_response(state, await wait_or_cancel(state, request, record.id))
 
 
-@router.post("/enqueue/{operation}", responses=docs.native(*docs.SUBMIT))
+@router.post(
+    "/enqueue/{operation}",
+    responses=docs.native(*docs.SUBMIT),
+    openapi_extra=docs.example(docs.TXT2IMG),
+)
 async def enqueue(
     operation: str,
     req: GenerateRequest,

@@ -245,9 +245,9 @@ _add("img2img", _image_builder("img2img"), "img2img: multipart `image` (1+) and 
 _add("inpaint", _image_builder("inpaint"), "inpaint: multipart `image`, `mask` (white = repaint)",
      _IMAGES, docs.images())  # fmt: skip
 _add("generate-hires", _hires, "hi-res fix: base pass, upscale, second pass",
-     docs.json_body(HiresRequest), docs.images())  # fmt: skip
+     docs.json_body(HiresRequest, docs.HIRES), docs.images())  # fmt: skip
 _add("generate-latents", _generate_latents, "txt2img returning latents (safetensors or FXLT)",
-     docs.json_body(LatentsRequest), docs.latents())  # fmt: skip
+     docs.json_body(LatentsRequest, docs.TXT2IMG), docs.latents())  # fmt: skip
 _add("decode-latents", _decode_latents, "latents (body) -> image; ?model= overrides",
      docs.merge(docs.raw_body("application/octet-stream", *docs.LATENT_TYPES,
                               description=_LATENTS), docs.query_params(**_MODEL)),

@@ -142,10 +142,27 @@ def _ref(model: type[BaseModel]) -> dict[str, str]:
     return {"$ref": COMPONENT_REF.format(model=model.__name__)}
 
 
-def json_body(model: type[BaseModel]) -> dict[str, Any]:
+# Request examples (small and fast on the demo models; also what the contract fuzzer
+# sends first, so that valid requests run end to end).
+TXT2IMG = {"prompt": "a red cube on a table", "width": 64, "height": 64, "steps": 2, "seed": 1}
+HIRES = {**TXT2IMG, "hires_steps": 1}
+INFER = {"id": "req-1", "model_id": "demo-sd", "prompt": "a red cube", "num_inference_steps": 2,
+         "width": 256, "height": 256, "seed": 1}  # fmt: skip
+OPENAI = {"prompt": "a red cube", "size": "64x64", "steps": 2, "seed": 1}
+MODEL = {"model": "demo-sd"}
+
+
+def example(body: dict[str, Any]) -> dict[str, Any]:
+    """openapi_extra: an example for a JSON body FastAPI already describes."""
+    return {"requestBody": {"content": {"application/json": {"example": body}}}}
+
+
+def json_body(model: type[BaseModel], body: dict[str, Any] | None = None) -> dict[str, Any]:
     """openapi_extra for a route that parses a JSON body as `model` by hand."""
-    content = {"application/json": {"schema": _ref(model)}}
-    return {"requestBody": {"required": True, "content": content}}
+    media: dict[str, Any] = {"schema": _ref(model)}
+    if body is not None:
+        media["example"] = body
+    return {"requestBody": {"required": True, "content": {"application/json": media}}}
 
 
 def raw_body(*media_types: str, description: str) -> dict[str, Any]:

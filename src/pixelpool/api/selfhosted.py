@@ -68,7 +68,11 @@ def _loras(req: GenerateRequest) -> list[dict[str, Any]] | None:
     return [{"name": req.lora_name, "weight": weight}]
 
 
-@router.post("/generate", responses=docs.detail(*docs.SYNC, 500))
+@router.post(
+    "/generate",
+    responses=docs.detail(*docs.SYNC, 500),
+    openapi_extra=docs.example(docs.TXT2IMG),
+)
 async def generate(req: GenerateRequest, request: Request, state: State, caller: Caller) -> Any:
     """One image: `{image (base64), seed, parameters}`."""
     caller.require("generate")
@@ -107,7 +111,11 @@ async def loras(state: State, caller: Caller) -> dict[str, list[str]]:
     return {"loras": [lora.name for lora in state.registry.loras()]}
 
 
-@router.post("/switch-model", responses=docs.detail(400, *docs.SCOPED, 413, 422, 503))
+@router.post(
+    "/switch-model",
+    responses=docs.detail(400, *docs.SCOPED, 413, 422, 503),
+    openapi_extra=docs.example(docs.MODEL),
+)
 async def switch_model(req: SwitchRequest, state: State, caller: Caller) -> dict[str, str]:
     """400 for an unknown model, 503 when its files have gone from disk."""
     caller.require("generate")

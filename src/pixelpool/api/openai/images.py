@@ -71,7 +71,11 @@ async def _answer(
     return images_response(plan, await image_items(state, request, plan, outputs, caller.owner))
 
 
-@router.post("/generations", responses={**_STREAM, **_ERRORS})
+@router.post(
+    "/generations",
+    responses={**_STREAM, **_ERRORS},
+    openapi_extra=docs.example(docs.OPENAI),
+)
 async def generations(
     req: GenerationRequest, request: Request, state: State, caller: Caller
 ) -> Any:
