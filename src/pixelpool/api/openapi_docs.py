@@ -118,9 +118,20 @@ def latents(description: str = "The latents (latent_format or Accept picks the t
     return binary(*LATENT_TYPES, description=description)
 
 
+SSE_EVENT = {  # OpenAPI 3.1: the schema of a text/event-stream describes one event
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "event": {"type": "string"},
+        "id": {"type": "string"},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+    },
+}
+
+
 def event_stream(description: str = "Server-sent events") -> Responses:
     return {200: {"description": description,
-                  "content": {"text/event-stream": {"schema": {"type": "string"}}}}}  # fmt: skip
+                  "content": {"text/event-stream": {"schema": SSE_EVENT}}}}  # fmt: skip
 
 
 PENDING: Responses = {
