@@ -8,14 +8,19 @@ document describes. Sizes, steps and queue are limited so valid requests stay ch
 
 from __future__ import annotations
 
+import io
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from PIL import Image
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_headers_conformance,
@@ -25,6 +30,7 @@ from schemathesis.specs.openapi.checks import (
 
 from pixelpool.api.app import create_app
 from pixelpool.config import Settings
+from pixelpool.pipelines.diffusion.latent_format import encode_latents
 from pixelpool.testing.server import ServerProcess
 
 KEY = "fuzz-key"
@@ -48,7 +54,52 @@ CHECKS = [
 ]
 
 
-# Latents are raw bytes: fuzz them as such.
+EXAMPLES = int(os.environ.get("PIXELPOOL_FUZZ_EXAMPLES", "8"))  # per operation; raise it locally
+SIDES = st.sampled_from([8, 63, 64, 72, 128])  # 64: valid at these limits
+
+
+def _image(width: int, height: int, fmt: str, seed: int) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def _latents(side: int, channels: int, fmt: str, meta: dict[str, object]) -> bytes:
+    array = np.zeros((1, channels, side // 8 or 1, side // 8 or 1), np.float32)
+    return encode_latents(array, meta, fmt)
+
+
+def images(fmt: str) -> st.SearchStrategy[bytes]:
+    """Real images (some of a valid size), or arbitrary bytes."""
+    real = st.builds(_image, SIDES, SIDES, st.just(fmt), st.integers(0, 3))
+    return st.one_of(real, st.binary(max_size=256))
+
+
+LATENTS = st.one_of(
+    st.builds(
+        _latents,
+        SIDES,
+        st.sampled_from([4, 3]),
+        st.sampled_from(["safetensors", "fxlt"]),
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "architecture": st.sampled_from(["sd15", "sdxl"]),
+                "seed": st.integers(0, 2**31),
+            },
+        ),
+    ),
+    st.binary(max_size=256),
+)
+# Bodies and uploads that the server can decode, besides random bytes.
+for _kind, _fmt in (("png", "PNG"), ("jpeg", "JPEG"), ("webp", "WEBP")):
+    schemathesis.openapi.media_type(f"image/{_kind}", images(_fmt))
+schemathesis.openapi.media_type(
+    "application/x-safetensors", LATENTS, aliases=["application/x-fox-latent"]
+)
+schemathesis.openapi.media_type("application/octet-stream", LATENTS)
+schemathesis.openapi.format("binary", images("PNG"))
 schemathesis.serializer.alias(
     ["application/x-safetensors", "application/x-fox-latent"], "application/octet-stream"
 )
@@ -68,7 +119,7 @@ def fuzz_server(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> I
 
 @schema.parametrize()
 @settings(
-    max_examples=10,
+    max_examples=EXAMPLES,
     derandomize=True,
     database=None,
     deadline=None,
