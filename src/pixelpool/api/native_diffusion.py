@@ -235,6 +235,7 @@ _IMAGES = docs.multipart_body(
     {"image": "the input image(s): PNG, JPEG or WebP", "mask": "inpaint: white = repaint"},
     {"params": {"type": "string", "description": "JSON object: the Img2ImgRequest fields"}},
     required=["image"],
+    many=True,
 )
 _LATENTS = "latents: safetensors (tensor `latents`) or FXLT"
 _MODEL = {"model": {"type": "string"}}

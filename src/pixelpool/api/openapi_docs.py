@@ -182,12 +182,14 @@ def raw_body(*media_types: str, description: str) -> dict[str, Any]:
     return {"requestBody": {"required": True, "description": description, "content": content}}
 
 
-def multipart_body(files: dict[str, str], fields: dict[str, Any], required: list[str]) -> dict:
-    """openapi_extra for a multipart route: file parts (name -> description) and text parts."""
-    props: dict[str, Any] = {
-        name: {"anyOf": [BINARY, {"type": "array", "items": BINARY}], "description": text}
-        for name, text in files.items()
-    }
+def multipart_body(
+    files: dict[str, str], fields: dict[str, Any], required: list[str], many: bool = False
+) -> dict[str, Any]:
+    """openapi_extra for a multipart route: file parts (name -> description) and text parts.
+
+    `many`: each file part may repeat (an array of files)."""
+    each = {"type": "array", "items": BINARY} if many else BINARY
+    props: dict[str, Any] = {name: {**each, "description": text} for name, text in files.items()}
     props.update(fields)
     schema = {"type": "object", "properties": props, "required": required}
     return {"requestBody": {"required": True,
