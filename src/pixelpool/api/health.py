@@ -62,7 +62,12 @@ async def health(state: State) -> dict[str, Any]:
 
 @router.get(
     "/ready",
-    responses={503: {"description": "No worker is ready yet (same body, ready: false)"}},
+    responses={
+        503: {
+            "description": "No worker is ready yet (the same body, ready: false)",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
+    },
 )
 async def ready(state: State) -> JSONResponse:
     ok = state.scheduler.ready
