@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict
 
+from pixelpool.api import openapi_docs as docs
 from pixelpool.api import ops
 from pixelpool.api.auth import Caller
 from pixelpool.api.errors import ApiError
@@ -24,7 +25,11 @@ class CacheRequest(BaseModel):
     device: str | None = None  # default: every device
 
 
-@router.post("/{op}")
+@router.post(
+    "/{op}",
+    responses=docs.native(400, *docs.SCOPED, 404, 409, 413, 422),
+    openapi_extra=docs.example(docs.MODEL),
+)
 async def cache_op(op: str, req: CacheRequest, state: State, caller: Caller) -> dict[str, Any]:
     """Load a model into a device's cache, drop it, or pin it there (never evicted)."""
     caller.require("admin")

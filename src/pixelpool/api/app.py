@@ -21,6 +21,7 @@ from pixelpool.api import (
     native,
     native_diffusion,
     openai,
+    openapi_docs,
     selfhosted,
 )
 from pixelpool.api.errors import install_error_handlers
@@ -142,4 +143,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(infer.router)
     openai.install(app)
     selfhosted.install(app)
+    openapi_docs.install(app)
     return app

@@ -17,6 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 _OBJECT_REPR = re.compile(r"\s*<[^<>]*\bat 0x[0-9a-fA-F]+>")
@@ -134,7 +135,43 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return _respond(request, ErrorInfo(500, "internal server error"))
 
 
+def error_response(scope: Scope, status: int, message: str) -> JSONResponse:
+    """An error in the dialect of the request's path, for ASGI middleware (no handler runs)."""
+    return _respond(Request(scope), ErrorInfo(status, message))
+
+
+class CatchAllMiddleware:
+    """An unexpected exception becomes a 500 in the dialect's envelope, and is not re-raised.
+
+    Starlette's own handler for `Exception` sends the 500 and then re-raises, and the
+    server then closes the connection: a keep-alive client saw a reset. Once a response
+    has started (a stream), the exception goes on: its body cannot be replaced."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            if started:
+                raise
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            await error_response(scope, 500, "internal server error")(scope, receive, send)
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    app.add_middleware(CatchAllMiddleware)
     app.add_exception_handler(RequestValidationError, _validation)  # type: ignore[arg-type]
     app.add_exception_handler(ApiError, _api_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http)  # type: ignore[arg-type]

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
 
+from pixelpool.api import openapi_docs as docs
 from pixelpool.api import visibility
 from pixelpool.api.auth import (
     PRINCIPAL_KEY,
@@ -62,7 +63,14 @@ def _sse(event: Event) -> str:
     return f"id: {event['id']}\nevent: {event['type']}\ndata: {json.dumps(public(event))}\n\n"
 
 
-@router.get("/job/{job_id}/events", response_class=StreamingResponse)
+@router.get(
+    "/job/{job_id}/events",
+    response_class=StreamingResponse,
+    responses={
+        **docs.event_stream("The job's events until it ends"),
+        **docs.native(*docs.AUTH, 404, 422),
+    },
+)
 async def job_events(
     job_id: str,
     request: Request,

@@ -61,7 +61,15 @@ async def health(state: State) -> dict[str, Any]:
     return health_body(state)
 
 
-@router.get("/ready")
+@router.get(
+    "/ready",
+    responses={
+        503: {
+            "description": "No worker is ready yet (the same body, ready: false)",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
+    },
+)
 async def ready(state: State) -> JSONResponse:
     ok = state.scheduler.ready
     body = {"ready": ok, "workers": sum(s.ready for s in state.scheduler.slots)}

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import Field
 
 from pixelpool import __version__
+from pixelpool.api import openapi_docs as docs
 from pixelpool.api import ops
 from pixelpool.api.auth import Caller
 from pixelpool.api.health import health_body
@@ -89,7 +90,7 @@ async def v1_health(state: State) -> dict[str, Any]:
     return health_body(state)
 
 
-@router.get("/v1/models")
+@router.get("/v1/models", responses=docs.openai(*docs.AUTH))
 async def list_models(state: State, caller: Caller) -> dict[str, Any]:
     entries = state.registry.entries()
     return {
@@ -100,15 +101,19 @@ async def list_models(state: State, caller: Caller) -> dict[str, Any]:
     }
 
 
-@router.get("/v1/models/{model_id:path}")
+@router.get("/v1/models/{model_id:path}", responses=docs.openai(*docs.AUTH, 404))
 async def get_model(model_id: str, state: State, caller: Caller) -> dict[str, Any]:
     """By fingerprint (or prefix, or name); both this dialect's and OpenAI's fields."""
     entry = ops.resolve_model(state, model_id, "model_id")
     return {**_model_object(entry), **model_info(state, entry)}
 
 
-@router.post("/infer")
-@router.post("/v1/infer")
+@router.post(
+    "/infer", responses=docs.native(*docs.SYNC, 500), openapi_extra=docs.example(docs.INFER)
+)
+@router.post(
+    "/v1/infer", responses=docs.openai(*docs.SYNC, 500), openapi_extra=docs.example(docs.INFER)
+)
 async def infer(req: InferRequest, request: Request, state: State, caller: Caller) -> Any:
     caller.require("generate")
     started = time.perf_counter()

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
+from pixelpool.api import openapi_docs as docs
 from pixelpool.api.auth import Principal, require_admin
 from pixelpool.api.errors import ApiError
 from pixelpool.api.native import State
@@ -54,12 +55,17 @@ def _view(record: KeyRecord) -> dict[str, Any]:
     }
 
 
-@router.get("")
+@router.get("", responses=docs.native(*docs.SCOPED))
 async def list_keys(state: State, caller: Admin) -> list[dict[str, Any]]:
     return [_view(r) for r in await asyncio.to_thread(state.keys.all)]
 
 
-@router.post("", status_code=201)
+@router.post(
+    "",
+    status_code=201,
+    responses=docs.native(400, *docs.SCOPED, 409, 413, 422),
+    openapi_extra=docs.example({"name": "ci-bot", "scopes": ["generate"]}),
+)
 async def create_key(req: CreateKey, state: State, caller: Admin) -> dict[str, Any]:
     """The new key is in `key`, this once; only its hash is stored."""
     try:
@@ -72,7 +78,7 @@ async def create_key(req: CreateKey, state: State, caller: Admin) -> dict[str, A
     return {**_view(record), "key": token}
 
 
-@router.delete("/{name}")
+@router.delete("/{name}", responses=docs.native(*docs.SCOPED, 404))
 async def revoke_key(name: str, state: State, caller: Admin) -> dict[str, str]:
     if not await asyncio.to_thread(state.keys.revoke, name):
         raise ApiError(404, f"no active key named {name!r}", "name")

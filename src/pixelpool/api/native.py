@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import Field
 
+from pixelpool.api import openapi_docs as docs
 from pixelpool.api import ops, visibility
 from pixelpool.api.auth import Caller, Principal
 from pixelpool.api.errors import ApiError
@@ -138,7 +139,7 @@ async def visible_job(state: AppState, job_id: str, caller: Principal) -> JobRec
     return record
 
 
-@router.get("/status")
+@router.get("/status", responses=docs.native(*docs.AUTH))
 async def status(state: State, caller: Caller) -> dict[str, Any]:
     return {
         "ready": state.scheduler.ready,
@@ -150,7 +151,7 @@ async def status(state: State, caller: Caller) -> dict[str, Any]:
     }
 
 
-@router.get("/model-list")
+@router.get("/model-list", responses=docs.native(*docs.AUTH))
 async def model_list(state: State, caller: Caller) -> list[dict[str, Any]]:
     models = [ops.describe_model(state, e) for e in state.registry.entries()]
     for info in models:
@@ -158,7 +159,7 @@ async def model_list(state: State, caller: Caller) -> list[dict[str, Any]]:
     return models
 
 
-@router.post("/rescan-models")
+@router.post("/rescan-models", responses=docs.native(*docs.SCOPED))
 async def rescan_models(state: State, caller: Caller) -> dict[str, int]:
     caller.require("admin")
     result = await asyncio.to_thread(state.registry.scan)
@@ -166,7 +167,10 @@ async def rescan_models(state: State, caller: Caller) -> dict[str, int]:
 
 
 @router.post(
-    "/generate", response_class=FileResponse, responses={200: {"content": {"image/png": {}}}}
+    "/generate",
+    response_class=FileResponse,
+    responses={**docs.images(), **docs.native(*docs.SYNC)},
+    openapi_extra=docs.example(docs.TXT2IMG),
 )
 async def generate(req: GenerateRequest, request: Request, state: State, caller: Caller) -> Any:
     caller.require("generate")
@@ -174,7 +178,11 @@ async def generate(req: GenerateRequest, request: Request, state: State, caller:
     return await result_response(state, await wait_or_cancel(state, request, record.id))
 
 
-@router.post("/enqueue/{operation}")
+@router.post(
+    "/enqueue/{operation}",
+    responses=docs.native(*docs.SUBMIT),
+    openapi_extra=docs.example(docs.TXT2IMG),
+)
 async def enqueue(
     operation: str,
     req: GenerateRequest,
@@ -193,17 +201,25 @@ async def enqueue(
     return {"job_id": record.id}
 
 
-@router.get("/job/{job_id}")
+@router.get("/job/{job_id}", responses=docs.native(*docs.AUTH, 404))
 async def job_status(job_id: str, state: State, caller: Caller) -> dict[str, Any]:
     return job_view(state, await visible_job(state, job_id, caller))
 
 
-@router.get("/job/{job_id}/result")
+@router.get(
+    "/job/{job_id}/result",
+    response_class=FileResponse,
+    responses={
+        **docs.binary(*docs.IMAGE_TYPES, *docs.LATENT_TYPES, description="An image or latents"),
+        **docs.PENDING,
+        **docs.native(*docs.AUTH, 404, *docs.RESULT, 422),
+    },
+)
 async def job_result(job_id: str, state: State, caller: Caller, index: int = 0) -> Any:
     return await result_response(state, await visible_job(state, job_id, caller), index)
 
 
-@router.post("/job/{job_id}/cancel")
+@router.post("/job/{job_id}/cancel", responses=docs.native(*docs.AUTH, 404))
 async def job_cancel(job_id: str, state: State, caller: Caller) -> dict[str, str]:
     await visible_job(state, job_id, caller)
     return {"status": await state.jobs.cancel(job_id)}

@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import UploadFile
 
 from pixelpool.api import diffusion_specs as specs
+from pixelpool.api import openapi_docs as docs
 from pixelpool.api import ops, visibility
 from pixelpool.api.auth import Caller
 from pixelpool.api.errors import ApiError, field_error
@@ -196,8 +197,12 @@ async def _hires_latents(request: Request, state: AppState, owner: str | None) -
     return specs.hires_spec(state, fields, latents=(path, size), latent_meta=meta)
 
 
-def _add(path: str, build: Builder, summary: str) -> None:
-    """A sync route (waits, returns the result) and its /enqueue twin (returns the job id)."""
+def _add(
+    path: str, build: Builder, summary: str, body: dict[str, Any], result: docs.Responses
+) -> None:
+    """A sync route (waits, returns the result) and its /enqueue twin (returns the job id).
+
+    `body` is the request's OpenAPI description (openapi_extra); `result` the sync 200."""
 
     async def run_sync(request: Request, state: State, caller: Caller) -> Any:
         caller.require("generate")
@@ -215,20 +220,47 @@ def _add(path: str, build: Builder, summary: str) -> None:
         record = await ops.submit(state, spec, caller.owner, idempotency_key)
         return {"job_id": record.id}
 
-    router.add_api_route(f"/{path}", run_sync, methods=["POST"], summary=summary)
-    router.add_api_route(f"/enqueue/{path}", run_async, methods=["POST"], summary=summary)
+    sync = {**result, **docs.native(*docs.SYNC)}
+    router.add_api_route(f"/{path}", run_sync, methods=["POST"], summary=summary,
+                         responses=sync, openapi_extra=body)  # fmt: skip
+    router.add_api_route(f"/enqueue/{path}", run_async, methods=["POST"], summary=summary,
+                         responses=docs.native(*docs.SUBMIT), openapi_extra=body)  # fmt: skip
 
 
-_add("img2img", _image_builder("img2img"), "img2img: multipart `image` (1+) and `params` JSON")
-_add("inpaint", _image_builder("inpaint"), "inpaint: multipart `image`, `mask` (white = repaint)")
-_add("generate-hires", _hires, "hi-res fix: base pass, upscale, second pass")
-_add("generate-latents", _generate_latents, "txt2img returning latents (safetensors or FXLT)")
-_add("decode-latents", _decode_latents, "latents (body) -> image; ?model= overrides")
-_add("encode-latents", _encode_latents, "image (body) -> latents; ?model=, ?format=")
-_add("hires-latents", _hires_latents, "latents in, hi-res latents out; params in the query")
+_IMAGES = docs.multipart_body(
+    {"image": "the input image(s): PNG, JPEG or WebP", "mask": "inpaint: white = repaint"},
+    {"params": {"type": "string", "description": "JSON object: the Img2ImgRequest fields"}},
+    required=["image"],
+    many=True,
+)
+_LATENTS = "latents: safetensors (tensor `latents`) or FXLT"
+_MODEL = {"model": {"type": "string"}}
+_FORMAT = {"format": {"type": "string", "enum": ["fxlt", "safetensors"]}}
+
+_add("img2img", _image_builder("img2img"), "img2img: multipart `image` (1+) and `params` JSON",
+     _IMAGES, docs.images())  # fmt: skip
+_add("inpaint", _image_builder("inpaint"), "inpaint: multipart `image`, `mask` (white = repaint)",
+     _IMAGES, docs.images())  # fmt: skip
+_add("generate-hires", _hires, "hi-res fix: base pass, upscale, second pass",
+     docs.json_body(HiresRequest, docs.HIRES), docs.images())  # fmt: skip
+_add("generate-latents", _generate_latents, "txt2img returning latents (safetensors or FXLT)",
+     docs.json_body(LatentsRequest, docs.TXT2IMG), docs.latents())  # fmt: skip
+_add("decode-latents", _decode_latents, "latents (body) -> image; ?model= overrides",
+     docs.merge(docs.raw_body("application/octet-stream", *docs.LATENT_TYPES,
+                              description=_LATENTS), docs.query_params(**_MODEL)),
+     docs.images())  # fmt: skip
+_add("encode-latents", _encode_latents, "image (body) -> latents; ?model=, ?format=",
+     docs.merge(docs.raw_body(*docs.IMAGE_TYPES, "application/octet-stream",
+                              description="the image: PNG, JPEG or WebP"),
+                docs.query_params(**_MODEL, **_FORMAT)),
+     docs.latents())  # fmt: skip
+_add("hires-latents", _hires_latents, "latents in, hi-res latents out; params in the query",
+     docs.merge(docs.raw_body("application/octet-stream", *docs.LATENT_TYPES,
+                              description=_LATENTS), docs.query_params(LatentsHiresQuery)),
+     docs.latents())  # fmt: skip
 
 
-@router.get("/lora-list")
+@router.get("/lora-list", responses=docs.native(*docs.AUTH))
 async def lora_list(state: State, caller: Caller) -> list[dict[str, Any]]:
     return [
         {
@@ -243,7 +275,7 @@ async def lora_list(state: State, caller: Caller) -> list[dict[str, Any]]:
     ]
 
 
-@router.post("/rescan-loras")
+@router.post("/rescan-loras", responses=docs.native(*docs.SCOPED))
 async def rescan_loras(state: State, caller: Caller) -> dict[str, int]:
     caller.require("admin")
     result = await asyncio.to_thread(state.registry.scan_loras)

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, Request
 from pydantic import Field
 
+from pixelpool.api import openapi_docs as docs
 from pixelpool.api import ops
 from pixelpool.api.auth import Caller
 from pixelpool.api.errors import ApiError, ErrorInfo, add_error_format, field_error
@@ -67,7 +68,11 @@ def _loras(req: GenerateRequest) -> list[dict[str, Any]] | None:
     return [{"name": req.lora_name, "weight": weight}]
 
 
-@router.post("/generate")
+@router.post(
+    "/generate",
+    responses=docs.detail(*docs.SYNC, 500),
+    openapi_extra=docs.example(docs.TXT2IMG),
+)
 async def generate(req: GenerateRequest, request: Request, state: State, caller: Caller) -> Any:
     """One image: `{image (base64), seed, parameters}`."""
     caller.require("generate")
@@ -84,7 +89,7 @@ async def generate(req: GenerateRequest, request: Request, state: State, caller:
     return {"image": b64(out.data), "seed": out.seed, "parameters": parameters}
 
 
-@router.get("/models")
+@router.get("/models", responses=docs.detail(*docs.AUTH))
 async def models(state: State, caller: Caller) -> dict[str, Any]:
     loaded = loaded_paths(state.scheduler.snapshot())
     listing = {}
@@ -101,12 +106,16 @@ async def models(state: State, caller: Caller) -> dict[str, Any]:
     return {"models": listing, "current": current_model(state)}
 
 
-@router.get("/loras")
+@router.get("/loras", responses=docs.detail(*docs.AUTH))
 async def loras(state: State, caller: Caller) -> dict[str, list[str]]:
     return {"loras": [lora.name for lora in state.registry.loras()]}
 
 
-@router.post("/switch-model")
+@router.post(
+    "/switch-model",
+    responses=docs.detail(400, *docs.SCOPED, 413, 422, 503),
+    openapi_extra=docs.example(docs.MODEL),
+)
 async def switch_model(req: SwitchRequest, state: State, caller: Caller) -> dict[str, str]:
     """The caller's default model for requests that name none, on every dialect; with the
     admin scope, the server's (for every key without its own). 400 for an unknown model,

@@ -15,6 +15,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
+from pixelpool.api import openapi_docs as docs
 from pixelpool.api import ops
 from pixelpool.api.auth import Caller, Principal
 from pixelpool.api.diffusion_specs import img2img_spec
@@ -39,6 +40,19 @@ from pixelpool.api.validation import check_id, check_prompts, validate_form
 router = APIRouter(prefix="/v1/images", tags=["openai"])
 State = Annotated[AppState, Depends(get_state)]
 MAX_FORM_PARTS = 64
+_STREAM = docs.event_stream("`stream: true`: partial images, then the result")
+_ERRORS = docs.openai(*docs.SYNC, 500)
+_LORAS = {"loras": {"type": "string", "description": "JSON list of {name, weight}"}}
+
+
+def _form_doc(model: type[BaseModel], mask: bool) -> dict[str, Any]:
+    files = {"image": "the input image: PNG, JPEG or WebP"}
+    if mask:
+        files["mask"] = "transparent (or white) areas are repainted"
+    fields = {**docs.form_fields(model), **_LORAS}
+    needs_prompt = "prompt" in model.model_json_schema().get("required", [])
+    required = ["image", *(["prompt"] if needs_prompt else [])]
+    return docs.multipart_body(files, fields, required)
 
 
 async def _answer(
@@ -58,7 +72,11 @@ async def _answer(
     return images_response(plan, await image_items(state, request, plan, outputs, caller.owner))
 
 
-@router.post("/generations")
+@router.post(
+    "/generations",
+    responses={**_STREAM, **_ERRORS},
+    openapi_extra=docs.example(docs.OPENAI),
+)
 async def generations(
     req: GenerationRequest, request: Request, state: State, caller: Caller
 ) -> Any:
@@ -107,7 +125,7 @@ async def _inputs(
     return [(path, (checked.width, checked.height))], mask_paths
 
 
-@router.post("/edits")
+@router.post("/edits", responses={**_STREAM, **_ERRORS}, openapi_extra=_form_doc(EditRequest, True))
 async def edits(request: Request, state: State, caller: Caller) -> Any:
     caller.require("generate")
     req, files = await _form(request, EditRequest)
@@ -123,7 +141,7 @@ async def edits(request: Request, state: State, caller: Caller) -> Any:
     return await _answer(state, request, plan, caller, req, "image_edit")
 
 
-@router.post("/variations")
+@router.post("/variations", responses=_ERRORS, openapi_extra=_form_doc(VariationRequest, False))
 async def variations(request: Request, state: State, caller: Caller) -> Any:
     caller.require("generate")
     req, files = await _form(request, VariationRequest)
@@ -138,7 +156,12 @@ async def variations(request: Request, state: State, caller: Caller) -> Any:
     return await _answer(state, request, plan, caller, None, "image_generation")
 
 
-@router.get("/data/{file_id}", name="openai_image_data", response_class=FileResponse)
+@router.get(
+    "/data/{file_id}",
+    name="openai_image_data",
+    response_class=FileResponse,
+    responses={**docs.images(), **docs.openai(*docs.AUTH, 404)},
+)
 async def image_data(file_id: str, state: State, caller: Caller) -> FileResponse:
     """A `url` result, for the key that made it (another key's is 404); expires with the TTL."""
     art_id = check_id("file_id", file_id.split(".", 1)[0], "image")
