@@ -60,7 +60,7 @@ def test_publish_buffers_then_one_transaction_and_replay_after_restart(tmp_path:
         await _job(db, "j")
         bus = await EventBus.persistent(EventLog(db))
         submit = db.submit
-        db.submit = lambda fn: (writes.append(1), submit(fn))[1]  # type: ignore[method-assign]
+        db.submit = lambda fn, durable=False: (writes.append(1), submit(fn, durable))[1]  # type: ignore[method-assign]
         published = _publish_run(bus, "j")
         assert _rows(path) == []  # publishing wrote nothing itself
         await bus.close()  # shutdown: the buffer is written

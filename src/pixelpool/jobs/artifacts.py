@@ -7,6 +7,7 @@ Files are stored once per content hash; each reference gets its own unguessable
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import secrets
@@ -34,6 +35,20 @@ class Artifact:
     data: bytes | None = None  # the bytes, when still in the recent-artifacts memory
 
 
+def _fsync_dir(path: Path) -> None:
+    """Make a rename in `path` durable (best effort: not every filesystem allows it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def new_artifact_id() -> str:
     return secrets.token_hex(16)  # 128 bits
 
@@ -55,14 +70,27 @@ class ArtifactStore:
         return self.root / sha256[:2] / sha256
 
     def _write(self, data: bytes) -> str:
-        """Blocking: hash and write the file (atomically) if it is not there yet."""
+        """Blocking: hash and write the file if it is not there yet.
+
+        Written to a temporary name, flushed to disk, then renamed: a file under its
+        final name is always whole, also after a crash or a full disk (whose error is
+        raised, and the job fails with it; the partial temporary file is removed)."""
         sha = hashlib.sha256(data).hexdigest()
         path = self._path(sha)
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{secrets.token_hex(4)}.tmp")
-            tmp.write_bytes(data)
+        if path.exists():
+            return sha
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{sha}.{secrets.token_hex(4)}.tmp")
+        try:
+            with tmp.open("wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
             os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(path.parent)
         return sha
 
     async def put(self, data: bytes, media_type: str, owner: str | None) -> Artifact:
@@ -83,7 +111,7 @@ class ArtifactStore:
                 (art.id, sha, media_type, art.size, owner, time.time(), art.expires),
             )
 
-        await self.db.call(run)
+        await self.db.call(run, durable=True)  # the result of an accepted job
         self._remember(replace(art, data=data))
         return art
 
@@ -125,7 +153,16 @@ class ArtifactStore:
         orphans = await self.db.call(run)
         for sha in orphans:
             self._path(sha).unlink(missing_ok=True)
+        await asyncio.to_thread(self._purge_partial)
         return len(orphans)
+
+    def _purge_partial(self) -> None:
+        """Temporary files a crash left half-written (never served: see `_write`)."""
+        cutoff = time.time() - ORPHAN_GRACE_S
+        for p in self.root.glob("*/*.tmp"):
+            with contextlib.suppress(OSError):
+                if p.stat().st_mtime < cutoff:
+                    p.unlink()
 
     def _all_hashes(self) -> list[str]:
         """Stored files old enough that no put() can still be about to reference them."""

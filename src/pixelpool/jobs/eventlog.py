@@ -166,7 +166,8 @@ class EventLog:
             return
         # Queued on the (single, FIFO) store thread right now, so a read queued later
         # sees this batch; shielded, so a cancelled writer task still writes it.
-        written = self.db.submit(lambda conn: _write(conn, batch))
+        # Durable: while another process holds the store's write lock, it waits its turn.
+        written = self.db.submit(lambda conn: _write(conn, batch), durable=True)
         try:
             await asyncio.shield(written)
         except Exception:
