@@ -65,6 +65,9 @@ class Scheduler:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        # Deaths per device since its worker last finished a batch: the respawn backoff
+        # grows with these, not with every restart in the server's life.
+        self._crashes: dict[str, int] = {}
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -266,6 +269,7 @@ class Scheduler:
             case BatchDone(batch_id=batch_id, cache=cache):
                 if batch_id == slot.batch_id:
                     slot.batch_id, slot.batch = None, []
+                self._crashes.pop(handle.device.id, None)  # healthy again: no backoff
                 slot.cache = cache
                 self._wake.set()
             case AdminDone(request_id=request_id, error=error, cache=cache):
@@ -314,8 +318,9 @@ class Scheduler:
                 self._pending[task.job_id] = task
         if self._respawn is not None:
             slot.restarts += 1
+            crashes = self._crashes[handle.device.id] = self._crashes.get(handle.device.id, 0) + 1
             slot.handle = self._respawn(slot)
-            delay = min(30.0, 0.25 * 2 ** min(slot.restarts, 7))
+            delay = min(30.0, 0.25 * 2 ** min(crashes, 7))
             asyncio.get_running_loop().create_task(self._restart(slot, delay))
 
     async def _restart(self, slot: Slot, delay: float) -> None:
