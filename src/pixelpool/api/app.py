@@ -26,6 +26,7 @@ from pixelpool.api import (
 )
 from pixelpool.api.errors import ApiError, _api_error, install_error_handlers
 from pixelpool.api.limits import BodyLimitMiddleware
+from pixelpool.api.memory import trim_when_idle
 from pixelpool.api.state import AppState
 from pixelpool.config import Settings
 from pixelpool.engine.pool import build_scheduler
@@ -52,6 +53,12 @@ async def _maintenance(state: AppState) -> None:
             await asyncio.to_thread(state.registry.scan)
         except Exception:
             log.exception("maintenance pass failed")
+
+
+def _forget_finished(state: AppState) -> None:
+    """Once work drained: drop what memory holds of finished jobs that the store has too."""
+    state.bus.prune()
+    state.jobs.artifacts.prune()
 
 
 async def _warm_up(state: AppState) -> None:
@@ -114,11 +121,15 @@ async def _serving(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
     await jobs.recover()
     maintenance = asyncio.create_task(_maintenance(state))
     warmup = asyncio.create_task(_warm_up(state))
+    trimmer = asyncio.create_task(
+        trim_when_idle(lambda: jobs.active_count() > 0, lambda: _forget_finished(state))
+    )
     try:
         yield
     finally:
         maintenance.cancel()
         warmup.cancel()
+        trimmer.cancel()
         await scheduler.stop()
         await jobs.drain()  # also writes the events still buffered
         db.close()

@@ -107,7 +107,7 @@ class Scheduler:
             # A newly active owner goes just ahead of the least-served waiting owner
             # (whatever it ran before): whoever floods the queue delays it by at most
             # the batches already running.
-            waiting = [self._served[t.owner] for t in self._pending.values()]
+            waiting = [self._served.get(t.owner, 0.0) for t in self._pending.values()]
             if waiting:
                 self._served[task.owner] = min(waiting) - 1
         self._pending[task.job_id] = task

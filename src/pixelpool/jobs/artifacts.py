@@ -21,6 +21,7 @@ from pixelpool.jobs.store import Database
 
 ORPHAN_GRACE_S = 3600
 RECENT_BYTES = 64 * 1024 * 1024
+RECENT_S = 60.0  # how long a new result stays in memory (most are fetched within seconds)
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,8 @@ class ArtifactStore:
         root.mkdir(parents=True, exist_ok=True)
         # Results are usually fetched right after they are written (a sync request, a
         # poller): keep the newest in memory so that costs no database or disk read.
-        self._recent: OrderedDict[str, Artifact] = OrderedDict()
+        self._recent: OrderedDict[str, tuple[float, Artifact]] = OrderedDict()
+        self._recent_bytes = 0
         self._recent_limit = memory_bytes
 
     def _path(self, sha256: str) -> Path:
@@ -116,15 +118,24 @@ class ArtifactStore:
         return art
 
     def _remember(self, art: Artifact) -> None:
-        self._recent[art.id] = art
-        total = sum(a.size for a in self._recent.values())
-        while total > self._recent_limit and self._recent:
-            total -= self._recent.popitem(last=False)[1].size
+        self._recent[art.id] = (time.monotonic(), art)
+        self._recent_bytes += art.size
+        self.prune()
+
+    def prune(self) -> None:
+        """Forget the oldest recent results: over the byte limit, or older than RECENT_S."""
+        cutoff = time.monotonic() - RECENT_S
+        while self._recent:
+            added, oldest = next(iter(self._recent.values()))
+            if self._recent_bytes <= self._recent_limit and added >= cutoff:
+                break
+            self._recent.popitem(last=False)
+            self._recent_bytes -= oldest.size
 
     async def get(self, artifact_id: str) -> Artifact | None:
-        recent = self._recent.get(artifact_id)
-        if recent is not None and recent.expires >= time.time():
-            return recent
+        entry = self._recent.get(artifact_id)
+        if entry is not None and entry[1].expires >= time.time():
+            return entry[1]
 
         def run(conn: sqlite3.Connection) -> tuple[str, str, int, str | None, float] | None:
             return conn.execute(
