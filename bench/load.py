@@ -3,10 +3,11 @@
     python bench/load.py [--quick] [--clients 64] [--keys 8] [--duration 120]
 
 It starts its own server (demo model, 127.0.0.1 only, a temp data dir) and stops by
-itself: after `--duration` seconds the clients stop, every accepted job is polled
-until it ended (at most `--drain` seconds), and a table is printed. Traffic, mixed
-at random (seeded) per request: sync generate, enqueue + poll, enqueue + follow the
-job's server-sent events, and status reads; a prober times /health throughout.
+itself: after `--duration` seconds (or `--max-requests`) the clients stop, every
+accepted job is polled until it ended (at most `--drain` seconds), and a table is
+printed. Traffic, mixed at random (seeded) per request: sync generate, enqueue +
+poll, enqueue + follow the job's server-sent events, and status reads; a prober in
+its own process times /health throughout.
 
 What counts: requests by status, errors other than 429 (any other non-2xx, and
 transport errors), accepted jobs by end state (`lost` = accepted but not ended once
@@ -48,6 +49,9 @@ class Stats:
     health_ms: list[float] = field(default_factory=list)
     rss_mb: list[tuple[float, float]] = field(default_factory=list)
 
+    def requests(self) -> int:
+        return sum(self.by_status.values())
+
     def record(self, kind: str, response: httpx.Response) -> None:
         self.by_status[(kind, response.status_code)] += 1
         if response.status_code >= 400 and response.status_code != 429:
@@ -65,24 +69,33 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+SIZE, STEPS = 64, 2  # set from --size / --steps
+
+
 def job_body(seed: int) -> dict[str, Any]:
-    return {"prompt": f"a lighthouse {seed}", "width": 64, "height": 64, "steps": 2, "seed": seed}
+    return {
+        "prompt": f"a lighthouse {seed}", "width": SIZE, "height": SIZE, "steps": STEPS,
+        "seed": seed,
+    }  # fmt: skip
 
 
 class Client:
     """One simulated user: a key, a random generator, and the jobs it has seen."""
 
-    def __init__(self, http: httpx.AsyncClient, key: str, seed: int, stats: Stats) -> None:
+    def __init__(
+        self, http: httpx.AsyncClient, key: str, seed: int, stats: Stats, max_requests: int
+    ) -> None:
         self.http = http
         self.headers = {"Authorization": f"Bearer {key}"}
         self.key = key
         self.rng = random.Random(seed)
         self.stats = stats
         self.mine: list[str] = []
+        self.max_requests = max_requests
 
     async def run(self, until: float) -> None:
         kinds, weights = zip(*MIX, strict=True)
-        while time.monotonic() < until:
+        while time.monotonic() < until and self.stats.requests() < self.max_requests:
             kind = self.rng.choices(kinds, weights)[0]
             try:
                 await getattr(self, kind)(until)
@@ -204,7 +217,7 @@ async def run_load(args: argparse.Namespace, url: str, pid: int) -> dict[str, An
     until = started + args.duration
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
         clients = [
-            Client(http, keys[n % len(keys)], args.seed * 1000 + n, stats)
+            Client(http, keys[n % len(keys)], args.seed * 1000 + n, stats, args.max_requests)
             for n in range(args.clients)
         ]
         # Each client finishes the request it is in, at most 60 s past the end.
@@ -265,7 +278,10 @@ def render(result: dict[str, Any]) -> str:
         ("server RSS when drained", f"{result['rss_at_drain_mb']} MB"),
         ("server RSS drained + settle", f"{result['rss_drained_mb']} MB"),
     ]
-    note = f"{result['clients']} clients, {result['keys']} keys, {result['duration_s']} s"
+    note = (
+        f"{result['clients']} clients, {result['keys']} keys, {result['duration_s']} s, "
+        f"{SIZE}x{SIZE} {STEPS} steps"
+    )
     return render_table(("load", m, v, note if n == 0 else "") for n, (m, v) in enumerate(rows))
 
 
@@ -275,9 +291,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--keys", type=int, default=8)
     parser.add_argument("--duration", type=float, default=None, help="seconds of load")
+    parser.add_argument("--max-requests", type=int, default=200_000, help="stop sooner")
     parser.add_argument("--drain", type=float, default=180, help="max seconds to drain")
     parser.add_argument("--settle", type=float, default=5, help="seconds after the drain")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--size", type=int, default=64, help="image width and height")
+    parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="worker torch threads")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (server log)")
@@ -291,7 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     from pixelpool.testing import write_demo_models
     from pixelpool.testing.server import ServerProcess
 
+    global SIZE, STEPS
     args = parse_args(argv)
+    SIZE, STEPS = args.size, args.steps
     keys = [f"load-key-{n:02d}-{'x' * 24}" for n in range(args.keys)]
     tmp = Path(tempfile.mkdtemp(prefix="pixelpool-load-"))
     log(f"writing demo models and starting a server under {tmp}")
