@@ -78,6 +78,12 @@ class EventBus:
 
     def _remember(self, job_id: str, event: Event) -> None:
         log = self._logs.setdefault(job_id, deque(maxlen=self._per_job))
+        if event.get("type") == "preview":
+            # Only the latest preview is worth replaying (the store keeps only that one
+            # too); every step's image kept until the job leaves memory adds up fast.
+            kept = [e for e in log if e.get("type") != "preview"]
+            if len(kept) < len(log):
+                log = self._logs[job_id] = deque(kept, maxlen=self._per_job)
         if len(log) == self._per_job:
             self._truncated.add(job_id)
         log.append(event)
