@@ -215,14 +215,17 @@ async def run_load(args: argparse.Namespace, url: str, pid: int) -> dict[str, An
     background = [asyncio.create_task(sample_rss(pid, stats, stop))]
     started = time.monotonic()
     until = started + args.duration
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
+    # A sync request waits for its job, which may wait behind the whole queue: no read
+    # timeout shorter than the run, so a slow queue is not reported as an error.
+    timeout = httpx.Timeout(args.duration + args.drain, connect=10)
+    async with httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits) as http:
         clients = [
             Client(http, keys[n % len(keys)], args.seed * 1000 + n, stats, args.max_requests)
             for n in range(args.clients)
         ]
-        # Each client finishes the request it is in, at most 60 s past the end.
+        # Each client finishes the request it is in, at most `drain` s past the end.
         runs = [asyncio.create_task(c.run(until)) for c in clients]
-        done, late = await asyncio.wait(runs, timeout=args.duration + 60)
+        done, late = await asyncio.wait(runs, timeout=args.duration + args.drain)
         for task in late:
             task.cancel()
         for task in done:
