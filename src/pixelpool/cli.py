@@ -14,6 +14,7 @@ import typer
 from pixelpool import redact
 from pixelpool.cli_keys import keys_app
 from pixelpool.config import ConfigError, Settings, load_settings
+from pixelpool.jobs import datalock
 from pixelpool.jobs.keys import keys_exist
 
 app = typer.Typer(
@@ -169,6 +170,11 @@ def serve(
             err=True,
         )
         raise typer.Exit(2)
+    try:  # held for the process's life; the OS drops it at exit, kill -9 included
+        data_lock = datalock.acquire(settings.server.data_dir)
+    except datalock.DataDirBusy as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
     logging.basicConfig(
         level=settings.server.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -182,6 +188,7 @@ def serve(
         log_config=redact.uvicorn_log_config(),
         timeout_graceful_shutdown=10,
     )
+    data_lock.release()
 
 
 @models_app.command("list")

@@ -8,8 +8,9 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
 
 from pixelpool import __version__
 from pixelpool.api import (
@@ -24,18 +25,20 @@ from pixelpool.api import (
     openapi_docs,
     selfhosted,
 )
-from pixelpool.api.errors import install_error_handlers
+from pixelpool.api.errors import ErrorInfo, install_error_handlers, render_error
 from pixelpool.api.guard import AuthGate
 from pixelpool.api.limits import BodyLimitMiddleware
+from pixelpool.api.memory import trim_when_idle
 from pixelpool.api.state import AppState
 from pixelpool.config import Settings
 from pixelpool.engine.pool import build_scheduler
+from pixelpool.jobs import datalock
 from pixelpool.jobs.artifacts import ArtifactStore
 from pixelpool.jobs.eventlog import EventLog
 from pixelpool.jobs.events import EventBus
 from pixelpool.jobs.keys import KeyStore, keys_path
 from pixelpool.jobs.service import JobService
-from pixelpool.jobs.store import Database, JobStore
+from pixelpool.jobs.store import Database, JobStore, StoreBusy
 from pixelpool.registry.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -52,6 +55,12 @@ async def _maintenance(state: AppState) -> None:
             await asyncio.to_thread(state.registry.scan)
         except Exception:
             log.exception("maintenance pass failed")
+
+
+def _forget_finished(state: AppState) -> None:
+    """Once work drained: drop what memory holds of finished jobs that the store has too."""
+    state.bus.prune()
+    state.jobs.artifacts.prune()
 
 
 async def _warm_up(state: AppState) -> None:
@@ -80,7 +89,18 @@ async def _warm_up(state: AppState) -> None:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     data_dir = settings.server.data_dir
-    data_dir.mkdir(parents=True, exist_ok=True)
+    # First of all: one server per data dir (raises DataDirBusy naming the holder).
+    lock = datalock.acquire(data_dir)
+    try:
+        async with _serving(app, settings):
+            yield
+    finally:
+        lock.release()
+
+
+@contextlib.asynccontextmanager
+async def _serving(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
+    data_dir = settings.server.data_dir
     registry = Registry(settings.server.models_dir, data_dir / "registry.db")
     result = await asyncio.to_thread(registry.scan)
     log.info("found %d models in %s", result.total, settings.server.models_dir)
@@ -103,16 +123,26 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await jobs.recover()
     maintenance = asyncio.create_task(_maintenance(state))
     warmup = asyncio.create_task(_warm_up(state))
+    trimmer = asyncio.create_task(
+        trim_when_idle(lambda: jobs.active_count() > 0, lambda: _forget_finished(state))
+    )
     try:
         yield
     finally:
         maintenance.cancel()
         warmup.cancel()
+        trimmer.cancel()
         await scheduler.stop()
         await jobs.drain()  # also writes the events still buffered
         db.close()
         keys.close()
         registry.close()
+
+
+async def _store_busy(request: Request, exc: StoreBusy) -> JSONResponse:
+    """Another process holds the job store's write lock: 503, come back later; never 500."""
+    headers = {"Retry-After": str(exc.retry_after_s)}
+    return render_error(request.app, request.url.path, ErrorInfo(503, str(exc)), headers)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -134,6 +164,7 @@ def create_app(settings: Settings) -> FastAPI:
             allow_headers=["*"],
         )
     install_error_handlers(app)
+    app.add_exception_handler(StoreBusy, _store_busy)  # type: ignore[arg-type]
     app.include_router(health.router)
     app.include_router(native_diffusion.router)  # before native: its enqueue paths win
     app.include_router(native.router)

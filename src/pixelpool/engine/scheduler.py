@@ -47,9 +47,10 @@ class NoDeviceFits(ValueError):
     """No device can run the task at all: refused at submit, never left queued."""
 
 
-def restart_delay(restarts: int) -> float:
-    """Back off a worker that keeps dying: 0.5 s, 1 s, 2 s ... up to 30 s."""
-    return min(RESTART_BACKOFF_MAX_S, 0.25 * 2 ** min(restarts, 7))
+def restart_delay(crashes: int) -> float:
+    """Back off a worker that keeps dying: 0.5 s, 1 s, 2 s ... up to 30 s, by deaths in a row
+    (a worker that finished a batch since its last death starts again at 0.5 s)."""
+    return min(RESTART_BACKOFF_MAX_S, 0.25 * 2 ** min(crashes, 7))
 
 
 class Scheduler:
@@ -72,6 +73,9 @@ class Scheduler:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        # Deaths per device since its worker last finished a batch: the respawn backoff
+        # grows with these, not with every restart in the server's life.
+        self._crashes: dict[str, int] = {}
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -235,7 +239,8 @@ class Scheduler:
             except Exception:
                 log.exception("cannot start a worker for %s; trying again", slot.device_id)
                 slot.restarts += 1
-                self._restart_at[id(slot)] = now + restart_delay(slot.restarts)
+                crashes = self._crashes[slot.device_id] = self._crashes.get(slot.device_id, 0) + 1
+                self._restart_at[id(slot)] = now + restart_delay(crashes)
         return next_due
 
     # --- worker callbacks (on the loop) -----------------------------------------------
@@ -277,6 +282,7 @@ class Scheduler:
                         self.listener.job_failed(
                             task.job_id, "the worker ended the batch without a result", "error"
                         )
+                self._crashes.pop(slot.device_id, None)  # healthy again: no backoff
                 slot.cache = cache
                 self._wake.set()
             case AdminDone(request_id=request_id, error=error, cache=cache):
@@ -327,6 +333,7 @@ class Scheduler:
             self._apply(task, policy.after_worker_lost(task, reason, self.settings.max_retries))
         if self._respawn is not None:
             slot.restarts += 1
+            crashes = self._crashes[slot.device_id] = self._crashes.get(slot.device_id, 0) + 1
             slot.handle = self._respawn(slot)
-            self._restart_at[id(slot)] = self._clock() + restart_delay(slot.restarts)
+            self._restart_at[id(slot)] = self._clock() + restart_delay(crashes)
             self._wake.set()

@@ -7,6 +7,7 @@ Files are stored once per content hash; each reference gets its own unguessable
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import secrets
@@ -20,6 +21,7 @@ from pixelpool.jobs.store import Database
 
 ORPHAN_GRACE_S = 3600
 RECENT_BYTES = 64 * 1024 * 1024
+RECENT_S = 60.0  # how long a new result stays in memory (most are fetched within seconds)
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,20 @@ class Artifact:
     expires: float
     path: Path
     data: bytes | None = None  # the bytes, when still in the recent-artifacts memory
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename in `path` durable (best effort: not every filesystem allows it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def new_artifact_id() -> str:
@@ -48,21 +64,35 @@ class ArtifactStore:
         root.mkdir(parents=True, exist_ok=True)
         # Results are usually fetched right after they are written (a sync request, a
         # poller): keep the newest in memory so that costs no database or disk read.
-        self._recent: OrderedDict[str, Artifact] = OrderedDict()
+        self._recent: OrderedDict[str, tuple[float, Artifact]] = OrderedDict()
+        self._recent_bytes = 0
         self._recent_limit = memory_bytes
 
     def _path(self, sha256: str) -> Path:
         return self.root / sha256[:2] / sha256
 
     def _write(self, data: bytes) -> str:
-        """Blocking: hash and write the file (atomically) if it is not there yet."""
+        """Blocking: hash and write the file if it is not there yet.
+
+        Written to a temporary name, flushed to disk, then renamed: a file under its
+        final name is always whole, also after a crash or a full disk (whose error is
+        raised, and the job fails with it; the partial temporary file is removed)."""
         sha = hashlib.sha256(data).hexdigest()
         path = self._path(sha)
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{secrets.token_hex(4)}.tmp")
-            tmp.write_bytes(data)
+        if path.exists():
+            return sha
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{sha}.{secrets.token_hex(4)}.tmp")
+        try:
+            with tmp.open("wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
             os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(path.parent)
         return sha
 
     async def put(self, data: bytes, media_type: str, owner: str | None) -> Artifact:
@@ -83,20 +113,29 @@ class ArtifactStore:
                 (art.id, sha, media_type, art.size, owner, time.time(), art.expires),
             )
 
-        await self.db.call(run)
+        await self.db.call(run, durable=True)  # the result of an accepted job
         self._remember(replace(art, data=data))
         return art
 
     def _remember(self, art: Artifact) -> None:
-        self._recent[art.id] = art
-        total = sum(a.size for a in self._recent.values())
-        while total > self._recent_limit and self._recent:
-            total -= self._recent.popitem(last=False)[1].size
+        self._recent[art.id] = (time.monotonic(), art)
+        self._recent_bytes += art.size
+        self.prune()
+
+    def prune(self) -> None:
+        """Forget the oldest recent results: over the byte limit, or older than RECENT_S."""
+        cutoff = time.monotonic() - RECENT_S
+        while self._recent:
+            added, oldest = next(iter(self._recent.values()))
+            if self._recent_bytes <= self._recent_limit and added >= cutoff:
+                break
+            self._recent.popitem(last=False)
+            self._recent_bytes -= oldest.size
 
     async def get(self, artifact_id: str) -> Artifact | None:
-        recent = self._recent.get(artifact_id)
-        if recent is not None and recent.expires >= time.time():
-            return recent
+        entry = self._recent.get(artifact_id)
+        if entry is not None and entry[1].expires >= time.time():
+            return entry[1]
 
         def run(conn: sqlite3.Connection) -> tuple[str, str, int, str | None, float] | None:
             return conn.execute(
@@ -125,7 +164,16 @@ class ArtifactStore:
         orphans = await self.db.call(run)
         for sha in orphans:
             self._path(sha).unlink(missing_ok=True)
+        await asyncio.to_thread(self._purge_partial)
         return len(orphans)
+
+    def _purge_partial(self) -> None:
+        """Temporary files a crash left half-written (never served: see `_write`)."""
+        cutoff = time.time() - ORPHAN_GRACE_S
+        for p in self.root.glob("*/*.tmp"):
+            with contextlib.suppress(OSError):
+                if p.stat().st_mtime < cutoff:
+                    p.unlink()
 
     def _all_hashes(self) -> list[str]:
         """Stored files old enough that no put() can still be about to reference them."""

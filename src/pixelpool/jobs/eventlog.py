@@ -166,7 +166,12 @@ class EventLog:
             return
         # Queued on the (single, FIFO) store thread right now, so a read queued later
         # sees this batch; shielded, so a cancelled writer task still writes it.
-        written = self.db.submit(lambda conn: _write(conn, batch))
+        # Durable: while another process holds the store's write lock, it waits its turn.
+        written = self.db.submit(lambda conn: _write(conn, batch), durable=True)
+        # Written: let go of the events now. asyncio's futures and callbacks form reference
+        # cycles that keep this closure (and every preview image in it) alive until a full
+        # GC pass, which under load comes rarely: the batch would pile up as garbage.
+        written.add_done_callback(lambda _: batch.clear())
         try:
             await asyncio.shield(written)
         except Exception:

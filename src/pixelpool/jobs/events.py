@@ -3,10 +3,11 @@
 Every event gets an id that only grows (microseconds at start-up, then +1), also
 across restarts: the first id is above both the clock and the largest id the
 store has seen, so a clock that went backwards cannot reuse ids. Each job's events
-are kept in memory until `retain_s` after it finishes and, with an `EventLog`,
-written to the job store as well, so replay still works after the job left memory
-or the server restarted. Subscribers replay the log after the last id they saw,
-then follow live. Publishing never waits for the store (see `eventlog`).
+are kept in memory until `retain_s` after it finishes or, with an `EventLog`, only
+`memory_s` (the log writes them to the job store, so replay still works after the
+job left memory or the server restarted, and memory stays flat under load).
+Subscribers replay the log after the last id they saw, then follow live. Publishing
+never waits for the store (see `eventlog`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pixelpool.jobs.eventlog import EventLog
 
 Event = dict[str, Any]
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
+MEMORY_S = 60.0  # a finished job's events stay in memory this long when the store has them
 
 
 def clock_id() -> int:
@@ -37,6 +39,7 @@ class EventBus:
         per_job: int = 2000,
         retain_s: float = 900.0,
         queue_size: int = 2000,
+        memory_s: float = MEMORY_S,
     ) -> None:
         self._ids = itertools.count(max(first_id or 0, clock_id()))
         self._log = log
@@ -45,7 +48,7 @@ class EventBus:
         self._truncated: set[str] = set()  # jobs whose memory log lost its oldest events
         self._finished: dict[str, float] = {}
         self._per_job = per_job
-        self._retain_s = retain_s
+        self._retain_s = retain_s if log is None else min(retain_s, memory_s)
         self._queue_size = queue_size
 
     @classmethod
@@ -64,7 +67,7 @@ class EventBus:
                 self._log.append(event)
             if event.get("type") in TERMINAL:
                 self._finished[job_id] = time.monotonic()
-                self._prune()
+                self.prune()
         for queue, accepts in list(self._subscribers):
             if accepts(event):
                 # A stalled subscriber loses live events (it can replay them) rather
@@ -75,6 +78,12 @@ class EventBus:
 
     def _remember(self, job_id: str, event: Event) -> None:
         log = self._logs.setdefault(job_id, deque(maxlen=self._per_job))
+        if event.get("type") == "preview":
+            # Only the latest preview is worth replaying (the store keeps only that one
+            # too); every step's image kept until the job leaves memory adds up fast.
+            kept = [e for e in log if e.get("type") != "preview"]
+            if len(kept) < len(log):
+                log = self._logs[job_id] = deque(kept, maxlen=self._per_job)
         if len(log) == self._per_job:
             self._truncated.add(job_id)
         log.append(event)
@@ -118,7 +127,7 @@ class EventBus:
 
     async def purge(self) -> int:
         """Apply the store's retention (the maintenance sweep calls this)."""
-        self._prune()
+        self.prune()
         return 0 if self._log is None else await self._log.purge()
 
     async def close(self) -> None:
@@ -126,7 +135,8 @@ class EventBus:
         if self._log is not None:
             await self._log.close()
 
-    def _prune(self) -> None:
+    def prune(self) -> None:
+        """Drop from memory the events of jobs finished long enough ago."""
         cutoff = time.monotonic() - self._retain_s
         for job_id, finished in list(self._finished.items()):
             if finished < cutoff:

@@ -2,13 +2,22 @@
 
 All access goes through one thread (SQLite connections are not shared across
 threads, and a single writer avoids lock contention); the event loop awaits it.
+
+Another process may hold the database's write lock for a while (a backup, an
+operator's sqlite3 shell). A write then waits `BUSY_TIMEOUT_S` for it; after that,
+a request's write (a new job) raises `StoreBusy`, which the API answers with 503
+and `Retry-After`, while a write that records what already happened to an accepted
+job (`durable=True`: status changes, results, events) keeps waiting, on the store's
+thread so that later calls stay behind it in order. Reads are not blocked (WAL).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,6 +26,28 @@ from typing import Any, TypeVar
 from pixelpool.jobs.spec import JobRecord, JobSpec, JobStatus
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_S = 5.0
+RETRY_AFTER_S = 5
+
+
+class StoreBusy(Exception):
+    """Another process holds the job store's write lock; try again later (503)."""
+
+    def __init__(self, retry_after_s: int = RETRY_AFTER_S) -> None:
+        super().__init__("the job store is busy (locked by another process); try again shortly")
+        self.retry_after_s = retry_after_s
+
+
+def is_busy(exc: BaseException) -> bool:
+    """SQLITE_BUSY or SQLITE_LOCKED (with any extended code)."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    return isinstance(exc, sqlite3.OperationalError) and (
+        name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in str(exc)
+    )
+
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -88,27 +119,55 @@ def _row_to_record(row: tuple[Any, ...]) -> JobRecord:
 class Database:
     """One SQLite connection owned by one thread; `call` runs a function on it."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, busy_timeout_s: float = BUSY_TIMEOUT_S) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        self._busy_timeout_s = busy_timeout_s
+        self._closing = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._conn: sqlite3.Connection = self._executor.submit(self._open, path).result()
 
-    @staticmethod
-    def _open(path: Path) -> sqlite3.Connection:
-        conn = sqlite3.connect(path, isolation_level=None)
+    def _open(self, path: Path) -> sqlite3.Connection:
+        conn = sqlite3.connect(path, isolation_level=None, timeout=self._busy_timeout_s)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.executescript(SCHEMA)
         return conn
 
-    def submit(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
-        """Queue `fn` on the store's thread now; calls run in the order they were queued."""
-        return asyncio.get_running_loop().run_in_executor(self._executor, fn, self._conn)
+    def submit(
+        self, fn: Callable[[sqlite3.Connection], T], durable: bool = False
+    ) -> asyncio.Future[T]:
+        """Queue `fn` on the store's thread now; calls run in the order they were queued.
 
-    async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await self.submit(fn)
+        While another process holds the write lock, `fn` raises StoreBusy after the busy
+        timeout, or with `durable` is tried again until it succeeds (see the module doc)."""
+        return asyncio.get_running_loop().run_in_executor(self._executor, self._run, fn, durable)
+
+    async def call(self, fn: Callable[[sqlite3.Connection], T], durable: bool = False) -> T:
+        return await self.submit(fn, durable)
+
+    def _run(self, fn: Callable[[sqlite3.Connection], T], durable: bool) -> T:
+        waited_since: float | None = None
+        while True:
+            try:
+                result = fn(self._conn)
+            except sqlite3.OperationalError as exc:
+                if not is_busy(exc):
+                    raise
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                if not durable or self._closing:
+                    raise StoreBusy() from exc
+                if waited_since is None:
+                    waited_since = time.monotonic()
+                    log.warning("job store locked by another process; waiting to write")
+                time.sleep(0.1)
+                continue
+            if waited_since is not None:
+                log.warning("job store writable again after %.1fs", time.monotonic() - waited_since)
+            return result
 
     def close(self) -> None:
+        self._closing = True
         self._executor.submit(self._conn.close).result()
         self._executor.shutdown()
 
@@ -129,7 +188,7 @@ class JobStore:
                 ),
             )  # fmt: skip
 
-        await self.db.call(run)
+        await self.db.call(run)  # not durable: a busy store answers the submit with 503
 
     async def update(self, job_id: str, **fields: Any) -> None:
         """Write the given columns (status, started, finished, error, result, ...)."""
@@ -142,7 +201,7 @@ class JobStore:
         def run(conn: sqlite3.Connection) -> None:
             conn.execute(f"UPDATE jobs SET {assignments} WHERE id=?", (*values.values(), job_id))
 
-        await self.db.call(run)
+        await self.db.call(run, durable=True)  # it records what happened to an accepted job
 
     async def get(self, job_id: str) -> JobRecord | None:
         def run(conn: sqlite3.Connection) -> tuple[Any, ...] | None:
