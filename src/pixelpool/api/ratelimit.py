@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-
 PRUNE_EVERY_S = 60.0
 
 
