@@ -30,12 +30,13 @@ def url(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         yield server.url
 
 
-def _ready_pid(url: str) -> int:
-    """The worker's pid once it is up (after a kill, its replacement's)."""
+def _ready_pid(url: str, killed: int | None = None) -> int:
+    """The worker's pid once it is up; after a kill, its replacement's (the server may
+    not have noticed the death yet, so the killed pid is not taken for a live one)."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         device = httpx.get(f"{url}/api/status").json()["devices"][0]
-        if device["ready"] and device["pid"]:
+        if device["ready"] and device["pid"] and device["pid"] != killed:
             return device["pid"]
         time.sleep(0.05)
     raise TimeoutError("worker did not come back")
@@ -45,8 +46,9 @@ def _ready_pid(url: str) -> int:
 def test_worker_killed_at_random_points_of_a_job(url: str) -> None:
     rng = random.Random(20)  # seeded: a failure replays with the same delays
     outcomes = []
+    pid: int | None = None
     for n in range(KILLS):
-        pid = _ready_pid(url)
+        pid = _ready_pid(url, pid)
         job_id = enqueue(url, seed=n)
         # From "just queued" to "encoding the result": a job here lives ~0.1-0.5 s.
         time.sleep(rng.uniform(0.0, 0.6))
@@ -59,6 +61,7 @@ def test_worker_killed_at_random_points_of_a_job(url: str) -> None:
     assert all(status in ("completed", "failed") for status, _ in outcomes)
     # The worker was really killed under running jobs, and they ran again.
     assert any(attempts >= 1 for _, attempts in outcomes), outcomes
+    _ready_pid(url, pid)  # the last kill may land after its job ended: wait for its restart
     restarts = httpx.get(f"{url}/api/status").json()["devices"][0]["restarts"]
     assert restarts == KILLS
 

@@ -238,7 +238,7 @@ class Worker:
 
 
 def worker_main(device: dict[str, Any], options: dict[str, Any], conn: Connection) -> None:
-    """Process entry point (spawned: a clean interpreter per device)."""
+    """Process entry point (forked from the fork server: a clean process per device)."""
     logging.basicConfig(level=options.get("log_level", "INFO").upper())
     if device["kind"] != "cuda":
         os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
