@@ -68,6 +68,12 @@ def test_sidecar_sets_size_normalisation_and_logits(tmp_path: Path) -> None:
     assert np.abs(mask.astype(int) - ref).max() <= 1
 
 
+def test_a_bad_sidecar_names_the_file(tmp_path: Path) -> None:
+    path = write_tiny_segmenter(tmp_path / "m.onnx", sidecar={"output": "odds"})
+    with pytest.raises(ValueError, match=r"m\.toml.*output"):
+        load_segmenter(str(path), "cpu")
+
+
 def test_input_alpha_multiplies_the_mask(tmp_path: Path) -> None:
     model = load_segmenter(str(write_tiny_segmenter(tmp_path / "m.onnx")), "cpu")
     img = picture()
@@ -110,8 +116,9 @@ def test_family_load_move_run(tmp_path: Path) -> None:
     loaded = FAMILY.load({"path": str(path), "architecture": "isnet"}, "cpu", "auto")
     assert isinstance(loaded, Loaded) and loaded.size_bytes == path.stat().st_size
     assert FAMILY.move(loaded, "cpu") is loaded
-    items = [WorkItem("a", "bgremove", {"image": str(tmp_path / "in.png")}),
-             WorkItem("b", "bgremove", {"image": str(tmp_path / "in.png"), "mask_only": True})]  # fmt: skip
+    image = str(tmp_path / "in.png")
+    items = [WorkItem("a", "bgremove", {"image": image}),
+             WorkItem("b", "bgremove", {"image": image, "mask_only": True})]  # fmt: skip
     cut_out, mask = FAMILY.run(loaded, items, lambda *a: None, lambda: False)
     assert cut_out.images[0].shape == (40, 50, 4) and mask.images[0].shape == (40, 50)
     np.testing.assert_array_equal(cut_out.images[0][:, :, 3], mask.images[0])

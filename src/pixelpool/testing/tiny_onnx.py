@@ -46,12 +46,13 @@ class TinyTagger(nn.Module):
     def __init__(self, tags: int) -> None:
         super().__init__()
         self.conv = nn.Conv2d(3, 8, 3, stride=2, padding=1)
-        self.head = nn.Linear(8, tags)
-        nn.init.normal_(self.head.weight, std=4.0)  # scores spread over (0, 1)
+        self.pool = nn.AdaptiveAvgPool2d(2)
+        self.head = nn.Linear(32, tags)
+        nn.init.normal_(self.head.weight, std=2.0)  # scores spread over (0, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = torch.relu(self.conv(x.permute(0, 3, 1, 2) / 255))
-        return torch.sigmoid(self.head(features.mean((2, 3))))
+        features = torch.relu(self.conv(x.permute(0, 3, 1, 2) / 255 - 0.5))
+        return torch.sigmoid(self.head(self.pool(features).flatten(1)))
 
 
 def export(module: nn.Module, example: torch.Tensor, target: Path, dynamic_batch: bool,

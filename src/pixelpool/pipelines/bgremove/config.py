@@ -54,7 +54,12 @@ def sidecar_path(model_path: Path) -> Path:
 def read_config(model_path: Path, input_shape: list[Any]) -> SegmenterConfig:
     """The sidecar (if any) over what the graph says; a dynamic size without one: 1024."""
     side = sidecar_path(model_path)
-    sidecar = Sidecar.model_validate(tomllib.loads(side.read_text())) if side.exists() else Sidecar()
+    sidecar = Sidecar()
+    if side.exists():
+        try:
+            sidecar = Sidecar.model_validate(tomllib.loads(side.read_text()))
+        except (tomllib.TOMLDecodeError, ValueError) as exc:
+            raise ValueError(f"{side.name}: {exc}") from exc
     if sidecar.size is not None:
         size = sidecar.size
         height, width = (size, size) if isinstance(size, int) else size
