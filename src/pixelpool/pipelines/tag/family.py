@@ -1,4 +1,4 @@
-"""The tag family: WD-style ONNX taggers, N images in one session run.
+"""The tag family: WD-style ONNX taggers (and JTP-style timm taggers), N images in one run.
 
 Preprocessing is the WD tagger reference's: composite on white, pad to a square
 on white (centred), bicubic resize to the model's input side, BGR, float32 in
@@ -53,8 +53,14 @@ def prepare(image: Image.Image, side: int) -> np.ndarray:
     return np.asarray(padded, dtype=np.float32)[:, :, ::-1]
 
 
-def scores(model: OnnxModel, images: list[Image.Image], cancel: CancelFn) -> np.ndarray:
+def scores(model: Any, images: list[Image.Image], cancel: CancelFn) -> np.ndarray:
     """(N, tags) probabilities: one run for all images, or one each for batch-1 graphs."""
+    if not isinstance(model, OnnxModel):
+        if cancel():
+            raise Cancelled()
+        from pixelpool.pipelines.tag import jtp  # torch and timm: only for JTP taggers
+
+        return jtp.jtp_scores(model, images)
     side = input_side(model)
     batch = np.ascontiguousarray(np.stack([prepare(img, side) for img in images]))
     if cancel():
@@ -82,13 +88,18 @@ def tag_result(probs: np.ndarray, labels: Labels, p: TagParams) -> dict[str, dic
     }  # fmt: skip
 
 
+def labels_of(model: Any) -> Labels:
+    return model.extra if isinstance(model, OnnxModel) else model.labels
+
+
 def tag_images(
-    model: OnnxModel, jobs: list[TagParams], images: list[Image.Image],
+    model: Any, jobs: list[TagParams], images: list[Image.Image],
     progress: ProgressFn, cancel: CancelFn,
 ) -> list[dict[str, dict[str, float]]]:  # fmt: skip
     probs = scores(model, images, cancel)
     progress(1, 1, STAGE, None)
-    return [tag_result(row, model.extra, p) for row, p in zip(probs, jobs, strict=True)]
+    labels = labels_of(model)
+    return [tag_result(row, labels, p) for row, p in zip(probs, jobs, strict=True)]
 
 
 def labels_path(model_path: Path) -> Path:
@@ -109,13 +120,24 @@ def load_tagger(path: str | Path, device: str) -> OnnxModel:
 
 class TagFamily:
     def load(self, entry: dict[str, Any], device: str, dtype: str = "auto") -> Loaded:
-        """`entry["path"]`: the .onnx file (its folder holds selected_tags.csv)."""
-        model = load_tagger(entry["path"], device)
+        """`entry["path"]`: a WD `.onnx` (selected_tags.csv beside it), or a JTP
+        `.safetensors` (tags.json beside it)."""
+        path = Path(entry["path"])
+        if path.suffix.lower() == ".safetensors":
+            from pixelpool.pipelines.tag import jtp
+
+            model = jtp.load_jtp(path, device, dtype)
+            arch = entry.get("architecture") or "jtp"
+            return Loaded(model, jtp.model_bytes(model), arch, device, family="tag")
+        onnx = load_tagger(path, device)
         arch = entry.get("architecture") or "wd-tagger"
-        return Loaded(model, file_bytes(model.path), arch, device, family="tag")
+        return Loaded(onnx, file_bytes(onnx.path), arch, device, family="tag")
 
     def move(self, loaded: Loaded, device: str) -> Loaded:
-        return move_session(loaded, device)
+        if isinstance(loaded.obj, OnnxModel):
+            return move_session(loaded, device)
+        loaded.obj.model.to(device)
+        return Loaded(loaded.obj, loaded.size_bytes, loaded.architecture, device, "tag")
 
     def run(
         self, loaded: Loaded, batch: list[WorkItem], progress: ProgressFn, cancel: CancelFn
