@@ -185,6 +185,10 @@ def test_target_size_resizes_the_native_output(model_files) -> None:
     assert run(model, rgb, scale=5).shape == (80, 60, 3)
     with pytest.raises(ValueError, match="scale or width"):
         UpscaleParams(image="x", scale=2, width=10)
+    with pytest.raises(ValueError, match="overlap must be smaller"):
+        UpscaleParams(image="x", tile=16, overlap=16)
+    with pytest.raises(ValueError, match="tile must be"):
+        UpscaleParams(image="x", tile=8)
 
 
 def test_family_load_and_run(model_files, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MAX_SIDE = 16384
+MIN_TILE = 16
 
 
 class UpscaleParams(BaseModel):
@@ -29,9 +30,13 @@ class UpscaleParams(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _one_size(self) -> UpscaleParams:
+    def _consistent(self) -> UpscaleParams:
         if self.scale is not None and (self.width is not None or self.height is not None):
             raise ValueError("give scale or width/height, not both")
+        if self.tile and self.tile < MIN_TILE:
+            raise ValueError(f"tile must be 0 (automatic) or at least {MIN_TILE}")
+        if self.tile and self.overlap >= self.tile:
+            raise ValueError("overlap must be smaller than tile")
         return self
 
     def target_size(self, width: int, height: int, native: int) -> tuple[int, int]:
