@@ -23,7 +23,7 @@ $(VENV)/.ok:
 # rather than replace it. `===` takes the registry's build, never a local +cpu wheel.
 $(BASE_STAMP): pyproject.toml $(VENV)/.ok
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "$(TORCH_SPEC)" "$(TORCHVISION_SPEC)"
-	@$(PY) -c "import torch; print('torch==' + torch.__version__)" > $(TORCH_PIN)
+	@$(PY) -c "import torch; print('torch==' + torch.__version__.split('+')[0])" > $(TORCH_PIN)
 	$(PY) -m pip install -c $(TORCH_PIN) -e .
 	@touch $@
 
