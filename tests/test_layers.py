@@ -8,7 +8,7 @@ from pathlib import Path
 import pixelpool
 
 PKG = Path(pixelpool.__file__).parent
-ORDER = ["api", "jobs", "engine", "pipelines", "registry"]
+ORDER = ["api", "jobs", "engine", "pipelines", "registry", "families"]
 
 
 def _imports(path: Path) -> set[str]:
@@ -36,7 +36,8 @@ def test_imports_point_down_only() -> None:
 
 def test_http_process_modules_do_not_import_torch() -> None:
     code = (
-        "import sys, pixelpool.api.app, pixelpool.cli, pixelpool.registry.registry;"
+        "import sys, pixelpool.api.app, pixelpool.cli, pixelpool.registry.registry,"
+        " pixelpool.families;"
         "mods = [m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules];"
         "assert not mods, mods"
     )

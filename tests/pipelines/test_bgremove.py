@@ -9,9 +9,9 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
+from pixelpool.families.bgremove.params import BgRemoveParams
 from pixelpool.pipelines.base import Cancelled, Loaded, WorkItem
 from pixelpool.pipelines.bgremove.family import FAMILY, load_segmenter, remove_backgrounds
-from pixelpool.pipelines.bgremove.params import BgRemoveParams
 from pixelpool.testing.tiny_onnx import write_tiny_segmenter
 
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from pixelpool.families.diffusion.params import Txt2ImgParams
 from pixelpool.pipelines.base import Loaded
 from pixelpool.pipelines.diffusion import embeddings
-from pixelpool.pipelines.diffusion.params import Txt2ImgParams
 from pixelpool.pipelines.diffusion.prompts import (
     BREAK,
     extract_lora_tags,

@@ -10,10 +10,10 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
+from pixelpool.families.tag.params import TagParams
 from pixelpool.pipelines.base import Cancelled, Loaded, WorkItem
 from pixelpool.pipelines.tag.family import FAMILY, load_tagger, tag_images
 from pixelpool.pipelines.tag.labels import mcut_threshold
-from pixelpool.pipelines.tag.params import TagParams
 from pixelpool.testing.tiny_onnx import TINY_TAGS, write_tiny_wd_tagger
 
 KAOMOJIS = ["0_0", "(o)_(o)", "+_+", "+_-", "._.", "<o>_<o>", "<|>_<|>", "=_=", ">_<", "3_3",

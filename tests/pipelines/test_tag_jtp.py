@@ -13,10 +13,10 @@ from PIL import Image
 from safetensors.torch import load_model
 from torchvision.transforms import InterpolationMode, transforms
 
+from pixelpool.families.tag.params import TagParams
 from pixelpool.pipelines.base import Loaded, WorkItem
 from pixelpool.pipelines.tag.family import FAMILY, tag_images
 from pixelpool.pipelines.tag.jtp import load_jtp
-from pixelpool.pipelines.tag.params import TagParams
 from pixelpool.testing.tiny_jtp import TINY_JTP_TAGS, build_tiny_jtp, write_tiny_jtp
 
 

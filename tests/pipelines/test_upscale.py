@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image, ImageFilter
 
+from pixelpool.families.upscale.params import UpscaleParams
 from pixelpool.pipelines.base import Cancelled, Loaded, WorkItem
 from pixelpool.pipelines.upscale.family import FAMILY, resize, upscale_images
 from pixelpool.pipelines.upscale.model import load_descriptor, load_upscaler
-from pixelpool.pipelines.upscale.params import UpscaleParams
 from pixelpool.pipelines.upscale.tiled import upscale_stack
 from pixelpool.pipelines.upscale.tiling import (
     axis_starts,

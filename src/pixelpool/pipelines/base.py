@@ -30,7 +30,7 @@ class Loaded:
     size_bytes: int
     architecture: str
     device: str
-    family: str = "diffusion"
+    family: str
 
 
 @dataclass

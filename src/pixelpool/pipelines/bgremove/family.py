@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from pixelpool.families.bgremove.params import BgRemoveParams
 from pixelpool.pipelines.base import CancelFn, Cancelled, Loaded, ProgressFn, Result, WorkItem
 from pixelpool.pipelines.bgremove.config import SegmenterConfig, read_config
-from pixelpool.pipelines.bgremove.params import BgRemoveParams
 from pixelpool.pipelines.diffusion.images import open_image, split_alpha
 from pixelpool.pipelines.onnxrt import OnnxModel, file_bytes, move_session, open_session
 

@@ -14,6 +14,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from pixelpool.families.diffusion.params import (
+    DecodeLatentsParams,
+    DiffusionParams,
+    EncodeLatentsParams,
+)
 from pixelpool.pipelines.base import CancelFn, Loaded, ProgressFn, Result, WorkItem
 from pixelpool.pipelines.diffusion.common import to_uint8
 from pixelpool.pipelines.diffusion.images import open_image, split_alpha
@@ -22,11 +27,6 @@ from pixelpool.pipelines.diffusion.latent_format import (
     as_batch,
     decode_latents,
     encode_latents,
-)
-from pixelpool.pipelines.diffusion.params import (
-    DecodeLatentsParams,
-    DiffusionParams,
-    EncodeLatentsParams,
 )
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from pixelpool.families.tag.params import TagParams
 from pixelpool.pipelines.base import CancelFn, Cancelled, Loaded, ProgressFn, Result, WorkItem
 from pixelpool.pipelines.diffusion.images import open_image
 from pixelpool.pipelines.onnxrt import OnnxModel, file_bytes, move_session, open_session
@@ -28,7 +29,6 @@ from pixelpool.pipelines.tag.labels import (
     read_labels,
     select,
 )
-from pixelpool.pipelines.tag.params import TagParams
 
 STAGE = "tag"
 DEFAULT_SIDE = 448  # the WD v3 taggers' input, for a graph without a static size

@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from pixelpool.families.upscale.params import UpscaleParams
 from pixelpool.pipelines.base import CancelFn, Cancelled, Loaded, ProgressFn, Result, WorkItem
 from pixelpool.pipelines.diffusion.images import open_image, split_alpha
 from pixelpool.pipelines.upscale.model import UpscaleModel, load_upscaler, model_bytes
-from pixelpool.pipelines.upscale.params import UpscaleParams
 from pixelpool.pipelines.upscale.tiled import choose_tile, upscale_stack
 from pixelpool.pipelines.upscale.tiling import plan_tiles
 
@@ -93,7 +93,7 @@ def read_input(path: str) -> tuple[np.ndarray, np.ndarray | None]:
 class UpscaleFamily:
     def load(self, entry: dict[str, Any], device: str, dtype: str = "auto") -> Loaded:
         model = load_upscaler(entry["path"], device, dtype, entry.get("tile_budget_bytes"))
-        arch = entry.get("architecture") or model.descriptor.architecture.id
+        arch = model.descriptor.architecture.id  # spandrel's detection, not the registry's guess
         return Loaded(model, model_bytes(model), arch, device, family="upscale")
 
     def move(self, loaded: Loaded, device: str) -> Loaded:

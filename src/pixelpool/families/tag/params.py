@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from pixelpool.families.base import ImageOpParams
 
 
-class TagParams(BaseModel):
+class TagParams(ImageOpParams):
     model_config = ConfigDict(extra="forbid")
 
-    image: str = Field(description="path of the uploaded input image")
     general_threshold: float = Field(0.35, ge=0, le=1)
     character_threshold: float = Field(0.85, ge=0, le=1)
     general_mcut: bool = Field(False, description="threshold at the largest gap (MCut)")

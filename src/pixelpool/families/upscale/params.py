@@ -10,16 +10,17 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
+
+from pixelpool.families.base import ImageOpParams
 
 MAX_SIDE = 16384
 MIN_TILE = 16
 
 
-class UpscaleParams(BaseModel):
+class UpscaleParams(ImageOpParams):
     model_config = ConfigDict(extra="forbid")
 
-    image: str = Field(description="path of the uploaded input image")
     scale: float | None = Field(None, gt=0, le=16, description="output / input size")
     width: int | None = Field(None, ge=1, le=MAX_SIDE, description="target width")
     height: int | None = Field(None, ge=1, le=MAX_SIDE, description="target height")

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from pixelpool.families.base import ImageOpParams
 
 
-class BgRemoveParams(BaseModel):
+class BgRemoveParams(ImageOpParams):
     model_config = ConfigDict(extra="forbid")
 
-    image: str = Field(description="path of the uploaded input image")
     mask_only: bool = Field(False, description="return the mask (grey) instead of the cut-out")
 
     def batch_key(self) -> tuple[Any, ...]:
