@@ -101,7 +101,7 @@ async def list_models(state: State, caller: Caller) -> dict[str, Any]:
     }
 
 
-@router.get("/v1/models/{model_id:path}", responses=docs.openai(*docs.AUTH, 404))
+@router.get("/v1/models/{model_id:path}", responses=docs.openai(*docs.AUTH, 404, 422))
 async def get_model(model_id: str, state: State, caller: Caller) -> dict[str, Any]:
     """By fingerprint (or prefix, or name); both this dialect's and OpenAI's fields."""
     entry = ops.resolve_model(state, model_id, "model_id", family=None)
