@@ -42,3 +42,15 @@ def test_http_process_modules_do_not_import_torch() -> None:
         "assert not mods, mods"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_api_and_jobs_consult_families_not_pipeline_internals() -> None:
+    """Above the engine, a family is its description: only `pipelines.base` (the Result
+    the engine hands back) may be imported from `pipelines/`."""
+    bad = []
+    for layer in ("api", "jobs"):
+        for path in (PKG / layer).rglob("*.py"):
+            for name in _imports(path):
+                if name.startswith("pixelpool.pipelines") and name != "pixelpool.pipelines.base":
+                    bad.append(f"{path.relative_to(PKG)} imports {name}")
+    assert not bad, bad

@@ -21,13 +21,13 @@ from pixelpool.api import (
     infer,
     keys,
     native,
-    native_diffusion,
     openai,
     openapi_docs,
     selfhosted,
     tag,
     upscale,
 )
+from pixelpool.api.diffusion import native as native_diffusion
 from pixelpool.api.errors import ErrorInfo, install_error_handlers, render_error
 from pixelpool.api.guard import AuthGate
 from pixelpool.api.limits import BodyLimitMiddleware

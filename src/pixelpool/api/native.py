@@ -22,9 +22,11 @@ from pixelpool.jobs.spec import JobRecord, JobStatus
 router = APIRouter(prefix="/api", tags=["native"])
 State = Annotated[AppState, Depends(get_state)]
 
-# Every op under /api/enqueue/{op}; all but "generate" are routed in native_diffusion.py.
+# Every op under /api/enqueue/{op}: "generate" is routed here, the others in
+# diffusion/native.py or in their family's API module (upscale.py, bgremove.py, tag.py).
 OPERATIONS = ("generate", "generate-hires", "generate-latents", "img2img", "inpaint",
-              "decode-latents", "encode-latents", "hires-latents")  # fmt: skip
+              "decode-latents", "encode-latents", "hires-latents", "upscale", "bgremove",
+              "tag")  # fmt: skip
 
 
 class LoraRequest(RequestModel):

@@ -2,7 +2,7 @@
 
 Every dialect calls these, so each operation is validated and built once. Defaults
 come from, in order: the request, the chosen preset (`quality`), the model's
-manifest, the server. Operations other than txt2img are in `diffusion_specs.py`.
+manifest, the server. Operations other than txt2img are in `diffusion/specs.py`.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from pixelpool.families.diffusion.params import (
     Txt2ImgParams,
     resolve_seed,
 )
+from pixelpool.families.diffusion.prompts import extract_lora_tags
 from pixelpool.families.diffusion.samplers import (
     canonical_sampler,
     canonical_schedule,
@@ -30,7 +31,6 @@ from pixelpool.families.diffusion.samplers import (
 )
 from pixelpool.jobs.service import NoDeviceFits, QueueFull
 from pixelpool.jobs.spec import JobRecord, JobSpec
-from pixelpool.pipelines.diffusion.prompts import extract_lora_tags
 from pixelpool.registry.entry import ModelEntry
 from pixelpool.registry.loras import LoraNotFound
 from pixelpool.registry.registry import ModelNotFound, WrongFamily

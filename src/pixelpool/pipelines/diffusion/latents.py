@@ -14,6 +14,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from pixelpool.families.diffusion.latent_format import (
+    MEDIA_TYPES,
+    as_batch,
+    decode_latents,
+    encode_latents,
+)
 from pixelpool.families.diffusion.params import (
     DecodeLatentsParams,
     DiffusionParams,
@@ -22,12 +28,6 @@ from pixelpool.families.diffusion.params import (
 from pixelpool.pipelines.base import CancelFn, Loaded, ProgressFn, Result, WorkItem
 from pixelpool.pipelines.diffusion.common import to_uint8
 from pixelpool.pipelines.diffusion.images import open_image, split_alpha
-from pixelpool.pipelines.diffusion.latent_format import (
-    MEDIA_TYPES,
-    as_batch,
-    decode_latents,
-    encode_latents,
-)
 
 
 def vae_meta(pipe: Any, architecture: str) -> dict[str, Any]:
