@@ -2,10 +2,12 @@
 PYTHON ?= python3
 VENV ?= .venv
 VENV_FLAGS ?=
-TORCH_SPEC ?= torch==2.13.0
+TORCH_SPEC ?= torch===2.13.0
+TORCHVISION_SPEC ?= torchvision==0.28.0
 MODELS_DIR ?= models
 PY := $(VENV)/bin/python
 BASE_STAMP := $(VENV)/.pixelpool-base
+TORCH_PIN := $(VENV)/.pixelpool-torch-pin
 DEV_STAMP := $(VENV)/.pixelpool-dev
 
 .PHONY: run test lint bench clean
@@ -16,14 +18,17 @@ $(VENV)/.ok:
 	@$(PY) -c "import sys; assert sys.version_info >= (3, 11), 'pixelpool needs Python >= 3.11'"
 	@touch $@
 
-# A torch that is already in the venv (e.g. your CUDA build) is kept as it is.
+# A torch that is already in the venv (e.g. your CUDA build) is kept as it is: it is
+# pinned while the rest installs, so torchvision (which spandrel needs) must match it
+# rather than replace it. `===` takes the registry's build, never a local +cpu wheel.
 $(BASE_STAMP): pyproject.toml $(VENV)/.ok
-	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "$(TORCH_SPEC)"
-	$(PY) -m pip install -e .
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "$(TORCH_SPEC)" "$(TORCHVISION_SPEC)"
+	@$(PY) -c "import torch; print('torch==' + torch.__version__.split('+')[0])" > $(TORCH_PIN)
+	$(PY) -m pip install -c $(TORCH_PIN) -e .
 	@touch $@
 
 $(DEV_STAMP): $(BASE_STAMP)
-	$(PY) -m pip install -e ".[dev]"
+	$(PY) -m pip install -c $(TORCH_PIN) -e ".[dev]"
 	@touch $@
 
 run: $(BASE_STAMP)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pixelpool
 
 PKG = Path(pixelpool.__file__).parent
-ORDER = ["api", "jobs", "engine", "pipelines", "registry"]
+ORDER = ["api", "jobs", "engine", "pipelines", "registry", "families"]
 
 
 def _imports(path: Path) -> set[str]:
@@ -36,8 +36,21 @@ def test_imports_point_down_only() -> None:
 
 def test_http_process_modules_do_not_import_torch() -> None:
     code = (
-        "import sys, pixelpool.api.app, pixelpool.cli, pixelpool.registry.registry;"
+        "import sys, pixelpool.api.app, pixelpool.cli, pixelpool.registry.registry,"
+        " pixelpool.families;"
         "mods = [m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules];"
         "assert not mods, mods"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_api_and_jobs_consult_families_not_pipeline_internals() -> None:
+    """Above the engine, a family is its description: only `pipelines.base` (the Result
+    the engine hands back) may be imported from `pipelines/`."""
+    bad = []
+    for layer in ("api", "jobs"):
+        for path in (PKG / layer).rglob("*.py"):
+            for name in _imports(path):
+                if name.startswith("pixelpool.pipelines") and name != "pixelpool.pipelines.base":
+                    bad.append(f"{path.relative_to(PKG)} imports {name}")
+    assert not bad, bad

@@ -43,7 +43,8 @@ def test_image(size: int = SIZE, seed: int = 0) -> np.ndarray:
 
 
 def _server(array: np.ndarray, fmt: str) -> bytes:
-    from pixelpool.jobs.encode import a1111_parameters, encode_image
+    from pixelpool.families.diffusion.describe import a1111_parameters
+    from pixelpool.jobs.encode import encode_image
 
     params = {"prompt": "a photo of a red fox", "steps": 25, "cfg_scale": 7, "seed": 1,
               "width": SIZE, "height": SIZE}  # fmt: skip

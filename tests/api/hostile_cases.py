@@ -17,7 +17,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from pixelpool.pipelines.diffusion.latent_format import encode_latents
+from pixelpool.families.diffusion.latent_format import encode_latents
 
 JSON = {"content-type": "application/json"}
 DEEP = "[" * 10_000 + "]" * 10_000

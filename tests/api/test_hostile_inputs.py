@@ -16,13 +16,13 @@ from pixelpool.api.native import GenerateRequest
 from pixelpool.api.openai.plan import EditRequest
 from pixelpool.api.uploads import check_image
 from pixelpool.api.validation import check_id, check_name, clean_prompt, json_depth, parse_json
-from pixelpool.jobs.encode import encode_image
-from pixelpool.pipelines.diffusion.images import open_image, split_alpha
-from pixelpool.pipelines.diffusion.latent_format import (
+from pixelpool.families.diffusion.latent_format import (
     LatentFormatError,
     decode_latents,
     encode_latents,
 )
+from pixelpool.jobs.encode import encode_image
+from pixelpool.pipelines.diffusion.images import open_image, split_alpha
 
 from .hostile_cases import bomb, fxlt_raw, png_claiming
 

@@ -8,8 +8,8 @@ import httpx
 import numpy as np
 import pytest
 
+from pixelpool.families.diffusion.latent_format import FXLT_MEDIA_TYPE, decode_latents
 from pixelpool.jobs import service
-from pixelpool.pipelines.diffusion.latent_format import FXLT_MEDIA_TYPE, decode_latents
 from pixelpool.testing.server import ServerProcess
 
 from .diffusion_server import decode, png_bytes, smooth_image

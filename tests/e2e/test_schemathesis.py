@@ -30,7 +30,7 @@ from schemathesis.specs.openapi.checks import (
 
 from pixelpool.api.app import create_app
 from pixelpool.config import Settings
-from pixelpool.pipelines.diffusion.latent_format import encode_latents
+from pixelpool.families.diffusion.latent_format import encode_latents
 from pixelpool.testing.server import ServerProcess
 
 KEY = "fuzz-key"

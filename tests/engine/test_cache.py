@@ -7,13 +7,13 @@ from pixelpool.pipelines.base import Loaded
 def _loader(size: int, calls: list[str], key: str) -> Callable[[], Loaded]:
     def load() -> Loaded:
         calls.append(key)
-        return Loaded(obj=key, size_bytes=size, architecture="sd15", device="cuda:0")
+        return Loaded(obj=key, size_bytes=size, architecture="sd15", device="cuda:0", family="fake")
 
     return load
 
 
 def _move(loaded: Loaded, device: str) -> Loaded:
-    return Loaded(loaded.obj, loaded.size_bytes, loaded.architecture, device)
+    return Loaded(loaded.obj, loaded.size_bytes, loaded.architecture, device, loaded.family)
 
 
 def test_lru_by_bytes() -> None:

@@ -7,10 +7,10 @@ import pytest
 import torch
 from diffusers import DiffusionPipeline
 
+from pixelpool.families.diffusion.params import Txt2ImgParams
+from pixelpool.families.diffusion.samplers import canonical_sampler
 from pixelpool.pipelines import get_family
 from pixelpool.pipelines.base import Cancelled, Loaded, WorkItem
-from pixelpool.pipelines.diffusion.params import Txt2ImgParams
-from pixelpool.pipelines.diffusion.samplers import canonical_sampler
 
 PARAMS = {
     "prompt": "a photo of a red fox",

@@ -8,9 +8,9 @@ import pytest
 import torch
 from diffusers import FluxPipeline, StableDiffusion3Pipeline
 
+from pixelpool.families.diffusion.samplers import check_combination
 from pixelpool.pipelines import get_family
 from pixelpool.pipelines.base import Loaded, WorkItem
-from pixelpool.pipelines.diffusion.samplers import check_combination
 from pixelpool.registry.preview_decoders import scan_preview_decoders
 from pixelpool.registry.scan import scan_models
 from pixelpool.testing.taesd import write_tiny_taesd_dir

@@ -7,15 +7,15 @@ import pytest
 import torch
 from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
 
-from pixelpool.pipelines.base import Loaded
-from pixelpool.pipelines.diffusion.hires import second_pass_steps
-from pixelpool.pipelines.diffusion.latent_format import (
+from pixelpool.families.diffusion.latent_format import (
     FXLT_MEDIA_TYPE,
     LatentFormatError,
     decode_fxlt,
     decode_latents,
     encode_fxlt,
 )
+from pixelpool.pipelines.base import Loaded
+from pixelpool.pipelines.diffusion.hires import second_pass_steps
 
 from .diffusion_helpers import BASE, MODELS, load, max_diff, run, write_image
 

@@ -10,9 +10,9 @@ import torch
 from diffusers import FluxPipeline
 from safetensors.torch import save_file
 
+from pixelpool.families.diffusion.params import PreviewDecoderRef
 from pixelpool.pipelines.base import Loaded
 from pixelpool.pipelines.diffusion import previews
-from pixelpool.pipelines.diffusion.params import PreviewDecoderRef
 from pixelpool.registry.preview_decoders import scan_preview_decoders
 from pixelpool.testing.taesd import (
     build_tiny_taesd,

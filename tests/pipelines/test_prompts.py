@@ -7,15 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from pixelpool.pipelines.base import Loaded
-from pixelpool.pipelines.diffusion import embeddings
-from pixelpool.pipelines.diffusion.params import Txt2ImgParams
-from pixelpool.pipelines.diffusion.prompts import (
+from pixelpool.families.diffusion.params import Txt2ImgParams
+from pixelpool.families.diffusion.prompts import (
     BREAK,
     extract_lora_tags,
     is_plain,
     parse_weighted,
 )
+from pixelpool.pipelines.base import Loaded
+from pixelpool.pipelines.diffusion import embeddings
 
 from .diffusion_helpers import BASE, MODELS, load, max_diff, run
 

@@ -5,15 +5,15 @@ from types import SimpleNamespace
 import pytest
 from diffusers import EulerDiscreteScheduler
 
-from pixelpool.pipelines.diffusion.common import make_scheduler
-from pixelpool.pipelines.diffusion.params import Txt2ImgParams
-from pixelpool.pipelines.diffusion.samplers import (
+from pixelpool.families.diffusion.params import Txt2ImgParams
+from pixelpool.families.diffusion.samplers import (
     SAMPLERS,
     SCHEDULES,
     canonical_schedule,
     check_combination,
     samplers_for,
 )
+from pixelpool.pipelines.diffusion.common import make_scheduler
 
 PARAMS = {"prompt": "x", "width": 64, "height": 64, "steps": 4, "cfg_scale": 5, "seed": 1}
 

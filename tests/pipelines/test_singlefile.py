@@ -20,6 +20,7 @@ from diffusers.loaders.single_file_utils import (
 from safetensors.torch import load_file, save_file
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
+from pixelpool.families.diffusion.checkpoints import detect_architecture, read_tensor_names
 from pixelpool.pipelines.diffusion.singlefile import (
     CLIP_VOCAB_SIZE,
     bundled_config_dir,
@@ -27,7 +28,6 @@ from pixelpool.pipelines.diffusion.singlefile import (
     load_single_file,
     resolve_config_dir,
 )
-from pixelpool.registry.checkpoints import detect_architecture, read_tensor_names
 from pixelpool.testing.singlefile import (
     SD1_CLIP_PREFIX,
     SDXL_CLIP_PREFIX,

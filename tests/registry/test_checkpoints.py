@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from pixelpool.registry.checkpoints import detect_architecture, read_tensor_names
+from pixelpool.families.diffusion.checkpoints import detect_architecture, read_tensor_names
 
 UNET = "model.diffusion_model.input_blocks.0.0.weight"
 VAE = "first_stage_model.encoder.conv_in.weight"
@@ -64,7 +64,7 @@ def test_read_tensor_names_rejects_files_that_are_not_safetensors(
 
 
 def test_checkpoints_module_does_not_import_torch() -> None:
-    code = "import sys, pixelpool.registry.checkpoints; sys.exit('torch' in sys.modules)"
+    code = "import sys, pixelpool.families.diffusion.checkpoints; sys.exit('torch' in sys.modules)"
     src = Path(__file__).resolve().parents[2] / "src"
     result = subprocess.run(
         [sys.executable, "-c", code], env={"PYTHONPATH": str(src)}, capture_output=True

@@ -37,7 +37,7 @@ async def cache_op(op: str, req: CacheRequest, state: State, caller: Caller) -> 
         raise ApiError(
             404, f"op: unknown cache operation {op!r}; valid: {', '.join(CACHE_OPS)}", "op"
         )
-    entry = ops.resolve_model(state, req.model)
+    entry = ops.resolve_model(state, req.model, family=None)
     try:
         reports = await state.scheduler.admin(req.device, op, entry.family, entry.to_wire())
     except KeyError as exc:

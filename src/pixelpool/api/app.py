@@ -15,16 +15,19 @@ from fastapi.responses import JSONResponse
 from pixelpool import __version__
 from pixelpool.api import (
     admin,
+    bgremove,
     events,
     health,
     infer,
     keys,
     native,
-    native_diffusion,
     openai,
     openapi_docs,
     selfhosted,
+    tag,
+    upscale,
 )
+from pixelpool.api.diffusion import native as native_diffusion
 from pixelpool.api.errors import ErrorInfo, install_error_handlers, render_error
 from pixelpool.api.guard import AuthGate
 from pixelpool.api.limits import BodyLimitMiddleware
@@ -167,6 +170,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(StoreBusy, _store_busy)  # type: ignore[arg-type]
     app.include_router(health.router)
     app.include_router(native_diffusion.router)  # before native: its enqueue paths win
+    for family_api in (upscale, bgremove, tag):  # also before native
+        app.include_router(family_api.router)
     app.include_router(native.router)
     app.include_router(events.router)
     app.include_router(admin.router)

@@ -101,10 +101,10 @@ async def list_models(state: State, caller: Caller) -> dict[str, Any]:
     }
 
 
-@router.get("/v1/models/{model_id:path}", responses=docs.openai(400, *docs.AUTH, 404))
+@router.get("/v1/models/{model_id:path}", responses=docs.openai(*docs.AUTH, 404, 422))
 async def get_model(model_id: str, state: State, caller: Caller) -> dict[str, Any]:
     """By fingerprint (or prefix, or name); both this dialect's and OpenAI's fields."""
-    entry = ops.resolve_model(state, model_id, "model_id")
+    entry = ops.resolve_model(state, model_id, "model_id", family=None)
     return {**_model_object(entry), **model_info(state, entry)}
 
 

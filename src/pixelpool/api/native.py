@@ -22,9 +22,11 @@ from pixelpool.jobs.spec import JobRecord, JobStatus
 router = APIRouter(prefix="/api", tags=["native"])
 State = Annotated[AppState, Depends(get_state)]
 
-# Every op under /api/enqueue/{op}; all but "generate" are routed in native_diffusion.py.
+# Every op under /api/enqueue/{op}: "generate" is routed here, the others in
+# diffusion/native.py or in their family's API module (upscale.py, bgremove.py, tag.py).
 OPERATIONS = ("generate", "generate-hires", "generate-latents", "img2img", "inpaint",
-              "decode-latents", "encode-latents", "hires-latents")  # fmt: skip
+              "decode-latents", "encode-latents", "hires-latents", "upscale", "bgremove",
+              "tag")  # fmt: skip
 
 
 class LoraRequest(RequestModel):
@@ -85,13 +87,18 @@ async def result_response(state: AppState, record: JobRecord, index: int = 0) ->
         raise ApiError(410, f"job {record.id} has expired; its result was deleted")
     if record.status is not JobStatus.completed:
         raise ApiError(409, f"job {record.id} {record.status.value}: {record.error or 'no result'}")
+    if record.result.get("kind") == "json":  # a JSON result is its info (tags)
+        return JSONResponse(record.result.get("info", {}), headers={"X-Job-Id": record.id})
     artifacts = record.result.get("artifacts", [])
     if not 0 <= index < len(artifacts):
         raise ApiError(404, f"index: job {record.id} has {len(artifacts)} result(s)", "index")
     art = await state.jobs.artifacts.get(artifacts[index]["id"])
     if art is None:
         raise ApiError(410, f"job {record.id}: result has expired")
-    headers = {"X-Job-Id": record.id, "X-Seed": str(record.result.get("seeds", [0])[index])}
+    seeds = record.result.get("seeds") or []
+    headers = {"X-Job-Id": record.id}
+    if index < len(seeds):  # only generated images have seeds
+        headers["X-Seed"] = str(seeds[index])
     if art.data is not None:
         return Response(art.data, media_type=art.media_type, headers=headers)
     return FileResponse(art.path, media_type=art.media_type, headers=headers)

@@ -114,6 +114,11 @@ def images(description: str = "The image (output_format picks the type)") -> Res
     return binary(*IMAGE_TYPES, description=description)
 
 
+def json_result(description: str = "The result, as JSON") -> Responses:
+    return {200: {"description": description,
+                  "content": {"application/json": {"schema": {"type": "object"}}}}}  # fmt: skip
+
+
 def latents(description: str = "The latents (latent_format or Accept picks the type)") -> Responses:
     return binary(*LATENT_TYPES, description=description)
 

@@ -2,7 +2,7 @@
 
 Every dialect calls these, so each operation is validated and built once. Defaults
 come from, in order: the request, the chosen preset (`quality`), the model's
-manifest, the server. Operations other than txt2img are in `diffusion_specs.py`.
+manifest, the server. Operations other than txt2img are in `diffusion/specs.py`.
 """
 
 from __future__ import annotations
@@ -10,51 +10,46 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
+from pixelpool import families
 from pixelpool.api.errors import ApiError, field_error
 from pixelpool.api.state import AppState
 from pixelpool.api.validation import check_name, check_prompts, clean_prompt, validation_error
-from pixelpool.jobs.service import NoDeviceFits, QueueFull
-from pixelpool.jobs.spec import JobRecord, JobSpec
-from pixelpool.pipelines.diffusion.params import (
-    NATIVE_SIZE,
+from pixelpool.families.base import OpParams
+from pixelpool.families.diffusion.describe import BUILTIN_PRESETS, model_defaults
+from pixelpool.families.diffusion.params import (
     LatentFormat,
     Txt2ImgParams,
     resolve_seed,
 )
-from pixelpool.pipelines.diffusion.prompts import extract_lora_tags
-from pixelpool.pipelines.diffusion.samplers import (
+from pixelpool.families.diffusion.prompts import extract_lora_tags
+from pixelpool.families.diffusion.samplers import (
     canonical_sampler,
     canonical_schedule,
     check_combination,
-    samplers_for,
 )
+from pixelpool.jobs.service import NoDeviceFits, QueueFull
+from pixelpool.jobs.spec import JobRecord, JobSpec
 from pixelpool.registry.entry import ModelEntry
 from pixelpool.registry.loras import LoraNotFound
-from pixelpool.registry.registry import ModelNotFound
-
-DEFAULT_STEPS = 25
-DEFAULT_CFG = 7.0
-# Presets every model has (OpenAI's quality names map here); a manifest may override them.
-BUILTIN_PRESETS: dict[str, dict[str, Any]] = {
-    "auto": {},
-    "low": {"steps": 12},
-    "medium": {"steps": 20},
-    "standard": {"steps": 20},
-    "high": {"steps": 30},
-    "hd": {"steps": 40},
-}
+from pixelpool.registry.registry import ModelNotFound, WrongFamily
 
 
-def resolve_model(state: AppState, name: str | None, field: str = "model") -> ModelEntry:
+def resolve_model(
+    state: AppState, name: str | None, field: str = "model", family: str | None = "diffusion"
+) -> ModelEntry:
+    """The model an operation of `family` names (None: any family, as admin ops take):
+    404 when unknown, 422 when it is another family's model."""
     try:
         if name:
             check_text_field(field, name)
-            return state.registry.resolve(name)
-        return state.registry.default_entry(state.default_model())
+            return state.registry.resolve(name, family)
+        return state.registry.default_entry(state.default_model(), family or "diffusion")
     except ModelNotFound as exc:
         raise ApiError(404, f"{field}: model not found: {exc.name}", field) from exc
+    except WrongFamily as exc:
+        raise field_error(field, str(exc)) from exc
 
 
 def check_text_field(field: str, value: Any) -> None:
@@ -93,16 +88,6 @@ def check_types(request: dict[str, Any]) -> None:
         not isinstance(loras, list) or not all(isinstance(x, dict) and "name" in x for x in loras)
     ):
         raise field_error("loras", "must be a list of {name, weight}")
-
-
-def model_defaults(entry: ModelEntry) -> dict[str, Any]:
-    """Server defaults overlaid with the model's manifest defaults."""
-    native = NATIVE_SIZE[entry.architecture]
-    defaults: dict[str, Any] = {"width": native, "height": native, "steps": DEFAULT_STEPS,
-                                "cfg_scale": DEFAULT_CFG}  # fmt: skip
-    if entry.manifest is not None:
-        defaults.update(entry.manifest.model_defaults())
-    return defaults
 
 
 def presets(entry: ModelEntry) -> dict[str, dict[str, Any]]:
@@ -217,7 +202,7 @@ def sampling_fields(
 def build_spec(
     op: str,
     entry: ModelEntry,
-    params_cls: type[BaseModel],
+    params_cls: type[OpParams],
     fields: dict[str, Any],
     priority: int = 100,
     output_format: str = "png",
@@ -232,7 +217,7 @@ def build_spec(
         family=entry.family,
         model=entry.to_wire(),
         params=params.model_dump(),
-        batch_key=list(params.batch_key()),  # type: ignore[attr-defined]
+        batch_key=list(params.batch_key()),
         priority=priority,
         output_format=output_format,
     )
@@ -294,7 +279,7 @@ async def submit(
 
 
 def describe_model(state: AppState, entry: ModelEntry) -> dict[str, Any]:
-    manifest = entry.manifest.describe() if entry.manifest is not None else {}
+    """A model as every model list shows it: the common fields, then its family's."""
     return {
         "name": entry.name,
         "path": str(entry.path),
@@ -304,10 +289,5 @@ def describe_model(state: AppState, entry: ModelEntry) -> dict[str, Any]:
         "architecture": entry.architecture,
         "format": entry.format,
         "size_bytes": entry.size_bytes,
-        "prediction_type": entry.prediction_type,
-        "zero_snr": entry.zero_snr,
-        "defaults": model_defaults(entry),
-        "samplers": samplers_for(entry.architecture),
-        **{k: v for k, v in manifest.items() if k != "presets"},
-        "presets": {**BUILTIN_PRESETS, **manifest.get("presets", {})},
+        **families.get(entry.family).describe(entry),
     }

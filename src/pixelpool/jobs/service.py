@@ -15,16 +15,16 @@ import time
 from collections import OrderedDict
 from typing import Any
 
+from pixelpool import families
 from pixelpool.config import Settings
 from pixelpool.engine.scheduler import NoDeviceFits, Scheduler
 from pixelpool.engine.task import Task
 from pixelpool.jobs.artifacts import ArtifactStore
-from pixelpool.jobs.encode import a1111_parameters, encode_image, encode_result
+from pixelpool.jobs.encode import encode_image, encode_result
 from pixelpool.jobs.events import EventBus
 from pixelpool.jobs.spec import JobRecord, JobSpec, JobStatus
 from pixelpool.jobs.store import JobStore
 from pixelpool.pipelines.base import Result
-from pixelpool.pipelines.costs import estimate_cost
 
 __all__ = ["JobService", "NoDeviceFits", "QueueFull"]
 
@@ -113,7 +113,7 @@ class JobService:
     @staticmethod
     def _task(record: JobRecord) -> Task:
         spec = record.spec
-        cost = estimate_cost(spec.family, spec.model, spec.params)
+        cost = families.estimate_cost(spec.family, spec.model, spec.params)
         return Task(
             job_id=record.id,
             family=spec.family,
@@ -274,7 +274,9 @@ class JobService:
             return
         spec = record.spec
         try:
-            text = {"parameters": a1111_parameters(spec.params, spec.model["name"])}
+            family = families.get(spec.family)
+            kind = family.operations[spec.op].result
+            text = family.image_text(spec.op, spec.params, spec.model["name"])
             payloads, info = await asyncio.to_thread(
                 encode_result, result.images, result.info, spec.output_format, text,
                 spec.output_quality,
@@ -287,7 +289,9 @@ class JobService:
             log.exception("storing result of %s failed", job_id)
             await self._finish(job_id, JobStatus.failed, error=f"storing result failed: {exc}")
             return
-        payload = {"artifacts": described, "seeds": result.seeds, "info": info, "run_s": run_s}
+        # A JSON result (tags) is its info; images and latents are artifacts.
+        payload = {"kind": kind, "artifacts": described, "seeds": result.seeds, "info": info,
+                   "run_s": run_s}  # fmt: skip
         await self._finish(job_id, JobStatus.completed, result=payload)
 
     async def _finish(self, job_id: str, status: JobStatus, **fields: Any) -> None:

@@ -6,7 +6,10 @@ import importlib
 
 from pixelpool.pipelines.base import Family
 
-FAMILY_MODULES = {"diffusion": "pixelpool.pipelines.diffusion.family"}
+FAMILY_MODULES = {
+    name: f"pixelpool.pipelines.{name}.family"
+    for name in ("diffusion", "upscale", "bgremove", "tag")
+}
 
 
 def get_family(name: str) -> Family:

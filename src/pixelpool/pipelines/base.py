@@ -1,7 +1,8 @@
 """The interface every task family implements: load(entry) and run(batch).
 
 Only worker processes import the modules that implement it (they import torch);
-the parameter schemas next to them are torch-free so the API can validate.
+its parameter schemas and the rest of its description live in `families/<name>/`
+(torch-free), which the API, the registry and the job service consult.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ class Loaded:
     size_bytes: int
     architecture: str
     device: str
-    family: str = "diffusion"
+    family: str
 
 
 @dataclass

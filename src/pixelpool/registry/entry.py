@@ -4,31 +4,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pixelpool.registry.manifests import Manifest
-
-ModelFormat = Literal["diffusers", "single_file"]
-
-# Folders under the models dir that hold something other than diffusion checkpoints
-# (vae_approx / VAE-approx: TAESD preview decoders, see preview_decoders.py).
-NON_DIFFUSION_FOLDERS = frozenset(
-    {"loras", "upscale", "bgremove", "tagger", "vision", "other", "vae_approx", "VAE-approx"}
-)
-
-SUPPORTED_ARCHITECTURES = ("sd15", "sdxl", "sd3", "flux")
 
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """A model found on disk. `name` is its path relative to its family folder."""
+    """A model found on disk. `name` is its path relative to its family folder, without
+    the file type."""
 
     name: str
     folder: str
     family: str
     architecture: str
     path: Path
-    format: ModelFormat
+    format: str  # the family's: "diffusers", "single_file", "onnx", "safetensors"...
     size_bytes: int
     mtime_ns: int
     manifest: Manifest | None = None

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pixelpool.registry.checkpoints import read_header
+from pixelpool.families.diffusion.checkpoints import read_header
 
 log = logging.getLogger(__name__)
 

@@ -24,6 +24,14 @@ class ModelNotFound(LookupError):
         self.name = name
 
 
+class WrongFamily(LookupError):
+    """The model exists, but is of another family than the operation needs."""
+
+    def __init__(self, name: str, family: str, wanted: str) -> None:
+        super().__init__(f"model {name!r} is of the {family} family, not {wanted}")
+        self.name, self.family, self.wanted = name, family, wanted
+
+
 @dataclass(frozen=True)
 class ScanResult:
     added: int
@@ -114,10 +122,21 @@ class Registry:
         with self._lock:
             return self._fingerprints.get(entry.path)
 
-    def resolve(self, key: str) -> ModelEntry:
-        """By name, by folder/name, by fingerprint or by a unique fingerprint prefix."""
-        key = key.strip()
-        entries = self.entries()
+    def resolve(self, key: str, family: str | None = None) -> ModelEntry:
+        """By name, by folder/name, by fingerprint or by a unique fingerprint prefix.
+
+        With `family`, a name is looked up among that family's models first, and a model
+        found only in another family raises WrongFamily (naming both)."""
+        if family is None:
+            return self._resolve(key.strip(), self.entries())
+        mine = [e for e in self.entries() if e.family == family]
+        try:
+            return self._resolve(key.strip(), mine)
+        except ModelNotFound:
+            other = self._resolve(key.strip(), self.entries())
+            raise WrongFamily(other.name, other.family, family) from None
+
+    def _resolve(self, key: str, entries: list[ModelEntry]) -> ModelEntry:
         by_name = [e for e in entries if e.name == key]
         if len(by_name) == 1:
             return by_name[0]
@@ -137,12 +156,13 @@ class Registry:
                 return hits[0]
         raise ModelNotFound(key)
 
-    def default_entry(self, preferred: str | None = None) -> ModelEntry:
+    def default_entry(self, preferred: str | None = None, family: str = "diffusion") -> ModelEntry:
+        """The preferred model, else the first of `family`."""
         if preferred:
-            return self.resolve(preferred)
-        entries = self.entries()
+            return self.resolve(preferred, family)
+        entries = [e for e in self.entries() if e.family == family]
         if not entries:
-            raise ModelNotFound("(default: no models installed)")
+            raise ModelNotFound(f"(default: no {family} models installed)")
         return entries[0]
 
     def wait_for_fingerprints(self, timeout: float | None = None) -> bool:

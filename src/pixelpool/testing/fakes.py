@@ -9,10 +9,12 @@ Only for policy tests: everything else runs real workers.
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 
+from pixelpool import families
 from pixelpool.engine.devices import DeviceInfo
 from pixelpool.engine.handle import OnExit, OnMessage, WorkerHandle
 from pixelpool.engine.messages import (
@@ -30,6 +32,7 @@ from pixelpool.engine.messages import (
 )
 from pixelpool.engine.slot import Slot
 from pixelpool.engine.task import Task
+from pixelpool.families.base import Cost, NoImageText, Operation, OpParams
 from pixelpool.jobs.spec import JobSpec
 from pixelpool.pipelines.base import Result
 
@@ -37,6 +40,30 @@ GIB = 1 << 30
 FAKE_FAMILY = "fake"
 FAKE_MODEL = {"name": "fake-model", "path": "fake/fake-model", "architecture": "fake",
               "format": "fake", "size_bytes": 0}  # fmt: skip
+
+
+class FakeParams(OpParams):
+    prompt: str = ""
+    seed: int = 0
+
+
+class FakeDescription(NoImageText):
+    """The fake family as the job service sees it: free, images without parameters."""
+
+    name = FAKE_FAMILY
+    folders = frozenset({"fake"})
+    suffixes: frozenset[str] = frozenset()
+    model_dir_marker = None
+    operations = MappingProxyType({"make": Operation(FakeParams, "image")})
+
+    def detect(self, folder: Any, path: Any) -> None:
+        return None
+
+    def estimate_cost(self, model: dict[str, Any], params: dict[str, Any]) -> Cost:
+        return Cost(int(model.get("size_bytes") or 0), 0, 0.0)
+
+
+families.register(FakeDescription())
 
 
 def fake_device(device_id: str = "fake0", memory_gib: float = 8) -> DeviceInfo:

@@ -18,7 +18,7 @@ from starlette.datastructures import UploadFile
 from pixelpool.api import openapi_docs as docs
 from pixelpool.api import ops
 from pixelpool.api.auth import Caller, Principal
-from pixelpool.api.diffusion_specs import img2img_spec
+from pixelpool.api.diffusion.specs import img2img_spec
 from pixelpool.api.errors import ApiError, field_error
 from pixelpool.api.openai.plan import (
     EditRequest,

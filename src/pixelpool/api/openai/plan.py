@@ -1,6 +1,6 @@
 """OpenAI image requests -> job specs, and job outputs -> OpenAI's response shape.
 
-A request for n images becomes n specs built by `ops` / `diffusion_specs` (the one
+A request for n images becomes n specs built by `ops` / `diffusion.specs` (the one
 job path). `quality` picks the model's preset (ops.presets). Extension fields
 beyond OpenAI's: seed, negative_prompt, steps, guidance_scale, sampler, scheduler,
 loras (FastFusion's `lora_settings` also works), strength (edits, variations).
@@ -149,7 +149,7 @@ def plan_images(
     """Check what every image endpoint shares, then build n specs with `build(request)`.
 
     `build` gets the sampling request as `ops.txt2img_spec` keywords (also what
-    `diffusion_specs.img2img_spec` reads), seed included.
+    `diffusion.specs.img2img_spec` reads), seed included.
     """
     if req.background == "transparent":
         raise field_error("background", NO_BGREMOVE, 400)

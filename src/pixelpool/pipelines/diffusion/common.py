@@ -9,10 +9,10 @@ import diffusers
 import numpy as np
 import torch
 
+from pixelpool.families.diffusion.params import DiffusionParams
+from pixelpool.families.diffusion.samplers import scheduler_config
 from pixelpool.pipelines.base import CancelFn, Cancelled, ProgressFn
-from pixelpool.pipelines.diffusion.params import DiffusionParams
 from pixelpool.pipelines.diffusion.previews import Previewer
-from pixelpool.pipelines.diffusion.samplers import scheduler_config
 
 
 def to_uint8(images: np.ndarray) -> list[np.ndarray]:

@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from pixelpool.pipelines.diffusion.params import DiffusionParams
-from pixelpool.pipelines.diffusion.prompts import BREAK, is_plain, parse_weighted
+from pixelpool.families.diffusion.params import DiffusionParams
+from pixelpool.families.diffusion.prompts import BREAK, is_plain, parse_weighted
 
 CHUNK = 75  # tokens per chunk between BOS and EOS
 

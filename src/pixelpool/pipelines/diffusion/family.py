@@ -25,13 +25,13 @@ class DiffusionFamily:
     def load(self, entry: dict[str, Any], device: str, dtype: str) -> Loaded:
         pipe = load_pipeline(entry, torch_dtype(device, dtype))
         pipe.to(device)
-        return Loaded(pipe, module_bytes(pipe), entry["architecture"], device)
+        return Loaded(pipe, module_bytes(pipe), entry["architecture"], device, "diffusion")
 
     def move(self, loaded: Loaded, device: str) -> Loaded:
         """Between the device and RAM tiers of the model cache."""
         if device != loaded.device:
             loaded.obj.to(device)
-        return Loaded(loaded.obj, loaded.size_bytes, loaded.architecture, device)
+        return Loaded(loaded.obj, loaded.size_bytes, loaded.architecture, device, "diffusion")
 
     def run(
         self, loaded: Loaded, batch: list[WorkItem], progress: ProgressFn, cancel: CancelFn

@@ -15,11 +15,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from pixelpool.families.diffusion.params import HiresParams
 from pixelpool.pipelines.base import CancelFn, Loaded, ProgressFn, Result, WorkItem
 from pixelpool.pipelines.diffusion import sampling
 from pixelpool.pipelines.diffusion.common import to_uint8
 from pixelpool.pipelines.diffusion.latents import decode, latents_results, read_latents
-from pixelpool.pipelines.diffusion.params import HiresParams
 from pixelpool.pipelines.diffusion.txt2img import generate, result_info
 
 MAX_CALL_STEPS = 1000

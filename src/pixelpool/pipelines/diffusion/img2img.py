@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from pixelpool.families.diffusion.params import Img2ImgParams
 from pixelpool.pipelines.base import CancelFn, Loaded, ProgressFn, Result, WorkItem
 from pixelpool.pipelines.diffusion import sampling
 from pixelpool.pipelines.diffusion.common import to_uint8
@@ -23,7 +24,6 @@ from pixelpool.pipelines.diffusion.images import (
     split_alpha,
     with_alpha,
 )
-from pixelpool.pipelines.diffusion.params import Img2ImgParams
 from pixelpool.pipelines.diffusion.txt2img import result_info
 
 

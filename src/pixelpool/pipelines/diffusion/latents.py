@@ -14,20 +14,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from pixelpool.pipelines.base import CancelFn, Loaded, ProgressFn, Result, WorkItem
-from pixelpool.pipelines.diffusion.common import to_uint8
-from pixelpool.pipelines.diffusion.images import open_image, split_alpha
-from pixelpool.pipelines.diffusion.latent_format import (
+from pixelpool.families.diffusion.latent_format import (
     MEDIA_TYPES,
     as_batch,
     decode_latents,
     encode_latents,
 )
-from pixelpool.pipelines.diffusion.params import (
+from pixelpool.families.diffusion.params import (
     DecodeLatentsParams,
     DiffusionParams,
     EncodeLatentsParams,
 )
+from pixelpool.pipelines.base import CancelFn, Loaded, ProgressFn, Result, WorkItem
+from pixelpool.pipelines.diffusion.common import to_uint8
+from pixelpool.pipelines.diffusion.images import open_image, split_alpha
 
 
 def vae_meta(pipe: Any, architecture: str) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import weakref
 from collections import OrderedDict
 from typing import Any
 
-from pixelpool.pipelines.diffusion.params import LoraRef
+from pixelpool.families.diffusion.params import LoraRef
 
 MAX_ADAPTERS = 8
 

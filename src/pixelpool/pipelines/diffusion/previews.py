@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from pixelpool.families.diffusion.params import DiffusionParams, PreviewDecoderRef
 from pixelpool.pipelines.base import Loaded
-from pixelpool.pipelines.diffusion.params import DiffusionParams, PreviewDecoderRef
 
 log = logging.getLogger(__name__)
 

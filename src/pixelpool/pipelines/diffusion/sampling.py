@@ -15,12 +15,12 @@ from typing import Any
 import torch
 from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting, DiffusionPipeline
 
+from pixelpool.families.diffusion.params import DiffusionParams
 from pixelpool.pipelines.base import CancelFn, Loaded, ProgressFn
 from pixelpool.pipelines.diffusion import lora, previews
 from pixelpool.pipelines.diffusion.common import cpu_generators, make_scheduler, step_callback
 from pixelpool.pipelines.diffusion.embeddings import prompt_inputs
 from pixelpool.pipelines.diffusion.invariance import padded_small_matmuls
-from pixelpool.pipelines.diffusion.params import DiffusionParams
 
 _AUTO = {"img2img": AutoPipelineForImage2Image, "inpaint": AutoPipelineForInpainting}
 _DERIVED: weakref.WeakKeyDictionary[Any, dict[str, DiffusionPipeline]] = weakref.WeakKeyDictionary()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from pixelpool.families.diffusion.params import DiffusionParams, Txt2ImgParams
 from pixelpool.pipelines.base import CancelFn, Loaded, ProgressFn, Result, WorkItem
 from pixelpool.pipelines.diffusion import sampling
 from pixelpool.pipelines.diffusion.common import to_uint8
-from pixelpool.pipelines.diffusion.params import DiffusionParams, Txt2ImgParams
 
 
 def latent_shape(pipe: Any, width: int, height: int) -> tuple[int, ...]:

@@ -6,14 +6,11 @@ safetensors header (a JSON table of contents) directly instead of loading any te
 
 from __future__ import annotations
 
-import json
-import struct
 from collections.abc import Iterable
-from pathlib import Path
-from typing import Any
 
-# A header larger than this is not a plausible safetensors table of contents.
-_MAX_HEADER_BYTES = 100 * 1024 * 1024
+from pixelpool.families.files import read_header, read_tensor_names
+
+__all__ = ["detect_architecture", "read_header", "read_tensor_names"]
 
 UNET_PREFIX = "model.diffusion_model."
 # Text encoder prefixes that tell the families apart (the UNet and VAE keys look alike).
@@ -22,36 +19,6 @@ _SD2_OPENCLIP = "cond_stage_model.model."  # OpenCLIP ViT-H
 _SDXL_CLIP = "conditioner.embedders.0.transformer."  # CLIP ViT-L
 _SDXL_OPENCLIP = "conditioner.embedders.1.model."  # OpenCLIP ViT-bigG
 _REFINER_OPENCLIP = "conditioner.embedders.0.model."  # refiner: OpenCLIP ViT-bigG only
-
-
-def read_header(path: Path) -> dict[str, Any]:
-    """The JSON table of contents of a .safetensors file (tensor name -> dtype, shape,
-    offsets, plus ``__metadata__``), read without loading any tensor.
-
-    Raises OSError when the file cannot be read and ValueError when it is not safetensors.
-    """
-    with Path(path).open("rb") as fh:
-        raw_len = fh.read(8)
-        if len(raw_len) != 8:
-            raise ValueError(f"{path}: too short to be a safetensors file")
-        (length,) = struct.unpack("<Q", raw_len)
-        if length == 0 or length > _MAX_HEADER_BYTES:
-            raise ValueError(f"{path}: implausible safetensors header length {length}")
-        raw = fh.read(length)
-    if len(raw) != length:
-        raise ValueError(f"{path}: truncated safetensors header")
-    try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: safetensors header is not valid JSON: {exc}") from exc
-    if not isinstance(header, dict):
-        raise ValueError(f"{path}: safetensors header is not a JSON object")
-    return header
-
-
-def read_tensor_names(path: Path) -> list[str]:
-    """Tensor names of a .safetensors file, read from its header without loading data."""
-    return [name for name in read_header(path) if name != "__metadata__"]
 
 
 def detect_architecture(names: Iterable[str]) -> str | None:

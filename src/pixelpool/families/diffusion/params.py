@@ -7,12 +7,12 @@ them back from the job's params dict. One class per operation, sharing a base.
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pixelpool.pipelines.diffusion.samplers import canonical_sampler, canonical_schedule
+from pixelpool.families.base import OpParams
+from pixelpool.families.diffusion.samplers import canonical_sampler, canonical_schedule
 
 NATIVE_SIZE = {"sd15": 512, "sdxl": 1024, "sd3": 1024, "flux": 1024}
 MAX_SEED = 2**64 - 1
@@ -45,7 +45,7 @@ class PreviewDecoderRef(BaseModel):
     key: str = Field(description="changes when the files change: the decoder cache key")
 
 
-class DiffusionParams(BaseModel):
+class DiffusionParams(OpParams):
     """What every sampling operation shares; fully resolved (no defaults left to pick)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -63,7 +63,7 @@ class DiffusionParams(BaseModel):
     preview_decoder: PreviewDecoderRef | None = Field(
         None, description="TAESD decoder for previews; none: a latent-to-RGB approximation"
     )
-    loras: list[LoraRef] = []
+    loras: list[LoraRef] = Field(default_factory=list)
     subseed: int | None = Field(None, ge=1, le=MAX_SEED)
     subseed_strength: float = Field(0.0, ge=0, le=1)
 
@@ -127,7 +127,7 @@ class HiresParams(DiffusionParams):
         )  # fmt: skip
 
 
-class DecodeLatentsParams(BaseModel):
+class DecodeLatentsParams(OpParams):
     """Latents (file path) -> image, with the model's VAE."""
 
     model_config = ConfigDict(extra="forbid")
@@ -139,7 +139,7 @@ class DecodeLatentsParams(BaseModel):
         return ("decode",)
 
 
-class EncodeLatentsParams(BaseModel):
+class EncodeLatentsParams(OpParams):
     """Image (file path) -> latents, with the model's VAE (the distribution's mean)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -172,16 +172,3 @@ def resolve_seed(seed: int | None) -> int:
 def default_hires_base(target: int) -> int:
     """FoxBurrow's default base size: half the target, rounded up to a multiple of 64."""
     return max(64, -(-target // 2 // 64) * 64)
-
-
-@dataclass(frozen=True)
-class Cost:
-    vram_bytes: int
-    seconds: float
-
-
-def estimate_cost(architecture: str, model_bytes: int, params: DiffusionParams, batch: int) -> Cost:
-    """Rough activation memory and time: grows with pixels x batch, time with steps."""
-    pixels = params.width * params.height * batch
-    per_pixel = 1_200 if architecture == "sd15" else 2_000
-    return Cost(vram_bytes=model_bytes + pixels * per_pixel, seconds=params.steps * pixels / 2e6)

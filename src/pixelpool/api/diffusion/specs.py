@@ -13,15 +13,15 @@ from typing import Any
 from pixelpool.api import ops
 from pixelpool.api.errors import ApiError, field_error
 from pixelpool.api.state import AppState
-from pixelpool.jobs.spec import JobSpec
-from pixelpool.pipelines.diffusion.latent_format import LATENT_ARCHITECTURES
-from pixelpool.pipelines.diffusion.params import (
+from pixelpool.families.diffusion.latent_format import LATENT_ARCHITECTURES
+from pixelpool.families.diffusion.params import (
     DecodeLatentsParams,
     EncodeLatentsParams,
     HiresParams,
     Img2ImgParams,
     default_hires_base,
 )
+from pixelpool.jobs.spec import JobSpec
 from pixelpool.registry.entry import ModelEntry
 
 HIRES_MAX_FACTOR = 2  # a hi-res target may be twice the largest plain size (4096 by default)

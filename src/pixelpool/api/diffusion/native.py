@@ -18,23 +18,23 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import UploadFile
 
-from pixelpool.api import diffusion_specs as specs
 from pixelpool.api import openapi_docs as docs
 from pixelpool.api import ops, visibility
 from pixelpool.api.auth import Caller
+from pixelpool.api.diffusion import specs
 from pixelpool.api.errors import ApiError, field_error
 from pixelpool.api.native import GenerateRequest, result_response
 from pixelpool.api.state import AppState, get_state
 from pixelpool.api.uploads import store_blob, store_image
 from pixelpool.api.validation import Prompt, check_prompts, parse_json, validate_form
 from pixelpool.api.waiting import wait_or_cancel
-from pixelpool.jobs.spec import JobSpec
-from pixelpool.pipelines.diffusion.latent_format import (
+from pixelpool.families.diffusion.latent_format import (
     LatentFormatError,
     as_batch,
     decode_latents,
     format_for,
 )
+from pixelpool.jobs.spec import JobSpec
 
 router = APIRouter(prefix="/api", tags=["native"])
 State = Annotated[AppState, Depends(get_state)]

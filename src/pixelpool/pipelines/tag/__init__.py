@@ -1,0 +1,1 @@
+"""The tag family: WD-style ONNX taggers with a selected_tags.csv."""

@@ -1,0 +1,1 @@
+"""The upscale family: super-resolution models spandrel detects, run in blended tiles."""
