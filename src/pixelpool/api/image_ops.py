@@ -12,20 +12,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from pixelpool import families
 from pixelpool.api import openapi_docs as docs
 from pixelpool.api import ops
-from pixelpool.api.auth import Caller
 from pixelpool.api.errors import ApiError, field_error
-from pixelpool.api.native import result_response
+from pixelpool.api.job_routes import add_job_routes
 from pixelpool.api.state import AppState, get_state
 from pixelpool.api.uploads import store_image
 from pixelpool.api.validation import parse_json, validate_form, validation_error
-from pixelpool.api.waiting import wait_or_cancel
 from pixelpool.jobs.spec import JobSpec
 
 State = Annotated[AppState, Depends(get_state)]
@@ -96,25 +94,7 @@ def add_image_op(router: APIRouter, family: str, op: str, summary: str) -> None:
     )
     result = docs.json_result() if operation.result == "json" else docs.images()
 
-    async def run_sync(request: Request, state: State, caller: Caller) -> Any:
-        caller.require("generate")
-        spec = await build_spec(request, state, caller.owner, family, op)
-        record = await ops.submit(state, spec, caller.owner)
-        return await result_response(state, await wait_or_cancel(state, request, record.id))
+    async def build(request: Request, state: AppState, owner: str | None) -> JobSpec:
+        return await build_spec(request, state, owner, family, op)
 
-    async def run_async(
-        request: Request,
-        state: State,
-        caller: Caller,
-        idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
-    ) -> dict[str, str]:
-        caller.require("generate")
-        spec = await build_spec(request, state, caller.owner, family, op)
-        record = await ops.submit(state, spec, caller.owner, idempotency_key)
-        return {"job_id": record.id}
-
-    sync = {**result, **docs.native(*docs.SYNC)}
-    router.add_api_route(f"/{op}", run_sync, methods=["POST"], summary=summary,
-                         responses=sync, openapi_extra=body)  # fmt: skip
-    router.add_api_route(f"/enqueue/{op}", run_async, methods=["POST"], summary=summary,
-                         responses=docs.native(*docs.SUBMIT), openapi_extra=body)  # fmt: skip
+    add_job_routes(router, op, build, summary, body, result)

@@ -10,10 +10,9 @@ catch-all `/api/enqueue/{operation}`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import UploadFile
@@ -23,11 +22,11 @@ from pixelpool.api import ops, visibility
 from pixelpool.api.auth import Caller
 from pixelpool.api.diffusion import specs
 from pixelpool.api.errors import ApiError, field_error
-from pixelpool.api.native import GenerateRequest, result_response
+from pixelpool.api.job_routes import Builder, add_job_routes
+from pixelpool.api.native import GenerateRequest
 from pixelpool.api.state import AppState, get_state
 from pixelpool.api.uploads import store_blob, store_image
 from pixelpool.api.validation import Prompt, check_prompts, parse_json, validate_form
-from pixelpool.api.waiting import wait_or_cancel
 from pixelpool.families.diffusion.latent_format import (
     LatentFormatError,
     as_batch,
@@ -38,7 +37,6 @@ from pixelpool.jobs.spec import JobSpec
 
 router = APIRouter(prefix="/api", tags=["native"])
 State = Annotated[AppState, Depends(get_state)]
-Builder = Callable[[Request, AppState, str | None], Awaitable[JobSpec]]
 MAX_UPLOADS = 16
 LATENT_CHANNELS = 4
 
@@ -200,31 +198,7 @@ async def _hires_latents(request: Request, state: AppState, owner: str | None) -
 def _add(
     path: str, build: Builder, summary: str, body: dict[str, Any], result: docs.Responses
 ) -> None:
-    """A sync route (waits, returns the result) and its /enqueue twin (returns the job id).
-
-    `body` is the request's OpenAPI description (openapi_extra); `result` the sync 200."""
-
-    async def run_sync(request: Request, state: State, caller: Caller) -> Any:
-        caller.require("generate")
-        record = await ops.submit(state, await build(request, state, caller.owner), caller.owner)
-        return await result_response(state, await wait_or_cancel(state, request, record.id))
-
-    async def run_async(
-        request: Request,
-        state: State,
-        caller: Caller,
-        idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
-    ) -> dict[str, str]:
-        caller.require("generate")
-        spec = await build(request, state, caller.owner)
-        record = await ops.submit(state, spec, caller.owner, idempotency_key)
-        return {"job_id": record.id}
-
-    sync = {**result, **docs.native(*docs.SYNC)}
-    router.add_api_route(f"/{path}", run_sync, methods=["POST"], summary=summary,
-                         responses=sync, openapi_extra=body)  # fmt: skip
-    router.add_api_route(f"/enqueue/{path}", run_async, methods=["POST"], summary=summary,
-                         responses=docs.native(*docs.SUBMIT), openapi_extra=body)  # fmt: skip
+    add_job_routes(router, path, build, summary, body, result)
 
 
 _IMAGES = docs.multipart_body(
