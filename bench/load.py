@@ -296,7 +296,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=None, help="seconds of load")
     parser.add_argument("--max-requests", type=int, default=200_000, help="stop sooner")
     parser.add_argument("--drain", type=float, default=180, help="max seconds to drain")
-    parser.add_argument("--settle", type=float, default=5, help="seconds after the drain")
+    parser.add_argument(
+        "--settle", type=float, default=65, help="seconds after the drain (past the 60 s caches)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", type=int, default=64, help="image width and height")
     parser.add_argument("--steps", type=int, default=2)

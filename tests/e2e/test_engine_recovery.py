@@ -46,3 +46,10 @@ def test_results_expire_after_their_ttl(url: str) -> None:
     time.sleep(3.5)
     assert httpx.get(f"{url}/api/job/{job_id}").json()["status"] == "expired"
     assert httpx.get(f"{url}/api/job/{job_id}/result").status_code == 410
+
+
+def test_workers_yield_the_cpu_to_the_http_process(url: str) -> None:
+    """A worker runs at a lower CPU priority than the server, so a busy worker cannot
+    delay /health and status reads (docs/benchmarks.md, "Load")."""
+    pid = httpx.get(f"{url}/api/status").json()["devices"][0]["pid"]
+    assert os.getpriority(os.PRIO_PROCESS, pid) > os.getpriority(os.PRIO_PROCESS, 0)

@@ -299,3 +299,24 @@ def test_every_accepted_job_ends_in_the_store(ops: list[tuple[Any, ...]]) -> Non
 
     with tempfile.TemporaryDirectory() as data:
         lifetime(Path(data), body, workers=2, max_batch=3, max_retries=1)
+
+
+def test_finished_records_kept_for_waiters_are_forgotten_once_old(tmp_path: Path) -> None:
+    """Waiters read a finished job's record from memory; the drain-time sweep drops the
+    old ones (the store has them), so memory does not keep the last thousand jobs."""
+
+    async def body(life: Life) -> None:
+        record = await life.jobs.submit(fake_spec(seed=5), "a")
+        waiter = asyncio.create_task(life.jobs.wait(record.id))
+        await life.step()
+        life.worker().finish()
+        await life.step()
+        assert (await waiter).status is JobStatus.completed
+        life.jobs.forget_finished(3600)
+        assert (await life.jobs.wait(record.id)).id == record.id  # young: still in memory
+        assert record.id in life.jobs._finished
+        life.jobs.forget_finished(0)
+        assert record.id not in life.jobs._finished
+        assert (await life.jobs.wait(record.id)).status is JobStatus.completed  # the store
+
+    lifetime(tmp_path, body)

@@ -36,15 +36,19 @@ from pixelpool.api.state import AppState
 from pixelpool.config import Settings
 from pixelpool.engine.pool import build_scheduler
 from pixelpool.jobs import datalock
-from pixelpool.jobs.artifacts import ArtifactStore
+from pixelpool.jobs.artifacts import RECENT_S, ArtifactStore
 from pixelpool.jobs.eventlog import EventLog
-from pixelpool.jobs.events import EventBus
+from pixelpool.jobs.events import MEMORY_S, EventBus
 from pixelpool.jobs.keys import KeyStore, keys_path
 from pixelpool.jobs.service import JobService
 from pixelpool.jobs.store import Database, JobStore, StoreBusy
 from pixelpool.registry.registry import Registry
 
 log = logging.getLogger(__name__)
+# Finished jobs' events and results stay in memory this long (then only in the store):
+# memory is released again once that has passed after a drain.
+KEEP_FINISHED_S = max(MEMORY_S, RECENT_S)
+SETTLE_S = KEEP_FINISHED_S + 2.0
 
 
 async def _maintenance(state: AppState) -> None:
@@ -64,6 +68,7 @@ def _forget_finished(state: AppState) -> None:
     """Once work drained: drop what memory holds of finished jobs that the store has too."""
     state.bus.prune()
     state.jobs.artifacts.prune()
+    state.jobs.forget_finished(KEEP_FINISHED_S)
 
 
 async def _warm_up(state: AppState) -> None:
@@ -127,7 +132,7 @@ async def _serving(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
     maintenance = asyncio.create_task(_maintenance(state))
     warmup = asyncio.create_task(_warm_up(state))
     trimmer = asyncio.create_task(
-        trim_when_idle(lambda: jobs.active_count() > 0, lambda: _forget_finished(state))
+        trim_when_idle(lambda: jobs.active_count() > 0, lambda: _forget_finished(state), SETTLE_S)
     )
     try:
         yield

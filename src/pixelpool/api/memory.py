@@ -42,18 +42,29 @@ def release_memory(trim: Callable[[], None] | None) -> None:
         trim()
 
 
-async def trim_when_idle(busy: Callable[[], bool], on_idle: Callable[[], None]) -> None:
+async def trim_when_idle(
+    busy: Callable[[], bool], on_idle: Callable[[], None], settle_s: float = 0.0
+) -> None:
     """Each time work drains (`busy()` goes from true to false): `on_idle()`, then
-    release memory. Runs until cancelled."""
+    release memory; and once more `settle_s` later if it stayed idle, for what memory
+    keeps of the last jobs for a while after they end (their events, recent results).
+    Runs until cancelled."""
     trim = _libc_trim()
     was_busy = False
+    again_at: float | None = None
+    loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(CHECK_S)
         now_busy = busy()
-        if was_busy and not now_busy:
+        drained = was_busy and not now_busy
+        settled = not now_busy and again_at is not None and loop.time() >= again_at
+        if drained or settled:
+            again_at = loop.time() + settle_s if drained and settle_s > 0 else None
             try:
                 on_idle()
                 await asyncio.to_thread(release_memory, trim)
             except Exception:
                 log.exception("releasing memory after a drain failed")
+        if now_busy:
+            again_at = None
         was_busy = now_busy

@@ -35,6 +35,9 @@ from pixelpool.engine.messages import (
 log = logging.getLogger("pixelpool.worker")
 
 HEARTBEAT_S = 2.0
+# Workers compute in bursts that can take every core; the HTTP process must still
+# answer /health and status reads at once, so workers yield the CPU to it first.
+WORKER_NICE = 5
 CPU_DEFAULT_BUDGET_FRACTION = 0.5
 RAM_TIER_DEFAULT_FRACTION = 0.25  # of system RAM, for accelerator devices
 CUDA_MARGIN_BYTES = 1536 << 20
@@ -237,9 +240,18 @@ class Worker:
         self.send(BatchDone(run.batch_id, time.perf_counter() - started, self.cache.snapshot()))
 
 
+def lower_priority(increment: int) -> None:
+    """Lower this process's CPU priority (nice); where that is not allowed, leave it."""
+    try:
+        os.nice(increment)
+    except (OSError, AttributeError):  # AttributeError: no os.nice on this platform
+        log.debug("could not lower the worker's CPU priority")
+
+
 def worker_main(device: dict[str, Any], options: dict[str, Any], conn: Connection) -> None:
     """Process entry point (forked from the fork server: a clean process per device)."""
     logging.basicConfig(level=options.get("log_level", "INFO").upper())
+    lower_priority(WORKER_NICE)
     if device["kind"] != "cuda":
         os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
     limit_memory(device, options.get("memory_limit_bytes"))

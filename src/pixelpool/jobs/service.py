@@ -208,6 +208,16 @@ class JobService:
     def active_count(self) -> int:
         return len(self._active)
 
+    def forget_finished(self, older_than_s: float) -> None:
+        """Drop the just-finished records kept for waiters once they are this old (the
+        store has them; a waiter reads its record within moments of the job's end)."""
+        cutoff = time.time() - older_than_s
+        while self._finished:
+            job_id, record = next(iter(self._finished.items()))
+            if (record.finished or 0) > cutoff:
+                break
+            del self._finished[job_id]
+
     # --- engine callbacks (EngineListener, on the loop) ------------------------------
 
     def job_started(self, job_id: str, device_id: str, batch_size: int) -> None:
