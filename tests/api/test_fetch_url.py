@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import io
 import ipaddress
+import socket
 import ssl
 import threading
 from collections.abc import Iterator
@@ -155,6 +156,8 @@ def test_the_local_server_is_refused_when_fetching_is_on(server: str) -> None:
         ("http://100.64.0.1/a.png", "shared"),
         ("http://240.0.0.1/a.png", "reserved"),
         ("http://2130706433/a.png", "loopback"),  # 127.0.0.1 as one number
+        ("http://127.1/a.png", "loopback"),
+        ("http://0/a.png", "unspecified"),
         ("http://localhost:1/a.png", "loopback"),
     ],
 )
@@ -167,6 +170,13 @@ def test_a_name_with_any_non_public_address_is_refused() -> None:
         return [ipaddress.ip_address("93.184.216.34"), ipaddress.ip_address("10.0.0.7")]
 
     _refused("https://images.example/a.png", 403, "private", resolve=resolve)
+
+
+def test_a_name_that_does_not_resolve_is_a_400() -> None:
+    async def resolve(host: str, port: int) -> list[IPAddress]:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    _refused("https://images.invalid/a.png", 400, "does not resolve", resolve=resolve)
 
 
 @pytest.mark.parametrize(
@@ -237,6 +247,10 @@ def test_a_redirect_to_a_non_public_address_is_refused(
 
 def test_a_redirect_to_another_scheme_is_refused(server: str) -> None:
     _refused(f"{server}/redirect?to=file:///etc/passwd", 400, "scheme", allowed={LOCAL})
+
+
+def test_a_redirect_to_a_malformed_url_is_a_400(server: str) -> None:
+    _refused(f"{server}/redirect?to=http://[::1", 400, "URL", allowed={LOCAL})
 
 
 def test_at_most_three_redirects(server: str) -> None:

@@ -82,49 +82,105 @@ async def system_resolve(host: str, port: int) -> list[IPAddress]:
 
 
 @dataclass(frozen=True)
-class _Target:
-    url: httpx.URL
-    address: IPAddress
+class _Fetch:
+    """One URL fetch for an input `field`, under its limits."""
 
+    field: str
+    max_bytes: int
+    timeout_s: float
+    resolve: Resolver
+    allowed: Collection[IPAddress]
+    verify: ssl.SSLContext | None
 
-async def _check(
-    url: httpx.URL,
-    field: str,
-    resolve: Resolver,
-    allowed: Collection[IPAddress],
-) -> _Target:
-    """The address to connect to for `url`, once the scheme and every address passed."""
-    if url.scheme not in SCHEMES:
-        shown = url.scheme or "none"
-        raise field_error(field, f"URL scheme {shown!r} is not allowed; use http or https", 400)
-    host = url.host
-    if not host:
-        raise field_error(field, "URL has no host", 400)
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        addresses = [ipaddress.ip_address(host)]
-    except ValueError:
+    def error(self, message: str, status: int = 400) -> ApiError:
+        return field_error(self.field, message, status)
+
+    async def check(self, url: httpx.URL) -> IPAddress:
+        """The address to connect to for `url`, once the scheme and every address passed."""
+        if url.scheme not in SCHEMES:
+            shown = url.scheme or "none"
+            raise self.error(f"URL scheme {shown!r} is not allowed; use http or https")
+        host = url.host
+        if not host:
+            raise self.error("URL has no host")
+        port = url.port or (443 if url.scheme == "https" else 80)
         try:
-            addresses = await resolve(host, port)
-        except (OSError, UnicodeError, ValueError) as exc:
-            raise field_error(field, f"URL host {host!r} does not resolve", 400) from exc
-    if not addresses:
-        raise field_error(field, f"URL host {host!r} does not resolve", 400)
-    for ip in addresses:
-        problem = None if ip in allowed else address_problem(ip)
-        if problem:
-            raise field_error(field, f"URL resolves to {problem} ({ip}); refused", 403)
-    return _Target(url, addresses[0])
+            addresses = [ipaddress.ip_address(host)]
+        except ValueError:
+            try:
+                addresses = await self.resolve(host, port)
+            except (OSError, UnicodeError, ValueError) as exc:
+                raise self.error(f"URL host {host!r} does not resolve") from exc
+        if not addresses:
+            raise self.error(f"URL host {host!r} does not resolve")
+        for ip in addresses:
+            problem = None if ip in self.allowed else address_problem(ip)
+            if problem:
+                raise self.error(f"URL resolves to {problem} ({ip}); refused", 403)
+        return addresses[0]
+
+    async def follow(self, url: httpx.URL) -> bytes:
+        """GET `url`, following redirects by hand, each hop checked and pinned."""
+        timeout = httpx.Timeout(self.timeout_s)
+        async with httpx.AsyncClient(
+            trust_env=False, follow_redirects=False, timeout=timeout, verify=self.verify or True
+        ) as client:
+            for hop in range(MAX_REDIRECTS + 1):
+                request = _pinned_request(client, url, await self.check(url))
+                try:
+                    response = await client.send(request, stream=True)
+                except httpx.TimeoutException as exc:
+                    raise TimeoutError from exc
+                except httpx.HTTPError as exc:
+                    raise self.error(f"URL could not be fetched ({type(exc).__name__})") from exc
+                try:
+                    if response.status_code in REDIRECTS and "location" in response.headers:
+                        if hop == MAX_REDIRECTS:
+                            raise self.error(f"URL redirects more than {MAX_REDIRECTS} times")
+                        url = self.redirect(url, response.headers["location"])
+                        continue
+                    if response.status_code != 200:
+                        raise self.error(f"URL answered HTTP {response.status_code}, not an image")
+                    return await self.read(response)
+                finally:
+                    await response.aclose()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def redirect(self, url: httpx.URL, location: str) -> httpx.URL:
+        try:
+            return url.join(location)
+        except (httpx.InvalidURL, ValueError, TypeError) as exc:
+            raise self.error("URL redirects to an invalid URL") from exc
+
+    async def read(self, response: httpx.Response) -> bytes:
+        """The body, stopping as soon as it passes `max_bytes` (413)."""
+        too_large = self.error(f"URL's content is larger than {self.max_bytes} bytes", 413)
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            raise too_large
+        chunks: list[bytes] = []
+        seen = 0
+        try:
+            async for chunk in response.aiter_bytes(_CHUNK):
+                seen += len(chunk)
+                if seen > self.max_bytes:
+                    raise too_large
+                chunks.append(chunk)
+        except httpx.TimeoutException as exc:
+            raise TimeoutError from exc
+        except httpx.HTTPError as exc:
+            raise self.error(f"URL's content could not be read ({type(exc).__name__})") from exc
+        return b"".join(chunks)
 
 
-def _pinned(target: _Target) -> tuple[httpx.URL, dict[str, str], dict[str, str]]:
-    """The request URL with the checked address as its host, the Host header and SNI."""
-    url = target.url
+def _pinned_request(client: httpx.AsyncClient, url: httpx.URL, address: IPAddress) -> httpx.Request:
+    """A GET to `address` itself, with the URL's host as the Host header and TLS name."""
     host_header = url.netloc.decode("ascii").rpartition("@")[2]
-    return (
-        url.copy_with(host=str(target.address)),
-        {"Host": host_header},
-        {"sni_hostname": url.raw_host.decode("ascii")},
+    return client.build_request(
+        "GET",
+        url.copy_with(host=str(address)),
+        headers={"Host": host_header, "Accept": "image/*", "Accept-Encoding": "identity"},
+        extensions={"sni_hostname": url.raw_host.decode("ascii")},
     )
 
 
@@ -143,81 +199,19 @@ async def fetch_url(
     resolve, allowed and verify exist for tests (a name that resolves to a test
     address; the test server's own address let through; a test CA to trust); the
     server never passes them."""
+    fetch = _Fetch(field, max_bytes, timeout_s, resolve, allowed, verify)
     if len(url) > MAX_URL_CHARS:
-        raise field_error(field, f"URL is longer than {MAX_URL_CHARS} characters", 400)
+        raise fetch.error(f"URL is longer than {MAX_URL_CHARS} characters")
     try:
-        current = httpx.URL(url)
+        parsed = httpx.URL(url)
     except (httpx.InvalidURL, ValueError, TypeError) as exc:
-        raise field_error(field, f"is not a valid URL: {exc}", 400) from exc
+        raise fetch.error(f"is not a valid URL: {exc}") from exc
     try:
         async with asyncio.timeout(timeout_s):
-            return await _follow(current, field, max_bytes, timeout_s, resolve, allowed, verify)
+            return await fetch.follow(parsed)
     except TimeoutError as exc:
         message = f"URL did not answer within {timeout_s:g} s (limits.fetch_timeout_s)"
-        raise field_error(field, message, 400) from exc
-
-
-async def _follow(
-    url: httpx.URL,
-    field: str,
-    max_bytes: int,
-    timeout_s: float,
-    resolve: Resolver,
-    allowed: Collection[IPAddress],
-    verify: ssl.SSLContext | None,
-) -> bytes:
-    timeout = httpx.Timeout(timeout_s)
-    async with httpx.AsyncClient(
-        trust_env=False, follow_redirects=False, timeout=timeout, verify=verify or True
-    ) as c:
-        for hop in range(MAX_REDIRECTS + 1):
-            target = await _check(url, field, resolve, allowed)
-            request_url, headers, extensions = _pinned(target)
-            headers |= {"Accept": "image/*", "Accept-Encoding": "identity"}
-            request = c.build_request("GET", request_url, headers=headers, extensions=extensions)
-            try:
-                response = await c.send(request, stream=True)
-            except httpx.TimeoutException as exc:
-                raise TimeoutError from exc
-            except httpx.HTTPError as exc:
-                reason = type(exc).__name__
-                raise field_error(field, f"URL could not be fetched ({reason})", 400) from exc
-            try:
-                if response.status_code in REDIRECTS and "location" in response.headers:
-                    if hop == MAX_REDIRECTS:
-                        message = f"URL redirects more than {MAX_REDIRECTS} times"
-                        raise field_error(field, message, 400)
-                    url = url.join(response.headers["location"])
-                    continue
-                if response.status_code != 200:
-                    message = f"URL answered HTTP {response.status_code}, not an image"
-                    raise field_error(field, message, 400)
-                return await _read(response, field, max_bytes)
-            finally:
-                await response.aclose()
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-async def _read(response: httpx.Response, field: str, max_bytes: int) -> bytes:
-    """The body, stopping as soon as it passes `max_bytes` (413)."""
-    too_large = ApiError(413, f"{field}: URL's content is larger than {max_bytes} bytes", field)
-    declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
-        raise too_large
-    chunks: list[bytes] = []
-    seen = 0
-    try:
-        async for chunk in response.aiter_bytes(_CHUNK):
-            seen += len(chunk)
-            if seen > max_bytes:
-                raise too_large
-            chunks.append(chunk)
-    except httpx.TimeoutException as exc:
-        raise TimeoutError from exc
-    except httpx.HTTPError as exc:
-        reason = type(exc).__name__
-        raise field_error(field, f"URL's content could not be read ({reason})", 400) from exc
-    return b"".join(chunks)
+        raise fetch.error(message) from exc
 
 
 def check_fetch_enabled(settings: Settings, field: str) -> None:
