@@ -80,6 +80,9 @@ max_images = 4              # images per request (OpenAI n, /v1/infer num_images
 max_input_pixels = 16777216 # uploaded images
 max_prompt_chars = 10000
 max_negative_prompt_chars = 10000
+fetch_urls = false          # image inputs as http(s) URLs (see docs/security.md first)
+fetch_timeout_s = 10.0      # a whole URL fetch, redirects included
+inline_result_bytes = 8388608 # larger vision results are returned as artifacts
 
 [scheduler]
 batching = true             # run compatible queued jobs as one batch

@@ -60,6 +60,14 @@ class LimitsSettings(_Section):
     max_negative_prompt_chars: int = Field(10_000, ge=1)
     max_input_pixels: int = Field(4 * 2048 * 2048, ge=64 * 64)  # uploaded images
     max_images: int = Field(4, ge=1, le=64, description="images per request (OpenAI `n`)")
+    # Image inputs given as http(s) URLs: off unless enabled (the server would make
+    # requests on a client's behalf; see docs/security.md). A fetch is capped at
+    # server.max_body_bytes, like an upload, and at fetch_timeout_s in all.
+    fetch_urls: bool = False
+    fetch_timeout_s: float = Field(10.0, gt=0, le=300)
+    # A result (masks, arrays) whose encoding is larger than this is stored as an
+    # artifact and returned by id and URL, unless the client asks for it inline.
+    inline_result_bytes: int = Field(8 * 1024 * 1024, ge=1024)
 
     @model_validator(mode="after")
     def _ordered(self) -> LimitsSettings:

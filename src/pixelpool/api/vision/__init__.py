@@ -1,0 +1,1 @@
+"""The vision family's API side: result encodings and large-result artifacts."""
