@@ -10,7 +10,8 @@ from PIL import Image
 from spandrel import ModelLoader
 
 from pixelpool.families.diffusion.latent_format import encode_latents
-from pixelpool.pipelines.base import Cancelled, Loaded
+from pixelpool.pipelines import get_family
+from pixelpool.pipelines.base import Cancelled, Loaded, WorkItem
 from pixelpool.pipelines.diffusion.hires import second_pass_steps
 from pixelpool.testing.tiny_upscale import write_tiny_upscaler
 
@@ -110,3 +111,18 @@ def test_cancel_between_upscale_tiles(sd: Loaded, files: dict[str, Path]) -> Non
     p = {**ENHANCE, "image": str(files["image"]), "upscaler": _ref(files["upscaler"])}
     with pytest.raises(Cancelled):
         run(sd, "enhance", p, cancel=lambda: True)
+
+
+def test_progress_reports_upscale_tiles_then_hires_steps(
+    sd: Loaded, files: dict[str, Path]
+) -> None:
+    p = {**ENHANCE, "image": str(files["image"]), "upscaler": _ref(files["upscaler"])}
+    seen: list[tuple[str, int, int]] = []
+    get_family("diffusion").run(
+        sd, [WorkItem("j", "enhance", p)], lambda step, total, stage, _: seen.append(
+            (stage, step, total)), lambda: False,
+    )  # fmt: skip
+    stages = [stage for stage, _, _ in seen]
+    assert stages[0] == "upscale" and stages[-1] == "hires"
+    assert stages.index("hires") == stages.count("upscale")  # every tile before any step
+    assert [(s, t) for stage, s, t in seen if stage == "hires"] == [(1, 2), (2, 2)]
