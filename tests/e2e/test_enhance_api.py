@@ -95,6 +95,7 @@ def test_lanczos_upscaler_by_name(client: httpx.Client) -> None:
         ({"model": "tiny-esrgan"}, {"image": IMAGE}, 422, "model"),
         ({"hires_width": 4096}, {"image": IMAGE}, 422, "hires_width"),
         ({"hires_height": 100}, {"image": IMAGE}, 422, "hires_height"),
+        ({}, {"image": png_bytes(smooth_image(1104, 64))}, 422, "hires_width"),  # 2x: too big
         ({}, {"image": IMAGE, "latent_data": b"FXLT garbage"}, 422, "latent_data"),
         ({"denoising_strength": 1.5}, {"image": IMAGE}, 422, "denoising_strength"),
         ({"denoising_strength": 0}, {"image": IMAGE}, 422, "denoising_strength"),

@@ -79,6 +79,10 @@ def _target(state: AppState, req: EnhanceRequest, size: tuple[int, int]) -> tupl
     for field, given, side in (("hires_width", req.hires_width, size[0]),
                                ("hires_height", req.hires_height, size[1])):  # fmt: skip
         value = given or max(8, round(2 * side / 8) * 8)
+        if not given and value > state.settings.limits.max_size:
+            raise field_error(field, f"the default, twice the input ({value}), is over "
+                              f"limits.max_size ({state.settings.limits.max_size}); "
+                              f"send a smaller {field}")  # fmt: skip
         ops.check_size(state, field, value)
         out.append(value)
     return out[0], out[1]
