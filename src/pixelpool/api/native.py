@@ -25,8 +25,8 @@ State = Annotated[AppState, Depends(get_state)]
 # Every op under /api/enqueue/{op}: "generate" is routed here, the others in
 # diffusion/native.py or in their family's API module (upscale.py, bgremove.py, tag.py).
 OPERATIONS = ("generate", "generate-hires", "generate-latents", "img2img", "inpaint",
-              "decode-latents", "encode-latents", "hires-latents", "upscale", "bgremove",
-              "tag")  # fmt: skip
+              "decode-latents", "encode-latents", "hires-latents", "enhance", "upscale",
+              "bgremove", "tag")  # fmt: skip
 
 
 class LoraRequest(RequestModel):

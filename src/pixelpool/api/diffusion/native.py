@@ -13,32 +13,25 @@ import asyncio
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, Field, ValidationError
-from starlette.datastructures import UploadFile
+from pydantic import BaseModel, Field
 
 from pixelpool.api import openapi_docs as docs
 from pixelpool.api import ops, visibility
 from pixelpool.api.auth import Caller
-from pixelpool.api.diffusion import specs
-from pixelpool.api.errors import ApiError, field_error
+from pixelpool.api.diffusion import enhance, inputs, specs
+from pixelpool.api.errors import field_error
 from pixelpool.api.job_routes import Builder, add_job_routes
 from pixelpool.api.native import GenerateRequest
 from pixelpool.api.state import AppState, get_state
-from pixelpool.api.uploads import store_blob, store_image
-from pixelpool.api.validation import Prompt, check_prompts, parse_json, validate_form
+from pixelpool.api.uploads import store_image
+from pixelpool.api.validation import Prompt, check_prompts, parse_json
 from pixelpool.families.diffusion.latent_format import (
-    LatentFormatError,
-    as_batch,
-    decode_latents,
     format_for,
 )
 from pixelpool.jobs.spec import JobSpec
 
 router = APIRouter(prefix="/api", tags=["native"])
 State = Annotated[AppState, Depends(get_state)]
-MAX_UPLOADS = 16
-LATENT_CHANNELS = 4
 
 
 class Img2ImgRequest(GenerateRequest):
@@ -72,45 +65,18 @@ class LatentsHiresQuery(HiresRequest):
     latent_format: Literal["safetensors", "fxlt"] | None = None
 
 
-def _validate(model: type[BaseModel], data: Any, text: bool = False) -> Any:
-    """`data` as `model`: strict for JSON, numbers parsed from text for query parameters."""
-    try:
-        return validate_form(model, data) if text else model.model_validate(data)
-    except ValidationError as exc:
-        raise RequestValidationError(exc.errors()) from exc
+_validate = inputs.validate
+_fields = inputs.request_fields
 
 
 async def _json(request: Request, model: type[BaseModel]) -> Any:
     return _validate(model, parse_json(await request.body()))
 
 
-def _fields(req: BaseModel) -> dict[str, Any]:
-    skip = {"vae_tile_width", "vae_tile_height", "regional_prompting", "preview", "preview_every"}
-    if getattr(req, "regional_prompting", False):
-        raise field_error("regional_prompting", "not supported")
-    return req.model_dump(exclude=skip)
-
-
 async def _multipart(request: Request) -> tuple[Img2ImgRequest, list[bytes], list[bytes]]:
     """`params` (JSON) and the `image` / `mask` files of a multipart request."""
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise field_error("image", "send multipart/form-data with `image` file(s) and `params`")
-    try:
-        form = await request.form(max_files=MAX_UPLOADS, max_fields=MAX_UPLOADS)
-    except Exception as exc:  # Starlette raises several parser errors
-        raise ApiError(400, f"malformed multipart body: {exc}") from exc
-    raw = form.get("params") or "{}"
-    params = parse_json(raw if isinstance(raw, str) else await raw.read(), "params", 422)
-    if not isinstance(params, dict):
-        raise field_error("params", "must be a JSON object")
-
-    async def files(name: str) -> list[bytes]:
-        values = form.getlist(name)
-        if any(not isinstance(v, UploadFile) for v in values):
-            raise field_error(name, "must be a file upload, not a text field")
-        return [await v.read() for v in values if isinstance(v, UploadFile)]
-
-    return _validate(Img2ImgRequest, params), await files("image"), await files("mask")
+    params, files = await inputs.read_multipart(request, ("image", "mask"))
+    return _validate(Img2ImgRequest, params), files["image"], files["mask"]
 
 
 def _image_builder(op: str) -> Builder:
@@ -148,17 +114,10 @@ async def _uploaded_latents(
 ) -> tuple[Any, dict[str, Any], str]:
     """Check the latents in the request body, store them; (path, metadata, input format)."""
     blob = await request.body()
-    try:
-        array, meta = await asyncio.to_thread(decode_latents, blob)
-        array = as_batch(array, LATENT_CHANNELS)
-    except LatentFormatError as exc:
-        raise field_error("latents", str(exc)) from exc
-    if array.shape[0] != 1:
-        raise field_error("latents", f"send one latent image, got a batch of {array.shape[0]}")
-    meta["latent_width"], meta["latent_height"] = array.shape[3] * 8, array.shape[2] * 8
+    meta = await inputs.check_latents(blob)
     specs.check_latent_size(state, meta["latent_width"], meta["latent_height"])
-    fmt = "fxlt" if blob[:4] == b"FXLT" else "safetensors"
-    return await store_blob(state, blob, "application/octet-stream", owner), meta, fmt
+    fmt = meta.pop("input_format")
+    return await inputs.store_latents(state, blob, owner), meta, fmt
 
 
 async def _decode_latents(request: Request, state: AppState, owner: str | None) -> JobSpec:
@@ -232,6 +191,8 @@ _add("hires-latents", _hires_latents, "latents in, hi-res latents out; params in
      docs.merge(docs.raw_body("application/octet-stream", *docs.LATENT_TYPES,
                               description=_LATENTS), docs.query_params(LatentsHiresQuery)),
      docs.latents())  # fmt: skip
+
+_add("enhance", enhance.build, enhance.SUMMARY, enhance.BODY, docs.images())
 
 
 @router.get("/lora-list", responses=docs.native(*docs.AUTH))

@@ -100,13 +100,13 @@ def img2img_spec(
     for key, value in (("width", size[0]), ("height", size[1])):
         if not request.get(key):
             request[key] = _floor8(value)
-    fields = ops.sampling_fields(state, entry, _sampling_request(request))
+    fields = ops.sampling_fields(state, entry, sampling_request(request))
     strength = request.get("strength")
     strength = 0.75 if strength is None else float(strength)
     _check_strength("strength", strength, fields["steps"])
     fields.update(images=[str(p) for p, _ in images], masks=[str(m) for m in masks],
                   strength=strength)  # fmt: skip
-    return ops.build_spec(op, entry, Img2ImgParams, fields, *_job_options(request))
+    return ops.build_spec(op, entry, Img2ImgParams, fields, *job_options(request))
 
 
 def hires_spec(
@@ -118,7 +118,7 @@ def hires_spec(
     """Hi-res fix; with `latents` (stored path, (width, height)) it skips the base pass."""
     entry = ops.resolve_model(state, request.get("model"))
     max_size = HIRES_MAX_FACTOR * state.settings.limits.max_size
-    fields = ops.sampling_fields(state, entry, _sampling_request(request), max_size=max_size)
+    fields = ops.sampling_fields(state, entry, sampling_request(request), max_size=max_size)
     base_w = request.get("base_width") or default_hires_base(fields["width"])
     base_h = request.get("base_height") or default_hires_base(fields["height"])
     if latents is not None:
@@ -143,7 +143,7 @@ def hires_spec(
     if request.get("latent_format"):
         check_latent_model(entry)
         fields["latent_format"] = request["latent_format"]
-    return ops.build_spec("hires", entry, HiresParams, fields, *_job_options(request))
+    return ops.build_spec("hires", entry, HiresParams, fields, *job_options(request))
 
 
 def decode_latents_spec(
@@ -183,9 +183,9 @@ _SAMPLING_KEYS = (
 )
 
 
-def _sampling_request(request: dict[str, Any]) -> dict[str, Any]:
+def sampling_request(request: dict[str, Any]) -> dict[str, Any]:
     return {key: request.get(key) for key in _SAMPLING_KEYS}
 
 
-def _job_options(request: dict[str, Any]) -> tuple[int, str]:
+def job_options(request: dict[str, Any]) -> tuple[int, str]:
     return int(request.get("priority") or 100), str(request.get("output_format") or "png")

@@ -6,12 +6,14 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from pixelpool.families import upscale as _upscale
 from pixelpool.families.base import Cost, Detected, EntryLike, Operation
 from pixelpool.families.diffusion import describe as _describe
 from pixelpool.families.diffusion.detect import detect as _detect
 from pixelpool.families.diffusion.params import (
     DecodeLatentsParams,
     EncodeLatentsParams,
+    EnhanceParams,
     HiresParams,
     Img2ImgParams,
     Txt2ImgParams,
@@ -31,6 +33,7 @@ class DiffusionFamily:
             "hires": Operation(HiresParams, "image"),
             "decode_latents": Operation(DecodeLatentsParams, "image"),
             "encode_latents": Operation(EncodeLatentsParams, "latents"),
+            "enhance": Operation(EnhanceParams, "image"),
         }
     )
 
@@ -38,13 +41,25 @@ class DiffusionFamily:
         return _detect(folder, path)
 
     def estimate_cost(self, model: dict[str, Any], params: dict[str, Any]) -> Cost:
-        return _describe.estimate_cost(model, params)
+        cost = _describe.estimate_cost(model, params)
+        upscaler = params.get("upscaler")
+        if not upscaler or params.get("latents"):
+            return cost
+        # enhance: the upscaler runs in the same worker, before the img2img pass
+        up = _upscale.DESCRIPTION.estimate_cost(upscaler, params)
+        return Cost(cost.model_bytes + up.model_bytes, max(cost.item_bytes, up.item_bytes),
+                    cost.seconds + up.seconds)  # fmt: skip
 
     def describe(self, entry: EntryLike) -> dict[str, Any]:
         return _describe.describe(entry)
 
     def image_text(self, op: str, params: dict[str, Any], model_name: str) -> dict[str, str]:
-        return {"parameters": _describe.a1111_parameters(params, model_name)}
+        text = _describe.a1111_parameters(params, model_name)
+        if op == "enhance":
+            upscaler = "Latent" if params.get("latents") else (
+                (params.get("upscaler") or {}).get("name") or "Lanczos")  # fmt: skip
+            text += f", Hires upscaler: {upscaler}"
+        return {"parameters": text}
 
 
 DESCRIPTION = DiffusionFamily()

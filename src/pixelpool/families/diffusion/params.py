@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pixelpool.families.base import OpParams
 from pixelpool.families.diffusion.samplers import canonical_sampler, canonical_schedule
@@ -127,6 +127,44 @@ class HiresParams(DiffusionParams):
         )  # fmt: skip
 
 
+class UpscalerRef(BaseModel):
+    """An upscale-family model resolved by the registry for enhance: the diffusion worker
+    loads it by path and caches it by key."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    path: str
+    key: str = Field(description="changes when the file changes: the upscaler cache key")
+    size_bytes: int = Field(0, ge=0)
+
+
+class EnhanceParams(DiffusionParams):
+    """Enhance (FoxBurrow): upscale the image, then img2img at `strength` on the target size
+    (width/height). With `latents`, a bilinear latent upscale replaces the pixel upscale
+    and the VAE encode. `steps` is the number of steps the img2img pass runs (A1111's
+    hires steps); `upscaler` None means a plain Lanczos resize."""
+
+    image: str | None = Field(None, description="path of the uploaded input image")
+    image_width: int = Field(0, ge=0, description="input width (for the cost estimate)")
+    image_height: int = Field(0, ge=0, description="input height (for the cost estimate)")
+    latents: str | None = Field(None, description="path of the uploaded latents of the image")
+    strength: float = Field(0.33, gt=0, le=1)
+    upscaler: UpscalerRef | None = None
+
+    @model_validator(mode="after")
+    def _one_input(self) -> EnhanceParams:
+        if self.image is None and self.latents is None:
+            raise ValueError("enhance needs an image or latents")
+        return self
+
+    def upscaler_key(self) -> str | None:
+        return None if self.latents is not None or self.upscaler is None else self.upscaler.key
+
+    def batch_key(self) -> tuple[Any, ...]:
+        return (*super().batch_key(), self.strength, self.latents is None, self.upscaler_key())
+
+
 class DecodeLatentsParams(OpParams):
     """Latents (file path) -> image, with the model's VAE."""
 
@@ -161,6 +199,7 @@ OP_PARAMS: dict[str, type[BaseModel]] = {
     "hires": HiresParams,
     "decode_latents": DecodeLatentsParams,
     "encode_latents": EncodeLatentsParams,
+    "enhance": EnhanceParams,
 }
 
 

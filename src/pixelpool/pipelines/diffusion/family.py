@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pixelpool.pipelines.base import CancelFn, Loaded, ProgressFn, Result, WorkItem
-from pixelpool.pipelines.diffusion import hires, img2img, latents, txt2img
+from pixelpool.pipelines.diffusion import enhance, hires, img2img, latents, txt2img
 from pixelpool.pipelines.diffusion.loader import load_pipeline, module_bytes, torch_dtype
 
 RunFn = Callable[[Loaded, list[WorkItem], ProgressFn, CancelFn], list[Result]]
@@ -18,6 +18,7 @@ OPERATIONS: dict[str, RunFn] = {
     "hires": hires.run,
     "decode_latents": latents.run_decode,
     "encode_latents": latents.run_encode,
+    "enhance": enhance.run,
 }
 
 
