@@ -135,3 +135,26 @@ def test_stream_ends_with_the_transparent_image(
     assert events[-1].background == "transparent"
     got = pixels(events[-1].b64_json)
     assert_close(got, cut_out(tree, pixels(opaque.data[0].b64_json), tmp_path))  # type: ignore[index]
+
+
+def test_a_failed_cut_out_is_an_error_envelope_and_leaves_no_job_behind(
+    models_dir: Path, tmp_path: Path
+) -> None:
+    """A bgremove model that cannot load (the first by name, so the one used) fails the
+    request with OpenAI's envelope and a message; every job has ended."""
+    root = tmp_path / "models"
+    shutil.copytree(models_dir, root)
+    (root / "bgremove").mkdir()
+    (root / "bgremove" / "a-broken.onnx").write_bytes(b"not an onnx graph")
+    with (
+        ServerProcess(root, tmp_path / "data") as server,
+        openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0) as client,
+    ):
+        with pytest.raises(openai.InternalServerError) as info:
+            client.images.generate(
+                prompt="a fox", size="64x64", background="transparent", extra_body=FAST
+            )
+        assert info.value.param == "background"
+        assert "background removal failed" in info.value.message
+        status = httpx.get(f"{server.url}/api/status").json()
+        assert status["active_jobs"] == 0 and status["queue_depth"] == 0
