@@ -38,3 +38,6 @@ def test_a_family_no_device_serves_is_503(tmp_path: Path) -> None:
         resp = httpx.post(f"{server.url}/api/enqueue/bgremove", content=buf.getvalue())
         assert resp.status_code == 503, resp.text
         assert httpx.get(f"{server.url}/api/status").json()["queue_depth"] == 0
+        body = {"prompt": "a fox", "background": "transparent"}  # refused before generating
+        resp = httpx.post(f"{server.url}/v1/images/generations", json=body)
+        assert resp.status_code == 503 and resp.json()["error"]["param"] == "background"

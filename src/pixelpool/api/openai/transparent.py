@@ -45,6 +45,9 @@ def check_transparent(state: AppState, output_format: str) -> dict[str, Any]:
     entry = bgremove_model(state)
     if entry is None:
         raise field_error("background", NO_BGREMOVE, 400)
+    if not any(slot.serves("bgremove") for slot in state.scheduler.slots):
+        message = "background: no device is configured to run the bgremove family"
+        raise ApiError(503, message, "background")  # before generating, not after
     return entry.to_wire()
 
 
