@@ -59,3 +59,20 @@ def test_malformed_toml_and_missing_file(tmp_path: Path) -> None:
         load_settings(cfg)
     with pytest.raises(ConfigError, match="not found"):
         load_settings(tmp_path / "missing.toml")
+
+
+def test_device_families(tmp_path: Path) -> None:
+    cfg = tmp_path / "p.toml"
+    cfg.write_text('[devices.cpu]\nfamilies = ["upscale", "bgremove"]\n[devices.cuda0]\n')
+    s = load_settings(cfg)
+    assert s.devices["cpu"].families == ["upscale", "bgremove"]
+    assert s.devices["cuda0"].families is None  # absent: every family
+
+
+def test_unknown_device_family_names_the_key_and_the_name(tmp_path: Path) -> None:
+    cfg = tmp_path / "p.toml"
+    cfg.write_text('[devices.cuda0]\nfamilies = ["diffusion", "upscaler"]\n')
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg)
+    message = str(info.value)
+    assert "devices.cuda0.families" in message and "'upscaler'" in message

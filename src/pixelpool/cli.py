@@ -108,6 +108,7 @@ def _device_block(device_id: str, name: str, memory_gb: float, enabled: bool) ->
         f"[devices.{device_id}]   # {name}, {memory_gb:.1f} GiB\n"
         f"enabled = {'true' if enabled else 'false'}\n"
         'capabilities = ["*"]\n'
+        '# families = ["diffusion", "upscale", "bgremove", "tag"]   (absent: every family)\n'
         "# vram_budget_gb = ...   (GPU) / ram_budget_gb = ... (CPU)\n"
         "# memory_limit_gb = ...  (CPU: hard cap; a batch over it fails as out-of-memory)\n"
         "onload = []\npinned = []\n"

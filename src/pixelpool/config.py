@@ -10,13 +10,22 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from pixelpool.families import FAMILIES
 
 CONFIG_CANDIDATES = (Path("pixelpool.toml"), Path("conf/pixelpool.toml"))
 
@@ -98,10 +107,12 @@ class DeviceSettings(_Section):
     """One device's worker. vram_budget_gb: its model cache's device tier (default: the
     device's memory less a margin; half the RAM for the CPU). ram_budget_gb: the RAM tier
     that keeps models evicted from the device (default: a quarter of the system RAM for
-    a GPU, none for the CPU); 0 turns it off."""
+    a GPU, none for the CPU); 0 turns it off. families: the task families (diffusion,
+    upscale, bgremove, tag) this device runs; absent: every family."""
 
     enabled: bool = True
     capabilities: list[str] = ["*"]
+    families: list[str] | None = None
     vram_budget_gb: float | None = Field(None, gt=0)
     ram_budget_gb: float | None = Field(None, ge=0)
     threads: int | None = Field(None, ge=1)
@@ -111,6 +122,17 @@ class DeviceSettings(_Section):
     memory_limit_gb: float | None = Field(None, gt=0)
     onload: list[str] = []
     pinned: list[str] = []
+
+    @field_validator("families")
+    @classmethod
+    def _known_families(cls, value: list[str] | None) -> list[str] | None:
+        """A typo would leave a family with no device; say so at start-up instead."""
+        if value is not None:
+            unknown = [name for name in value if name not in FAMILIES]
+            if unknown:
+                known = ", ".join(sorted(FAMILIES))
+                raise ValueError(f"unknown family {unknown[0]!r} (known: {known})")
+        return value
 
 
 class ClusterSettings(_Section):

@@ -29,7 +29,7 @@ from pixelpool.families.diffusion.samplers import (
     canonical_schedule,
     check_combination,
 )
-from pixelpool.jobs.service import NoDeviceFits, QueueFull
+from pixelpool.jobs.service import NoDeviceFits, NoDeviceServes, QueueFull
 from pixelpool.jobs.spec import JobRecord, JobSpec
 from pixelpool.registry.entry import ModelEntry
 from pixelpool.registry.loras import LoraNotFound
@@ -274,6 +274,8 @@ async def submit(
         return await state.jobs.submit(spec, owner, idempotency_key)
     except QueueFull as exc:
         raise ApiError(429, str(exc), headers={"Retry-After": str(exc.retry_after_s)}) from exc
+    except NoDeviceServes as exc:  # the server's configuration, not the request: 503
+        raise ApiError(503, str(exc), "model") from exc
     except NoDeviceFits as exc:
         raise ApiError(422, str(exc)) from exc
 

@@ -98,7 +98,8 @@ async def read_output(state: AppState, record: JobRecord) -> Output:
     if art is None:
         raise ApiError(410, f"job {record.id}: result has expired")
     data = await asyncio.to_thread(art.path.read_bytes)
-    seed = int(record.result.get("seeds", [record.spec.params.get("seed", 0)])[0])
+    seeds = record.result.get("seeds") or [record.spec.params.get("seed", 0)]  # none: not diffusion
+    seed = int(seeds[0])
     return Output(art.id, art.media_type, data, seed, meta["width"], meta["height"])
 
 

@@ -157,11 +157,22 @@ def window_left(batch: list[Task], settings: SchedulerSettings, now: float) -> f
     return max(0.0, batch[0].submitted + settings.batch_window_ms / 1000 - now)
 
 
+def unserved(task: Task, devices: Sequence[Device]) -> str | None:
+    """Why no device is configured for the task's family (or op), or None if one is."""
+    if any(d.can_run(task) for d in devices):
+        return None
+    return (
+        f"no device is configured to run the {task.family} family ({task.op}); "
+        f"add it to devices.<id>.families"
+    )
+
+
 def refusal(task: Task, devices: Sequence[Device]) -> str | None:
     """Why no device could ever run the task, or None when one could."""
+    reason = unserved(task, devices)
+    if reason is not None:
+        return reason
     able = [d for d in devices if d.can_run(task)]
-    if not able:
-        return f"no device is configured to run {task.family}/{task.op}"
     if not any(d.fits(task, 1) for d in able):
         biggest = max(d.budget for d in able)
         return (

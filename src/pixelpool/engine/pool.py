@@ -42,11 +42,12 @@ def build_scheduler(settings: Settings, listener: EngineListener) -> Scheduler:
     def make(device: DeviceInfo) -> WorkerHandle:
         return LocalWorker(device, worker_options(settings, device))
 
-    slots = [
-        Slot(
-            make(d),
-            list(settings.devices[d.id].capabilities) if d.id in settings.devices else ["*"],
-        )
-        for d in devices
-    ]
+    def slot(device: DeviceInfo) -> Slot:
+        config = settings.devices.get(device.id)
+        if config is None:
+            return Slot(make(device), ["*"])
+        served = frozenset(config.families) if config.families is not None else None
+        return Slot(make(device), list(config.capabilities), served)
+
+    slots = [slot(d) for d in devices]
     return Scheduler(slots, listener, settings.scheduler, respawn=lambda s: make(s.handle.device))

@@ -47,6 +47,10 @@ class NoDeviceFits(ValueError):
     """No device can run the task at all: refused at submit, never left queued."""
 
 
+class NoDeviceServes(NoDeviceFits):
+    """No configured device runs the task's family (`devices.<id>.families`)."""
+
+
 def restart_delay(crashes: int) -> float:
     """Back off a worker that keeps dying: 0.5 s, 1 s, 2 s ... up to 30 s, by deaths in a row
     (a worker that finished a batch since its last death starts again at 0.5 s)."""
@@ -104,7 +108,11 @@ class Scheduler:
     # --- requests from the jobs layer --------------------------------------------
 
     def check(self, task: Task) -> None:
-        """Raise NoDeviceFits, saying why, if no device could ever run the task."""
+        """Raise NoDeviceFits, saying why, if no device could ever run the task
+        (NoDeviceServes when none is configured for its family)."""
+        unserved = policy.unserved(task, self.slots)
+        if unserved is not None:
+            raise NoDeviceServes(unserved)
         reason = policy.refusal(task, self.slots)
         if reason is not None:
             raise NoDeviceFits(reason)

@@ -14,6 +14,7 @@ from pixelpool.engine.task import Task
 class Slot:
     handle: WorkerHandle
     capabilities: list[str]
+    families: frozenset[str] | None = None  # devices.<id>.families; None: every family
     ready: bool = False
     budget_bytes: int = 0  # the device tier budget the worker reported
     batch_id: str | None = None
@@ -42,10 +43,13 @@ class Slot:
         )
 
     def can_run(self, task: Task) -> bool:
-        if self.handle.device.id in task.excluded:
+        if self.handle.device.id in task.excluded or not self.serves(task.family):
             return False
         caps = self.capabilities
         return "*" in caps or task.family in caps or task.op in caps
+
+    def serves(self, family: str) -> bool:
+        return self.families is None or family in self.families
 
     def fits(self, task: Task, batch: int) -> bool:
         return task.bytes_for(batch) <= self.budget
@@ -59,5 +63,6 @@ class Slot:
             "pid": self.handle.pid,
             "restarts": self.restarts,
             "budget_bytes": self.budget,
+            "families": sorted(self.families) if self.families is not None else None,
             "cache": self.cache,
         }

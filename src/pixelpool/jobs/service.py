@@ -17,7 +17,7 @@ from typing import Any
 
 from pixelpool import families
 from pixelpool.config import Settings
-from pixelpool.engine.scheduler import NoDeviceFits, Scheduler
+from pixelpool.engine.scheduler import NoDeviceFits, NoDeviceServes, Scheduler
 from pixelpool.engine.task import Task
 from pixelpool.jobs.artifacts import ArtifactStore
 from pixelpool.jobs.encode import encode_image, encode_result
@@ -26,7 +26,7 @@ from pixelpool.jobs.spec import JobRecord, JobSpec, JobStatus
 from pixelpool.jobs.store import JobStore
 from pixelpool.pipelines.base import Result
 
-__all__ = ["JobService", "NoDeviceFits", "QueueFull"]
+__all__ = ["JobService", "NoDeviceFits", "NoDeviceServes", "QueueFull"]
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,11 @@ from pixelpool.jobs.encode import encode_image
 
 
 def reencode(data: bytes, fmt: str, quality: int) -> bytes:
-    """A lossless (PNG) result re-encoded as JPEG/WebP at the requested quality."""
+    """A lossless (PNG) result re-encoded as JPEG/WebP at the requested quality; an alpha
+    channel (a transparent background) stays for WebP."""
     with Image.open(io.BytesIO(data)) as img:
-        return encode_image(np.asarray(img.convert("RGB")), fmt, quality)
+        mode = "RGBA" if "A" in img.getbands() else "RGB"
+        return encode_image(np.asarray(img.convert(mode)), fmt, quality)
 
 
 def preview_b64(png_b64: str, width: int, height: int, fmt: str, quality: int) -> str:

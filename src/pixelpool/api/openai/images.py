@@ -32,6 +32,7 @@ from pixelpool.api.openai.plan import (
     plan_images,
 )
 from pixelpool.api.openai.stream import stream_generation
+from pixelpool.api.openai.transparent import run_transparent
 from pixelpool.api.runs import run_images
 from pixelpool.api.state import AppState, get_state
 from pixelpool.api.uploads import store_image
@@ -68,7 +69,10 @@ async def _answer(
         return await stream_generation(
             state, plan, stream.partial_images or 0, caller.owner, prefix
         )
-    outputs = await run_images(state, request, plan.specs, caller.owner)
+    if plan.cutout_model is not None:
+        outputs = await run_transparent(state, request, plan.specs, plan.cutout_model, caller.owner)
+    else:
+        outputs = await run_images(state, request, plan.specs, caller.owner)
     return images_response(plan, await image_items(state, request, plan, outputs, caller.owner))
 
 

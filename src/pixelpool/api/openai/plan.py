@@ -20,6 +20,7 @@ from pydantic import ConfigDict, Field, field_validator
 
 from pixelpool.api.errors import ApiError, field_error
 from pixelpool.api.openai.encoding import reencode
+from pixelpool.api.openai.transparent import check_transparent
 from pixelpool.api.runs import Output, b64, build_specs, check_count
 from pixelpool.api.state import AppState
 from pixelpool.api.validation import Name, Prompt, RequestModel, parse_json
@@ -34,9 +35,7 @@ OPENAI_MODEL_NAMES = frozenset(
 QUALITY_ALIASES = {"xhigh": "hd", "max": "hd"}  # newer OpenAI names, no preset of their own
 FIELD_NAMES = {"width": "size", "height": "size", "cfg_scale": "guidance_scale"}
 SIZE_PATTERN = re.compile(r"^(\d{1,5})x(\d{1,5})$")
-NO_BGREMOVE = (
-    "'transparent' needs a background-removal model, and none is installed; use 'opaque' or 'auto'"
-)
+TRANSPARENT_QUALITY = 90  # WebP quality of a transparent result without output_compression
 
 
 class LoraRef(RequestModel):
@@ -118,6 +117,8 @@ class Plan:
     compression: int | None  # re-encode to this quality (the jobs then produce PNG)
     quality: str
     response_format: str
+    background: str = "opaque"  # "transparent": each image goes through `cutout_model`
+    cutout_model: dict[str, Any] | None = None  # a bgremove model, as a job names it
 
     @property
     def size(self) -> str:
@@ -151,14 +152,15 @@ def plan_images(
     `build` gets the sampling request as `ops.txt2img_spec` keywords (also what
     `diffusion.specs.img2img_spec` reads), seed included.
     """
-    if req.background == "transparent":
-        raise field_error("background", NO_BGREMOVE, 400)
+    fmt = req.output_format or "png"
+    cutout = check_transparent(state, fmt) if req.background == "transparent" else None
     n = check_count(state, req.n)
     if getattr(req, "stream", False) and n > 1:
         raise field_error("n", "a streamed request makes one image; use n=1", 400)
     width, height = parse_size(req.size)
-    fmt = req.output_format or "png"
     compression = req.output_compression if fmt != "png" else None
+    if cutout is not None and fmt != "png":  # the cut-out is a PNG: re-encode it
+        compression = TRANSPARENT_QUALITY if compression is None else compression
     quality = req.quality or "auto"
     request = {
         "prompt": prompt, "negative_prompt": req.negative_prompt,
@@ -172,7 +174,7 @@ def plan_images(
     params = specs[0].params
     return Plan(
         specs, params["width"], params["height"], fmt, compression, quality,
-        req.response_format or "b64_json",
+        req.response_format or "b64_json", "opaque" if cutout is None else "transparent", cutout,
     )  # fmt: skip
 
 
@@ -207,7 +209,7 @@ def images_response(plan: Plan, items: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "created": int(time.time()),
         "data": items,
-        "background": "opaque",
+        "background": plan.background,
         "output_format": plan.output_format,
         "quality": plan.quality,
         "size": plan.size,

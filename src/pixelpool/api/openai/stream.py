@@ -3,7 +3,9 @@
 The job runs with `preview_every` set so that `partial_images` previews arrive
 spread over the steps; each becomes an `image_generation.partial_image` event
 (scaled to the output size), then the result an `image_generation.completed`
-event. A client that hangs up cancels the job.
+event. With `background: "transparent"` the result goes through a bgremove job
+first (the partial images are previews of the opaque image). A client that hangs
+up cancels the job(s).
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ from pixelpool.api.errors import ApiError
 from pixelpool.api.openai.encoding import preview_b64
 from pixelpool.api.openai.errors import envelope
 from pixelpool.api.openai.plan import Plan, final_bytes
+from pixelpool.api.openai.transparent import read_cutout, submit_cutout
 from pixelpool.api.runs import b64, cancel_all, read_output
 from pixelpool.api.state import AppState
 from pixelpool.jobs.events import TERMINAL, Event
+from pixelpool.jobs.spec import JobRecord
 
 KEEPALIVE_S = 15.0
 PREVIEW_QUALITY = 80
@@ -53,8 +57,8 @@ class _Events:
     def _base(self, kind: str, image: str) -> dict[str, Any]:
         return {
             "type": f"{self.prefix}.{kind}", "b64_json": image, "created_at": int(time.time()),
-            "size": self.plan.size, "quality": self.plan.quality, "background": "opaque",
-            "output_format": self.plan.output_format,
+            "size": self.plan.size, "quality": self.plan.quality,
+            "background": self.plan.background, "output_format": self.plan.output_format,
         }  # fmt: skip
 
     async def partial(self, preview: str, index: int) -> str:
@@ -88,6 +92,7 @@ async def stream_generation(
     ops.enable_previews(state, spec, preview_every(spec.params["steps"], partial_images))
     record = await ops.submit(state, spec, owner)
     events = _Events(plan, prefix)
+    running = [record]  # what a client that hangs up cancels
 
     async def body() -> AsyncIterator[str]:
         queue = state.bus.subscribe(lambda e: e.get("job_id") == record.id)
@@ -104,15 +109,24 @@ async def stream_generation(
                 if wanted and event["step"] < event["total"]:  # the last one is the result
                     yield await events.partial(event["image"], sent)
                     sent += 1
-            finished = True
             out = await read_output(state, await state.jobs.wait(record.id))
+            if plan.cutout_model is not None:
+                cut = await submit_cutout(state, plan.cutout_model, out, spec.priority, owner)
+                running.append(cut)
+                async for done in _wait(state, cut.id):
+                    if done is None:
+                        yield ": keepalive\n\n"
+                    else:
+                        out = await read_cutout(state, done, out.seed)
+            finished = True
             yield events.completed(await final_bytes(plan, out), out.seed)
         except ApiError as exc:
+            finished = True
             yield _error(exc)
         finally:
             state.bus.unsubscribe(queue)
             if not finished:  # the client went away
-                await cancel_all(state, [record])
+                await cancel_all(state, running)
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
@@ -137,3 +151,14 @@ async def _follow(
         if event["id"] > last:
             last = event["id"]
             yield event
+
+
+async def _wait(state: AppState, job_id: str) -> AsyncIterator[JobRecord | None]:
+    """The finished job, after a None every KEEPALIVE_S while it runs."""
+    waiter = asyncio.ensure_future(state.jobs.wait(job_id))
+    try:
+        while not (await asyncio.wait({waiter}, timeout=KEEPALIVE_S))[0]:
+            yield None
+        yield waiter.result()
+    finally:
+        waiter.cancel()
