@@ -1,0 +1,181 @@
+"""SAM 3 segmentation: every image is encoded once, then every (image, query) pair runs
+the prompt-dependent part of the model, batched across jobs.
+
+A job's result: `info["images"][i]["prompts"][q]` = {"prompt", "masks", "instances":
+[{"box": xyxy, "score", "mask": k}]}, where `arrays[masks]` is a bool array
+(instances, height, width) at the image's size and `mask` indexes its first axis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from pixelpool.families.vision.params import SegmentParams
+from pixelpool.pipelines.base import CancelFn, Cancelled, ProgressFn, Result
+from pixelpool.pipelines.vision.model import (
+    Inputs,
+    VisionModel,
+    rows,
+    run_groups,
+    same_shape_groups,
+    to_device,
+)
+
+
+@dataclass
+class Query:
+    job: int
+    image: int  # index into the flattened list of images
+    local: int  # index of the image within its job
+    prompt: str
+    inputs: Inputs
+
+
+def image_inputs(vm: VisionModel, image: Image.Image) -> Inputs:
+    enc = vm.processor(images=image.convert("RGB"), return_tensors="pt")
+    return {"pixel_values": enc["pixel_values"]}
+
+
+def query_inputs(
+    vm: VisionModel, prompt: str, size: tuple[int, int], boxes: Any, labels: Any
+) -> Inputs:
+    """Tokens (and normalised boxes) as Sam3Processor makes them for this one query."""
+    kwargs: dict[str, Any] = {"text": prompt}
+    if boxes:
+        kwargs.update(
+            input_boxes=[[list(b) for b in boxes]],
+            original_sizes=[list(size)],
+            input_boxes_labels=[list(labels)] if labels is not None else None,
+        )
+    enc = vm.processor(return_tensors="pt", **kwargs)
+    keep = ("input_ids", "attention_mask", "input_boxes", "input_boxes_labels")
+    return {k: enc[k] for k in keep if k in enc}
+
+
+def _gather(picks: list[tuple[Any, int]]) -> Any:
+    """The image encoder's outputs for the given (output, row) picks, one row per query."""
+    first = picks[0][0]
+    fields: dict[str, Any] = {}
+    for key, value in first.items():
+        if isinstance(value, torch.Tensor):
+            fields[key] = torch.cat([out[key][k : k + 1] for out, k in picks])
+        elif isinstance(value, tuple):
+            fields[key] = tuple(
+                torch.cat([out[key][n][k : k + 1] for out, k in picks]) for n in range(len(value))
+            )
+    return type(first)(**fields)
+
+
+def segment(
+    vm: VisionModel,
+    jobs: list[SegmentParams],
+    images: list[list[Image.Image]],
+    progress: ProgressFn,
+    cancel: CancelFn,
+) -> list[Result]:
+    flat = [img for per_job in images for img in per_job]
+    sizes = [(img.height, img.width) for img in flat]
+    queries: list[Query] = []
+    for j, (p, per_job) in enumerate(zip(jobs, images, strict=True)):
+        for local in range(len(per_job)):
+            boxes = p.boxes[local] if p.boxes else None
+            labels = p.box_labels[local] if p.box_labels else None
+            image = sum(len(x) for x in images[:j]) + local
+            for prompt in p.queries():
+                inputs = query_inputs(vm, prompt, sizes[image], boxes, labels)
+                queries.append(Query(j, image, local, prompt, inputs))
+
+    # Stage 1: the image encoder, once per image.
+    encoded = run_groups(
+        vm,
+        [image_inputs(vm, img) for img in flat],
+        lambda b: vm.model.get_vision_features(**b),
+        "encode",
+        progress,
+        cancel,
+    )
+    per_image: list[Any] = [None] * len(flat)
+    for members, out in encoded:
+        for k, i in enumerate(members):
+            per_image[i] = (out, k)
+
+    # Stage 2: the prompt-dependent detector and mask decoder, per (image, query).
+    def decode(batch: Inputs, members: list[int]) -> Any:
+        return vm.model(
+            vision_embeds=_gather([per_image[queries[m].image] for m in members]), **batch
+        )
+
+    decoded = _run_queries(vm, queries, decode, progress, cancel)
+    return _results(vm, jobs, images, sizes, queries, decoded)
+
+
+def _run_queries(
+    vm: VisionModel, queries: list[Query], decode: Any, progress: ProgressFn, cancel: CancelFn
+) -> list[Any]:
+    """Each query's raw output, one forward per group of same-shaped query inputs."""
+    results: list[Any] = [None] * len(queries)
+    groups = list(same_shape_groups([q.inputs for q in queries]))
+    for step, (members, batch) in enumerate(groups):
+        if cancel():
+            raise Cancelled()
+        with torch.inference_mode():
+            out = decode(to_device(batch, vm), members)
+        for k, m in enumerate(members):
+            results[m] = SimpleNamespace(
+                pred_logits=rows(out.pred_logits, k),
+                pred_boxes=rows(out.pred_boxes, k),
+                pred_masks=rows(out.pred_masks, k),
+                presence_logits=rows(out.presence_logits, k),
+            )
+        progress(step + 1, len(groups), "decode", None)
+    return results
+
+
+def _results(
+    vm: VisionModel,
+    jobs: list[SegmentParams],
+    images: list[list[Image.Image]],
+    sizes: list[tuple[int, int]],
+    queries: list[Query],
+    decoded: list[Any],
+) -> list[Result]:
+    results = [
+        Result(
+            info={
+                "images": [
+                    {"width": img.width, "height": img.height, "prompts": []} for img in per_job
+                ]
+            }
+        )
+        for per_job in images
+    ]
+    for q, raw in zip(queries, decoded, strict=True):
+        p = jobs[q.job]
+        found = vm.processor.post_process_instance_segmentation(
+            raw,
+            threshold=p.threshold,
+            mask_threshold=p.mask_threshold,
+            target_sizes=[sizes[q.image]],
+        )[0]
+        entry = results[q.job].info["images"][q.local]
+        name = f"masks/{q.local}/{len(entry['prompts'])}"
+        masks = found["masks"].cpu().numpy().astype(bool)
+        results[q.job].arrays[name] = np.ascontiguousarray(masks)
+        instances = [
+            {"box": [float(v) for v in box], "score": float(score), "mask": k}
+            for k, (box, score) in enumerate(
+                zip(
+                    found["boxes"].float().cpu().tolist(),
+                    found["scores"].float().cpu().tolist(),
+                    strict=True,
+                )
+            )
+        ]
+        entry["prompts"].append({"prompt": q.prompt, "masks": name, "instances": instances})
+    return results
