@@ -10,7 +10,6 @@ import pytest
 import torch
 from transformers import AutoImageProcessor, AutoModel, AutoModelForDepthEstimation
 
-from pixelpool.pipelines.base import Loaded
 from pixelpool.testing import tiny_vision
 
 from .vision_helpers import assert_same_result, load, picture, run

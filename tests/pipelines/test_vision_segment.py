@@ -14,6 +14,7 @@ from transformers import Sam3Model, Sam3Processor
 from pixelpool.families.vision.params import SegmentParams
 from pixelpool.pipelines.base import Cancelled, Loaded
 from pixelpool.testing.tiny_vision import write_tiny_sam3
+
 from .vision_helpers import assert_same_result, load, picture, run
 
 
