@@ -86,6 +86,16 @@ def test_batched_jobs_equal_jobs_alone(loaded: Loaded, tmp_path: Path) -> None:
         assert_same_result(batched, alone)
 
 
+def test_a_prompt_too_long_for_the_text_encoder_is_cut(loaded: Loaded, tmp_path: Path) -> None:
+    path = picture(tmp_path, 32, 32, 7)[0]
+    long = " ".join(["cat"] * 40)
+    cut = " ".join(["cat"] * 30)  # 30 words + start and end tokens: the 32 that fit
+    (a,) = run(loaded, "segment", [{"images": [path], "prompts": [long], "threshold": 0.0}])
+    (b,) = run(loaded, "segment", [{"images": [path], "prompts": [cut], "threshold": 0.0}])
+    assert a.info["images"][0]["prompts"][0]["prompt"] == long
+    np.testing.assert_array_equal(a.arrays["masks/0/0"], b.arrays["masks/0/0"])
+
+
 def test_cancel_stops_before_the_model_runs(loaded: Loaded, tmp_path: Path) -> None:
     job = {"images": [picture(tmp_path, 32, 32, 6)[0]], "prompts": ["cat"]}
     with pytest.raises(Cancelled):

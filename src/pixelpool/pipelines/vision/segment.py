@@ -27,6 +27,8 @@ from pixelpool.pipelines.vision.model import (
     to_device,
 )
 
+TEXT_TOKENS = 32  # Sam3Processor pads every prompt to 32 tokens
+
 
 @dataclass
 class Query:
@@ -45,17 +47,23 @@ def image_inputs(vm: VisionModel, image: Image.Image) -> Inputs:
 def query_inputs(
     vm: VisionModel, prompt: str, size: tuple[int, int], boxes: Any, labels: Any
 ) -> Inputs:
-    """Tokens (and normalised boxes) as Sam3Processor makes them for this one query."""
-    kwargs: dict[str, Any] = {"text": prompt}
+    """Tokens (and normalised boxes) as Sam3Processor makes them for this one query.
+
+    The tokens are the processor's (padded to its 32), except that a longer prompt is
+    cut to fit the text encoder, where the processor would fail the whole batch."""
+    inputs = dict(vm.processor.tokenizer(
+        prompt, padding="max_length", max_length=TEXT_TOKENS, truncation=True,
+        return_tensors="pt",
+    ))  # fmt: skip
+    inputs = {k: inputs[k] for k in ("input_ids", "attention_mask")}
     if boxes:
-        kwargs.update(
-            input_boxes=[[list(b) for b in boxes]],
-            original_sizes=[list(size)],
+        enc = vm.processor(
+            original_sizes=[list(size)], input_boxes=[[list(b) for b in boxes]],
             input_boxes_labels=[list(labels)] if labels is not None else None,
-        )
-    enc = vm.processor(return_tensors="pt", **kwargs)
-    keep = ("input_ids", "attention_mask", "input_boxes", "input_boxes_labels")
-    return {k: enc[k] for k in keep if k in enc}
+            return_tensors="pt",
+        )  # fmt: skip
+        inputs.update(input_boxes=enc["input_boxes"], input_boxes_labels=enc["input_boxes_labels"])
+    return inputs
 
 
 def _gather(picks: list[tuple[Any, int]]) -> Any:
