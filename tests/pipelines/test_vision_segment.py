@@ -13,6 +13,7 @@ from transformers import Sam3Model, Sam3Processor
 
 from pixelpool.families.vision.params import SegmentParams
 from pixelpool.pipelines.base import Cancelled, Loaded
+from pixelpool.pipelines.vision import model, segment
 from pixelpool.testing.tiny_vision import write_tiny_sam3
 
 from .vision_helpers import assert_same_result, load, picture, run
@@ -74,7 +75,13 @@ def test_box_prompt_equals_transformers(sam3: Path, loaded: Loaded, tmp_path: Pa
     check_prompt(entry, result.arrays[entry["masks"]], expected)
 
 
-def test_batched_jobs_equal_jobs_alone(loaded: Loaded, tmp_path: Path) -> None:
+@pytest.mark.parametrize("rows", [0, 2], ids=["one-forward", "chunks-of-2"])
+def test_batched_jobs_equal_jobs_alone(
+    loaded: Loaded, tmp_path: Path, rows: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if rows:  # several forward passes per stage, as a large batch makes
+        monkeypatch.setattr(segment, "DECODE_ROWS", rows)
+        monkeypatch.setattr(model, "ENCODE_ROWS", rows)
     a = {"images": [picture(tmp_path, 40, 70, 3)[0], picture(tmp_path, 64, 32, 4)[0]],
          "prompts": ["person", "dog"], "threshold": 0.0}  # fmt: skip
     b = {"images": [picture(tmp_path, 50, 50, 5)[0]], "prompts": ["tree"],

@@ -19,6 +19,7 @@ from pixelpool.families.vision import task_of
 from pixelpool.pipelines.base import CancelFn, Cancelled, ProgressFn
 
 Inputs = dict[str, torch.Tensor]
+ENCODE_ROWS = 16  # images per forward pass: bounds activations whatever the batch
 
 
 @dataclass
@@ -70,15 +71,21 @@ def model_bytes(vm: VisionModel) -> int:
     return params + sum(b.numel() * b.element_size() for b in vm.model.buffers())
 
 
-def same_shape_groups(inputs: list[Inputs]) -> Iterator[tuple[list[int], Inputs]]:
-    """Indexes of inputs whose tensors all have equal shapes, and those inputs stacked."""
+def same_shape_groups(
+    inputs: list[Inputs], max_rows: int = 0
+) -> Iterator[tuple[list[int], Inputs]]:
+    """Indexes of inputs whose tensors all have equal shapes (at most `max_rows` of
+    them, 0: no limit), and those inputs stacked."""
     groups: dict[tuple[Any, ...], list[int]] = {}
     for i, item in enumerate(inputs):
         key = tuple((k, tuple(v.shape)) for k, v in sorted(item.items()))
         groups.setdefault(key, []).append(i)
-    for members in groups.values():
-        first = inputs[members[0]]
-        yield members, {k: torch.cat([inputs[i][k] for i in members]) for k in first}
+    for same in groups.values():
+        step = max_rows or len(same)
+        for start in range(0, len(same), step):
+            members = same[start : start + step]
+            first = inputs[members[0]]
+            yield members, {k: torch.cat([inputs[i][k] for i in members]) for k in first}
 
 
 def to_device(inputs: Inputs, vm: VisionModel) -> Inputs:
@@ -95,7 +102,7 @@ def run_groups(
     cancel: CancelFn,
 ) -> list[tuple[list[int], Any]]:
     """One forward per group of same-shaped inputs; cancel is checked before each."""
-    groups = list(same_shape_groups(inputs))
+    groups = list(same_shape_groups(inputs, ENCODE_ROWS))
     out = []
     for step, (members, batch) in enumerate(groups):
         if cancel():

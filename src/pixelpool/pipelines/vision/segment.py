@@ -28,6 +28,7 @@ from pixelpool.pipelines.vision.model import (
 )
 
 TEXT_TOKENS = 32  # Sam3Processor pads every prompt to 32 tokens
+DECODE_ROWS = 8  # (image, query) pairs per decoder forward: each holds 200 mask logits
 
 
 @dataclass
@@ -119,71 +120,40 @@ def segment(
             vision_embeds=_gather([per_image[queries[m].image] for m in members]), **batch
         )
 
-    decoded = _run_queries(vm, queries, decode, progress, cancel)
-    return _results(vm, jobs, images, sizes, queries, decoded)
-
-
-def _run_queries(
-    vm: VisionModel, queries: list[Query], decode: Any, progress: ProgressFn, cancel: CancelFn
-) -> list[Any]:
-    """Each query's raw output, one forward per group of same-shaped query inputs."""
-    results: list[Any] = [None] * len(queries)
-    groups = list(same_shape_groups([q.inputs for q in queries]))
+    results = [
+        Result(info={"images": [{"width": img.width, "height": img.height, "prompts": []}
+                                for img in per_job]})
+        for per_job in images
+    ]  # fmt: skip
+    groups = list(same_shape_groups([q.inputs for q in queries], DECODE_ROWS))
     for step, (members, batch) in enumerate(groups):
         if cancel():
             raise Cancelled()
         with torch.inference_mode():
             out = decode(to_device(batch, vm), members)
         for k, m in enumerate(members):
-            results[m] = SimpleNamespace(
-                pred_logits=rows(out.pred_logits, k),
-                pred_boxes=rows(out.pred_boxes, k),
-                pred_masks=rows(out.pred_masks, k),
-                presence_logits=rows(out.presence_logits, k),
-            )
+            raw = SimpleNamespace(
+                pred_logits=rows(out.pred_logits, k), pred_boxes=rows(out.pred_boxes, k),
+                pred_masks=rows(out.pred_masks, k), presence_logits=rows(out.presence_logits, k),
+            )  # fmt: skip
+            add_query(vm, results[queries[m].job], queries[m], jobs[queries[m].job],
+                      sizes[queries[m].image], raw)  # fmt: skip
         progress(step + 1, len(groups), "decode", None)
     return results
 
 
-def _results(
-    vm: VisionModel,
-    jobs: list[SegmentParams],
-    images: list[list[Image.Image]],
-    sizes: list[tuple[int, int]],
-    queries: list[Query],
-    decoded: list[Any],
-) -> list[Result]:
-    results = [
-        Result(
-            info={
-                "images": [
-                    {"width": img.width, "height": img.height, "prompts": []} for img in per_job
-                ]
-            }
-        )
-        for per_job in images
-    ]
-    for q, raw in zip(queries, decoded, strict=True):
-        p = jobs[q.job]
-        found = vm.processor.post_process_instance_segmentation(
-            raw,
-            threshold=p.threshold,
-            mask_threshold=p.mask_threshold,
-            target_sizes=[sizes[q.image]],
-        )[0]
-        entry = results[q.job].info["images"][q.local]
-        name = f"masks/{q.local}/{len(entry['prompts'])}"
-        masks = found["masks"].cpu().numpy().astype(bool)
-        results[q.job].arrays[name] = np.ascontiguousarray(masks)
-        instances = [
-            {"box": [float(v) for v in box], "score": float(score), "mask": k}
-            for k, (box, score) in enumerate(
-                zip(
-                    found["boxes"].float().cpu().tolist(),
-                    found["scores"].float().cpu().tolist(),
-                    strict=True,
-                )
-            )
-        ]
-        entry["prompts"].append({"prompt": q.prompt, "masks": name, "instances": instances})
-    return results
+def add_query(
+    vm: VisionModel, result: Result, q: Query, p: SegmentParams, size: tuple[int, int], raw: Any
+) -> None:
+    """One query's instances above the thresholds, masks at the image's size."""
+    found = vm.processor.post_process_instance_segmentation(
+        raw, threshold=p.threshold, mask_threshold=p.mask_threshold, target_sizes=[size]
+    )[0]
+    entry = result.info["images"][q.local]
+    name = f"masks/{q.local}/{len(entry['prompts'])}"
+    result.arrays[name] = np.ascontiguousarray(found["masks"].cpu().numpy().astype(bool))
+    boxes = found["boxes"].float().cpu().tolist()
+    scores = found["scores"].float().cpu().tolist()
+    instances = [{"box": [float(v) for v in box], "score": float(score), "mask": k}
+                 for k, (box, score) in enumerate(zip(boxes, scores, strict=True))]  # fmt: skip
+    entry["prompts"].append({"prompt": q.prompt, "masks": name, "instances": instances})
