@@ -64,6 +64,20 @@ def test_text_prompts_equal_transformers(sam3: Path, loaded: Loaded, tmp_path: P
         check_prompt(entry, masks, direct(sam3, image, 0.0, 0.5, text=entry["prompt"]))
 
 
+def test_a_published_sam3_video_config_loads_the_same_detector(
+    sam3: Path, loaded: Loaded, tmp_path: Path
+) -> None:
+    video = write_tiny_sam3(tmp_path / "sam3-video", video_config=True)
+    assert '"model_type": "sam3_video"' in (video / "config.json").read_text()
+    path = picture(tmp_path, 40, 50, seed=8)[0]
+    job = {"images": [path], "prompts": ["cat"], "threshold": 0.0}
+    (mine,) = run(load(video, "sam3_video"), "segment", [job])
+    (plain,) = run(loaded, "segment", [job])
+    assert mine.info.pop("architecture") == "sam3_video"
+    plain.info.pop("architecture")
+    assert_same_result(mine, plain, atol=0)
+
+
 def test_box_prompt_equals_transformers(sam3: Path, loaded: Loaded, tmp_path: Path) -> None:
     path, image = picture(tmp_path, 48, 48, seed=2)
     boxes, labels = [[4.0, 6.0, 30.0, 40.0], [20.0, 2.0, 44.0, 20.0]], [1, 0]

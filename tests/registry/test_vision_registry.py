@@ -12,7 +12,7 @@ import pytest
 from pixelpool import families
 from pixelpool.registry.registry import Registry, WrongFamily
 from pixelpool.testing.tiny_families import write_family_models
-from pixelpool.testing.tiny_vision import VISION_MODELS, write_vision_models
+from pixelpool.testing.tiny_vision import VISION_MODELS, write_tiny_sam3, write_vision_models
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +22,7 @@ def tree(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_family_models(root)
     write_vision_models(root)
     vision = root / "vision"
+    write_tiny_sam3(vision / "sam3-published", video_config=True)
     (vision / "clip").mkdir()
     (vision / "clip" / "config.json").write_text(json.dumps({"model_type": "clip"}))
     (vision / "broken").mkdir()
@@ -47,6 +48,7 @@ def test_each_vision_model_is_found_with_its_task(registry: Registry) -> None:
     found = {e.name: e for e in registry.entries() if e.family == "vision"}
     expected = {name: (task, arch) for name, (_, task, arch) in VISION_MODELS.items()}
     expected["group/by-class"] = ("embed", "dinov2")
+    expected["sam3-published"] = ("segment", "sam3_video")
     assert set(found) == set(expected)  # unknown model type, bad JSON, loose file: skipped
     vision = families.get("vision")
     for name, (task, arch) in expected.items():

@@ -36,7 +36,10 @@ def write_bert_vocab(directory: Path, words: list[str]) -> Path:
     return path
 
 
-def write_tiny_sam3(directory: Path, seed: int = 0) -> Path:
+def write_tiny_sam3(directory: Path, seed: int = 0, video_config: bool = False) -> Path:
+    """SAM 3; with `video_config` its config.json is the published checkpoints' kind
+    (`sam3_video`: the detector's config nested beside a tracker's)."""
+    import transformers as tf
     from transformers import CLIPTokenizer, Sam3Config, Sam3ImageProcessor, Sam3Model, Sam3Processor
 
     tok_dir = directory / ".tokenizer"
@@ -78,6 +81,8 @@ def write_tiny_sam3(directory: Path, seed: int = 0) -> Path:
     for f in tok_dir.iterdir():
         f.unlink()
     tok_dir.rmdir()
+    if video_config:
+        tf.Sam3VideoConfig(detector_config=config.to_dict()).save_pretrained(str(out))
     return out
 
 

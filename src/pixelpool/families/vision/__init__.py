@@ -25,6 +25,7 @@ CONFIG_FILE = "config.json"
 # config.json `model_type` -> task (the operation that model serves)
 TASKS = MappingProxyType({
     "sam3": "segment",
+    "sam3_video": "segment",  # facebook/sam3 as published: detector + tracker configs
     "grounding-dino": "detect",
     "mm-grounding-dino": "detect",
     "depth_anything": "depth",
@@ -35,6 +36,7 @@ TASKS = MappingProxyType({
 # When `model_type` is missing: the class in `architectures` -> model_type.
 ARCHITECTURES = MappingProxyType({
     "Sam3Model": "sam3",
+    "Sam3VideoModel": "sam3_video",
     "GroundingDinoForObjectDetection": "grounding-dino",
     "MMGroundingDinoForObjectDetection": "mm-grounding-dino",
     "DepthAnythingForDepthEstimation": "depth_anything",
