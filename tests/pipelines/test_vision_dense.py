@@ -16,6 +16,7 @@ from .vision_helpers import assert_same_result, load, picture, run
 
 EMBEDDERS = {
     "dinov2": (tiny_vision.write_tiny_dinov2, 1),
+    "dinov2_with_registers": (tiny_vision.write_tiny_dinov2_registers, 3),  # CLS + 2 registers
     "dinov3_vit": (tiny_vision.write_tiny_dinov3_vit, 3),  # CLS + 2 register tokens
     "dinov3_convnext": (tiny_vision.write_tiny_dinov3_convnext, 1),  # the pooled token
 }

@@ -154,6 +154,21 @@ def write_tiny_dinov2(directory: Path, seed: int = 0) -> Path:
     return _save(model, processor, directory)
 
 
+def write_tiny_dinov2_registers(directory: Path, seed: int = 0) -> Path:
+    from transformers import BitImageProcessor, Dinov2WithRegistersConfig, Dinov2WithRegistersModel
+
+    config = Dinov2WithRegistersConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        image_size=SIDE, patch_size=14, num_register_tokens=2,
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    processor = BitImageProcessor(
+        size={"shortest_edge": 64}, crop_size={"height": SIDE, "width": SIDE},
+        image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225], do_convert_rgb=True,
+    )  # fmt: skip
+    return _save(Dinov2WithRegistersModel(config).eval(), processor, directory)
+
+
 def _dinov3_processor(side: int) -> object:
     from transformers import DINOv3ViTImageProcessor
 
@@ -185,6 +200,7 @@ VISION_MODELS = {
     "tiny-gdino": (write_tiny_grounding_dino, "detect", "grounding-dino"),
     "tiny-depth": (write_tiny_depth_anything, "depth", "depth_anything"),
     "tiny-dinov2": (write_tiny_dinov2, "embed", "dinov2"),
+    "tiny-dinov2-reg": (write_tiny_dinov2_registers, "embed", "dinov2_with_registers"),
     "tiny-dinov3": (write_tiny_dinov3_vit, "embed", "dinov3_vit"),
     "tiny-dinov3-convnext": (write_tiny_dinov3_convnext, "embed", "dinov3_convnext"),
 }

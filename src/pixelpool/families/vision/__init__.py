@@ -30,6 +30,7 @@ TASKS = MappingProxyType({
     "mm-grounding-dino": "detect",
     "depth_anything": "depth",
     "dinov2": "embed",
+    "dinov2_with_registers": "embed",
     "dinov3_vit": "embed",
     "dinov3_convnext": "embed",
 })  # fmt: skip
@@ -41,6 +42,7 @@ ARCHITECTURES = MappingProxyType({
     "MMGroundingDinoForObjectDetection": "mm-grounding-dino",
     "DepthAnythingForDepthEstimation": "depth_anything",
     "Dinov2Model": "dinov2",
+    "Dinov2WithRegistersModel": "dinov2_with_registers",
     "DINOv3ViTModel": "dinov3_vit",
     "DINOv3ConvNextModel": "dinov3_convnext",
 })  # fmt: skip
