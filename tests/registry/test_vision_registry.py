@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from pixelpool import families
+from pixelpool.families import vision as vision_family
 from pixelpool.registry.registry import Registry, WrongFamily
 from pixelpool.testing.tiny_families import write_family_models
 from pixelpool.testing.tiny_vision import VISION_MODELS, write_tiny_sam3, write_vision_models
@@ -77,3 +78,11 @@ def test_cost_grows_with_the_images(registry: Registry) -> None:
     one = families.estimate_cost("vision", model, {"images": ["a"]})
     three = families.estimate_cost("vision", model, {"images": ["a", "b", "c"]})
     assert one.model_bytes == entry.size_bytes and three.item_bytes == 3 * one.item_bytes
+    sized = families.estimate_cost("vision", model, {"images": ["a"], "image_sizes": [(640, 480)]})
+    assert sized.item_bytes > one.item_bytes
+
+
+def test_a_model_of_another_task_is_named() -> None:
+    assert vision_family.wrong_task("depth", "tiny-depth", "depth_anything") is None
+    message = vision_family.wrong_task("segment", "tiny-dinov2", "dinov2")
+    assert message == "model 'tiny-dinov2' (dinov2) serves 'embed', not 'segment'"

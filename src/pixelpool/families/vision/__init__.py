@@ -49,12 +49,21 @@ ARCHITECTURES = MappingProxyType({
 # Rough activation bytes per image at the processor's working size (fp32, with room).
 ITEM_BYTES = MappingProxyType({"segment": 2 << 30, "detect": 1 << 30, "depth": 1 << 30,
                                "embed": 256 << 20})  # fmt: skip
+OUTPUT_BYTES_PER_PIXEL = 64  # resized mask probabilities of a few instances, or depth
 SECONDS_PER_IMAGE = MappingProxyType({"segment": 0.3, "detect": 0.2, "depth": 0.1, "embed": 0.05})
 
 
 def task_of(architecture: str) -> str | None:
     """The operation a model of this architecture (its model_type) serves."""
     return TASKS.get(architecture)
+
+
+def wrong_task(op: str, name: str, architecture: str) -> str | None:
+    """Why model `name` cannot run vision operation `op` (for a 422), or None if it can."""
+    task = task_of(architecture)
+    if task == op:
+        return None
+    return f"model {name!r} ({architecture}) serves {task!r}, not {op!r}"
 
 
 def read_model_type(config: dict[str, Any]) -> str | None:
@@ -95,10 +104,14 @@ class VisionFamily(NoImageText):
         return Detected(model_type, "transformers")
 
     def estimate_cost(self, model: dict[str, Any], params: dict[str, Any]) -> Cost:
+        """Per image: the model's activations at its working size, plus the outputs at
+        the input's size (masks, depth), when the API gave the sizes."""
         task = task_of(str(model.get("architecture") or "")) or "segment"
         images = max(1, len(params.get("images") or ()))
+        pixels = sum(int(w) * int(h) for w, h in params.get("image_sizes") or ())
         model_bytes = int(model.get("size_bytes") or 0)
-        return Cost(model_bytes, images * ITEM_BYTES[task], images * SECONDS_PER_IMAGE[task])
+        item = images * ITEM_BYTES[task] + pixels * OUTPUT_BYTES_PER_PIXEL
+        return Cost(model_bytes, item, images * SECONDS_PER_IMAGE[task])
 
     def describe(self, entry: EntryLike) -> dict[str, Any]:
         return {**super().describe(entry), "task": task_of(entry.architecture)}
