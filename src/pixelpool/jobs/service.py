@@ -293,7 +293,7 @@ class JobService:
             log.exception("storing result of %s failed", job_id)
             await self._finish(job_id, JobStatus.failed, error=f"storing result failed: {exc}")
             return
-        # A JSON result (tags) is its info; images and latents are artifacts.
+        # A JSON result (tags) is its info; images, latents and arrays are artifacts.
         payload = {"kind": kind, "artifacts": described, "seeds": result.seeds, "info": info,
                    "run_s": run_s}  # fmt: skip
         await self._finish(job_id, JobStatus.completed, result=payload)
