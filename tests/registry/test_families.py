@@ -64,11 +64,12 @@ def test_folder_claims() -> None:
     assert families.for_folder("tagger") is families.get("tag")
     assert families.for_folder("my-checkpoints") is families.get("diffusion")
     assert families.for_folder("loras") is None
+    assert families.for_folder("vision") is families.get("vision")
     with pytest.raises(ValueError, match="unknown task family"):
-        families.get("vision")
+        families.get("no-such-family")
 
 
-@pytest.mark.parametrize("name", ["diffusion", "upscale", "bgremove", "tag"])
+@pytest.mark.parametrize("name", ["diffusion", "upscale", "bgremove", "tag", "vision"])
 def test_every_operation_has_params_with_a_batch_key(name: str) -> None:
     for op in families.get(name).operations.values():
         assert op.result in ("image", "json", "array", "latents")

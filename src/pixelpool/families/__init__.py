@@ -7,14 +7,14 @@ family is `pipelines/<family>/`.
 
 from __future__ import annotations
 
-from pixelpool.families import bgremove, diffusion, tag, upscale
+from pixelpool.families import bgremove, diffusion, tag, upscale, vision
 from pixelpool.families.base import Cost, FamilyDescription
 
 FAMILIES: dict[str, FamilyDescription] = {
-    d.DESCRIPTION.name: d.DESCRIPTION for d in (diffusion, upscale, bgremove, tag)
+    d.DESCRIPTION.name: d.DESCRIPTION for d in (diffusion, upscale, bgremove, tag, vision)
 }
 # Folders the registry reads for something other than a family's models.
-RESERVED_FOLDERS = frozenset({"loras", "vae_approx", "VAE-approx", "vision", "other"})
+RESERVED_FOLDERS = frozenset({"loras", "vae_approx", "VAE-approx", "other"})
 
 
 def get(name: str) -> FamilyDescription:

@@ -94,3 +94,17 @@ def encode_result(
         info = dict(info)
         payloads.append((bytes(info.pop(BLOB_KEY)), str(info.get("media_type"))))
     return payloads, info
+
+
+NPY_MEDIA_TYPE = "application/x-npy"
+
+
+def encode_arrays(arrays: dict[str, np.ndarray]) -> list[tuple[str, bytes, dict[str, Any]]]:
+    """Each named array (masks, depth, features) as `.npy` bytes, with its shape and dtype."""
+    out = []
+    for name, array in arrays.items():
+        buf = io.BytesIO()
+        np.save(buf, np.asarray(array), allow_pickle=False)
+        meta = {"name": name, "shape": list(np.shape(array)), "dtype": str(np.asarray(array).dtype)}
+        out.append((name, buf.getvalue(), meta))
+    return out

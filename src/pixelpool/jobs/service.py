@@ -20,7 +20,7 @@ from pixelpool.config import Settings
 from pixelpool.engine.scheduler import NoDeviceFits, NoDeviceServes, Scheduler
 from pixelpool.engine.task import Task
 from pixelpool.jobs.artifacts import ArtifactStore
-from pixelpool.jobs.encode import encode_image, encode_result
+from pixelpool.jobs.encode import NPY_MEDIA_TYPE, encode_arrays, encode_image, encode_result
 from pixelpool.jobs.events import EventBus
 from pixelpool.jobs.spec import JobRecord, JobSpec, JobStatus
 from pixelpool.jobs.store import JobStore
@@ -295,11 +295,15 @@ class JobService:
             described = [{"id": a.id, "media_type": a.media_type, "size": a.size} for a in arts]
             for entry, img in zip(described, result.images, strict=False):  # images first
                 entry.update(width=int(img.shape[1]), height=int(img.shape[0]))
+            for _, data, meta in await asyncio.to_thread(encode_arrays, result.arrays):
+                art = await self.artifacts.put(data, NPY_MEDIA_TYPE, record.owner)
+                described.append({"id": art.id, "media_type": art.media_type, "size": art.size,
+                                  **meta})  # fmt: skip
         except Exception as exc:
             log.exception("storing result of %s failed", job_id)
             await self._finish(job_id, JobStatus.failed, error=f"storing result failed: {exc}")
             return
-        # A JSON result (tags) is its info; images and latents are artifacts.
+        # A JSON result (tags) is its info; images, latents and arrays are artifacts.
         payload = {"kind": kind, "artifacts": described, "seeds": result.seeds, "info": info,
                    "run_s": run_s}  # fmt: skip
         await self._finish(job_id, JobStatus.completed, result=payload)

@@ -8,7 +8,7 @@ from pixelpool.pipelines.base import Family
 
 FAMILY_MODULES = {
     name: f"pixelpool.pipelines.{name}.family"
-    for name in ("diffusion", "upscale", "bgremove", "tag")
+    for name in ("diffusion", "upscale", "bgremove", "tag", "vision")
 }
 
 

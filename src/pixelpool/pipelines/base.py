@@ -45,11 +45,15 @@ class WorkItem:
 
 @dataclass
 class Result:
-    """What one job produced: raw RGB(A) uint8 arrays (encoded later, off the worker)."""
+    """What one job produced: raw RGB(A) uint8 arrays (encoded later, off the worker).
+
+    `arrays` (name -> numpy array: masks, depth, features) are stored as `.npy`
+    artifacts named in the job's result; `info` says what each name is."""
 
     images: list[Any] = field(default_factory=list)
     seeds: list[int] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
+    arrays: dict[str, Any] = field(default_factory=dict)
 
 
 class Family(Protocol):

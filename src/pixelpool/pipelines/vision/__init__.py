@@ -1,0 +1,1 @@
+"""The vision family: SAM 3, Grounding DINO, Depth Anything and DINOv2/v3 through transformers."""

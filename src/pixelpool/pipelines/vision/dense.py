@@ -1,0 +1,98 @@
+"""Depth Anything (depth per pixel) and DINOv2/v3 (features): one forward per group
+of same-shaped images, results as float32 arrays.
+
+depth: `arrays["depth/<i>"]` (height, width) at the input's size, relative (larger is
+nearer), as `post_process_depth_estimation` returns it; info per image: width,
+height, the array's name, min and max.
+embed: `arrays["embedding/<i>"]` (dim,), and with `patch_features`
+`arrays["patches/<i>"]` (tokens, dim) (ViTs: the patch tokens after the CLS and
+register tokens; ConvNeXt: its last stage's positions), row-major over the grid.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+from PIL import Image
+
+from pixelpool.families.vision.params import DepthParams, EmbedParams
+from pixelpool.pipelines.base import CancelFn, ProgressFn, Result
+from pixelpool.pipelines.vision.model import Inputs, VisionModel, rows, run_groups
+
+
+def pixel_inputs(vm: VisionModel, image: Image.Image) -> Inputs:
+    return {
+        "pixel_values": vm.processor(images=image.convert("RGB"), return_tensors="pt")[
+            "pixel_values"
+        ]
+    }
+
+
+def _flat(images: list[list[Image.Image]]) -> tuple[list[Image.Image], list[tuple[int, int]]]:
+    owners = [(j, local) for j, per_job in enumerate(images) for local in range(len(per_job))]
+    return [img for per_job in images for img in per_job], owners
+
+
+def depth(
+    vm: VisionModel, jobs: list[DepthParams], images: list[list[Image.Image]],
+    progress: ProgressFn, cancel: CancelFn,
+) -> list[Result]:  # fmt: skip
+    flat, owners = _flat(images)
+    inputs = [pixel_inputs(vm, img) for img in flat]
+    results = [Result(info={"images": [{} for _ in per_job]}) for per_job in images]
+    for members, out in run_groups(vm, inputs, lambda b: vm.model(**b), "depth", progress, cancel):
+        for k, i in enumerate(members):
+            j, local = owners[i]
+            raw = SimpleNamespace(predicted_depth=rows(out.predicted_depth, k))
+            found = vm.processor.post_process_depth_estimation(
+                raw, target_sizes=[(flat[i].height, flat[i].width)]
+            )[0]["predicted_depth"]
+            array = np.ascontiguousarray(found.float().cpu().numpy(), dtype=np.float32)
+            name = f"depth/{local}"
+            results[j].arrays[name] = array
+            results[j].info["images"][local] = {
+                "width": flat[i].width, "height": flat[i].height, "depth": name,
+                "min": float(array.min()), "max": float(array.max()),
+            }  # fmt: skip
+    return results
+
+
+def prefix_tokens(vm: VisionModel) -> int:
+    """Tokens before the patch tokens: CLS (or ConvNeXt's pooled one) and registers."""
+    return 1 + int(getattr(vm.model.config, "num_register_tokens", 0) or 0)
+
+
+def features(
+    vm: VisionModel, hidden: torch.Tensor, pooled: torch.Tensor, p: EmbedParams
+) -> tuple[np.ndarray, np.ndarray]:
+    """The embedding (CLS/pooled or the patch mean) and the patch tokens of one image."""
+    patches = hidden[0, prefix_tokens(vm) :].float()
+    embedding = pooled[0].float() if p.pooling == "cls" else patches.mean(0)
+    if p.normalize:
+        embedding = torch.nn.functional.normalize(embedding, dim=-1)
+        patches = torch.nn.functional.normalize(patches, dim=-1)
+    return embedding.cpu().numpy(), patches.cpu().numpy()
+
+
+def embed(
+    vm: VisionModel, jobs: list[EmbedParams], images: list[list[Image.Image]],
+    progress: ProgressFn, cancel: CancelFn,
+) -> list[Result]:  # fmt: skip
+    flat, owners = _flat(images)
+    inputs = [pixel_inputs(vm, img) for img in flat]
+    results = [Result(info={"images": [{} for _ in per_job]}) for per_job in images]
+    for members, out in run_groups(vm, inputs, lambda b: vm.model(**b), "embed", progress, cancel):
+        for k, i in enumerate(members):
+            j, local = owners[i]
+            p = jobs[j]
+            embedding, patches = features(vm, rows(out.last_hidden_state, k),
+                                          rows(out.pooler_output, k), p)  # fmt: skip
+            entry = {"embedding": f"embedding/{local}", "dim": int(embedding.shape[-1])}
+            results[j].arrays[entry["embedding"]] = np.ascontiguousarray(embedding, np.float32)
+            if p.patch_features:
+                entry["patches"] = f"patches/{local}"
+                results[j].arrays[entry["patches"]] = np.ascontiguousarray(patches, np.float32)
+            results[j].info["images"][local] = entry
+    return results
