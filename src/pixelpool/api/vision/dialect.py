@@ -25,6 +25,7 @@ from pixelpool.api import ops
 from pixelpool.api.auth import Caller
 from pixelpool.api.errors import ApiError, ErrorInfo, add_error_format, field_error
 from pixelpool.api.native import visible_job
+from pixelpool.api.runs import renamed
 from pixelpool.api.state import AppState, get_state
 from pixelpool.api.validation import validation_error
 from pixelpool.api.vision import model_routes
@@ -91,14 +92,19 @@ async def build(
     images = options.pop("images")
     model = options.pop("model", None)
     priority = _priority(options.pop("priority", 100))
+    used = {}
     for alias, name in ALIASES.get(model_type, {}).items():
         if alias in options:
             if name in options:
                 raise field_error(alias, f"give {alias} or {name}, not both")
             options[name] = options.pop(alias)
+            used[name] = alias
     if model is not None and not isinstance(model, str):
         raise field_error("model", "must be a model name")
-    spec = await vision_spec(state, owner, op, model, images, options, priority)
+    try:
+        spec = await vision_spec(state, owner, op, model, images, options, priority)
+    except ApiError as exc:  # name the field as the client sent it
+        raise renamed(exc, used) from exc
     return spec, output
 
 
