@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,7 +45,9 @@ class Api:
                                    headers={"Authorization": f"Bearer {key}"})  # fmt: skip
 
     def post(self, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
-        return self.client.post(path, json=body or {})
+        # ASCII JSON (\u escapes), so a test can send an unpaired surrogate
+        data = json.dumps(body or {})
+        return self.client.post(path, content=data, headers={"Content-Type": "application/json"})
 
     def get(self, path: str, **params: Any) -> httpx.Response:
         return self.client.get(path, params=params)
@@ -272,6 +275,8 @@ PNG_OF = {"image": "iVBORw0KGgo="}  # a PNG signature, then nothing
         ("/inference/grounding-dino", {"threshold": 2}, 422, "threshold"),
         ("/inference/sam3", {"images": ["x"] * 65}, 422, "images"),
         ("/inference/sam3", {"images": []}, 422, "images"),
+        ("/inference/sam3", {"images": [5]}, 422, "images[0]"),
+        ("/inference/sam3", {"prompts": ["a\ud800"]}, 422, "prompts"),
         ("/inference/sam3", {"output_format": "png"}, 422, "output_format"),
         ("/inference/sam3", {"model": "tiny-depth"}, 422, "model"),
         ("/inference/sam3", {"model": "nope"}, 404, "model"),

@@ -27,7 +27,7 @@ from pixelpool.api.errors import ApiError, ErrorInfo, add_error_format, field_er
 from pixelpool.api.native import visible_job
 from pixelpool.api.runs import renamed
 from pixelpool.api.state import AppState, get_state
-from pixelpool.api.validation import validation_error
+from pixelpool.api.validation import clean_prompt, no_surrogates, validation_error
 from pixelpool.api.vision import model_routes
 from pixelpool.api.vision.core import (
     OutputOptions,
@@ -80,11 +80,37 @@ def _priority(value: Any) -> int:
     return value
 
 
+def _unicode(field: str, value: Any) -> None:
+    """Every string in the body is valid Unicode (it is stored with the job): 422 naming
+    the top-level field that holds one that is not."""
+    if isinstance(value, dict):
+        items: list[Any] = [*value.keys(), *value.values()]
+    else:
+        items = list(value) if isinstance(value, list) else [value]
+    for item in items:
+        if isinstance(item, list | dict):
+            _unicode(field, item)
+        elif isinstance(item, str):
+            try:
+                no_surrogates(item)
+            except ValueError as exc:
+                raise field_error(field, str(exc)) from exc
+
+
+def _clean(options: dict[str, Any]) -> None:
+    """Prompts lose control characters, as on every dialect."""
+    prompts = options.get("prompts")
+    if isinstance(prompts, list):
+        options["prompts"] = [clean_prompt(p) if isinstance(p, str) else p for p in prompts]
+
+
 async def build(
     state: AppState, owner: str | None, model_type: str, body: dict[str, Any]
 ) -> tuple[JobSpec, OutputOptions]:
     """The job spec and output options of a request body (4xx naming the field)."""
     op = op_of(model_type)
+    for key, value in body.items():
+        _unicode(str(key), [key, value])
     options, output_fields = split_output(dict(body))
     output = parse_output(output_fields)
     if "images" not in options:
@@ -92,6 +118,7 @@ async def build(
     images = options.pop("images")
     model = options.pop("model", None)
     priority = _priority(options.pop("priority", 100))
+    _clean(options)
     used = {}
     for alias, name in ALIASES.get(model_type, {}).items():
         if alias in options:
