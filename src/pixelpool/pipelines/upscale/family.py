@@ -19,7 +19,7 @@ from pixelpool.families.upscale.params import UpscaleParams
 from pixelpool.pipelines.base import CancelFn, Cancelled, Loaded, ProgressFn, Result, WorkItem
 from pixelpool.pipelines.diffusion.images import open_image, split_alpha
 from pixelpool.pipelines.upscale.model import UpscaleModel, load_upscaler, model_bytes
-from pixelpool.pipelines.upscale.tiled import choose_tile, upscale_stack
+from pixelpool.pipelines.upscale.tiled import choose_tile, default_overlap, upscale_stack
 from pixelpool.pipelines.upscale.tiling import plan_tiles
 
 STAGE = "upscale"
@@ -51,7 +51,8 @@ def upscale_images(
         stack += [np.repeat(images[i][1][:, :, None], 3, 2) for i in members
                   if jobs[i].alpha == "model" and images[i][1] is not None]  # fmt: skip
         side = choose_tile(model, height, width, len(stack), tile)
-        plans[key] = (np.stack(stack), plan_tiles(height, width, side, overlap))
+        shared = default_overlap(model) if overlap is None else overlap
+        plans[key] = (np.stack(stack), plan_tiles(height, width, side, shared, model.align))
 
     total = sum(len(tiles) for _, tiles in plans.values())
     done = 0

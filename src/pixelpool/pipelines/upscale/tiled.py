@@ -14,18 +14,25 @@ import torch
 from pixelpool.pipelines.upscale.model import UpscaleModel
 from pixelpool.pipelines.upscale.tiling import Tile, blend_weights, plan_tiles, tile_for_budget
 
+DEFAULT_OVERLAP = 16
 GREY = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601, as Pillow's "L"
 
 
 def choose_tile(model: UpscaleModel, height: int, width: int, batch: int, tile: int) -> int:
     """The requested tile side, or one from the model's memory budget; the whole image for
-    models that tile internally."""
+    models that tile internally. Never below two attention windows."""
     if not model.tiling:
         return max(height, width)
-    if tile > 0:
-        return tile
-    dtype_bytes = torch.finfo(model.dtype).bits // 8
-    return tile_for_budget(model.tile_budget_bytes, model.scale, batch, dtype_bytes)
+    if tile <= 0:
+        dtype_bytes = torch.finfo(model.dtype).bits // 8
+        tile = tile_for_budget(model.tile_budget_bytes, model.scale, batch, dtype_bytes)
+    return max(tile, 2 * model.align)
+
+
+def default_overlap(model: UpscaleModel) -> int:
+    """Input pixels adjacent tiles share when the request names none: 16, or two attention
+    windows for window-attention models, so each tile's discarded margin holds a window."""
+    return max(DEFAULT_OVERLAP, 2 * model.align)
 
 
 def forward(model: UpscaleModel, pixels: np.ndarray) -> np.ndarray:
@@ -59,7 +66,9 @@ def upscale_stack(
     s = model.scale
     out = np.zeros((n, height * s, width * s, 3), np.float32)
     weight = np.zeros((height * s, width * s, 1), np.float32)
-    for t in tiles if tiles is not None else plan_tiles(height, width, tile, overlap):
+    if tiles is None:
+        tiles = plan_tiles(height, width, tile, overlap, model.align)
+    for t in tiles:
         before_tile()
         y = forward(model, stack[:, t.y0 : t.y1, t.x0 : t.x1])
         w = blend_weights(t, s)[:, :, None]
