@@ -14,7 +14,7 @@ from pixelpool.families.upscale.params import UpscaleParams
 from pixelpool.pipelines.base import Cancelled, Loaded, WorkItem
 from pixelpool.pipelines.upscale.family import FAMILY, resize, upscale_images
 from pixelpool.pipelines.upscale.model import load_descriptor, load_upscaler, pick_dtype
-from pixelpool.pipelines.upscale.tiled import upscale_stack
+from pixelpool.pipelines.upscale.tiled import choose_tile, images_per_forward, upscale_stack
 from pixelpool.pipelines.upscale.tiling import (
     axis_spans,
     axis_starts,
@@ -89,7 +89,22 @@ def test_a_4096_output_fits_a_small_budget() -> None:
     side = tile_for_budget(budget, scale=4, batch=1, dtype_bytes=2)
     assert 32 <= side < 1024 and tile_bytes(side, 4, 1, 2) <= budget
     assert len(plan_tiles(1024, 1024, side, 16)) > 1  # 1024 -> 4096 runs in tiles
-    assert tile_for_budget(budget, 4, 4, 2) < side  # a batch shrinks the tile
+    assert tile_for_budget(budget, 4, 4, 2) < side  # a batch would shrink the tile ...
+
+
+def test_a_batch_keeps_the_tile_and_splits_instead(model_files) -> None:
+    """... so the tile is chosen for one image and a batch runs in chunks that fit."""
+    model = load_upscaler(model_files["Compact", ".safetensors"], "cpu", tile_budget_bytes=1 << 20)
+    side = choose_tile(model, 64, 64, 1, 0)
+    assert side == 32 and images_per_forward(model, side) == 1
+    jobs = [UpscaleParams(image=str(i)) for i in range(2)]
+    steps: list[tuple[int, int]] = []
+    outs = upscale_images(model, jobs, [(picture(64, 64, seed=i), None) for i in range(2)],
+                          lambda s, t, *_: steps.append((s, t)), lambda: False)  # fmt: skip
+    n = len(plan_tiles(64, 64, side, 16))
+    assert steps[-1] == (2 * n, 2 * n)  # every tile position once per image
+    for i, out in enumerate(outs):
+        np.testing.assert_array_equal(out, run(model, picture(64, 64, seed=i)))
 
 
 @pytest.mark.parametrize("ext", [".safetensors", ".pth", ".pt"])

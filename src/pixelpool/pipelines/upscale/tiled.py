@@ -12,7 +12,13 @@ import numpy as np
 import torch
 
 from pixelpool.pipelines.upscale.model import UpscaleModel
-from pixelpool.pipelines.upscale.tiling import Tile, blend_weights, plan_tiles, tile_for_budget
+from pixelpool.pipelines.upscale.tiling import (
+    Tile,
+    blend_weights,
+    plan_tiles,
+    tile_bytes,
+    tile_for_budget,
+)
 
 DEFAULT_OVERLAP = 16
 GREY = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601, as Pillow's "L"
@@ -27,6 +33,14 @@ def choose_tile(model: UpscaleModel, height: int, width: int, batch: int, tile: 
         dtype_bytes = torch.finfo(model.dtype).bits // 8
         tile = tile_for_budget(model.tile_budget_bytes, model.scale, batch, dtype_bytes)
     return max(tile, 2 * model.align)
+
+
+def images_per_forward(model: UpscaleModel, side: int) -> int:
+    """How many same-size images one forward of a `side` tile takes within the budget.
+    The tile is chosen for one image and a batch is split to fit it, never the other way
+    round, so a job's tiles (and so its output) do not depend on what it is batched with."""
+    dtype_bytes = torch.finfo(model.dtype).bits // 8
+    return max(1, model.tile_budget_bytes // tile_bytes(side, model.scale, 1, dtype_bytes))
 
 
 def default_overlap(model: UpscaleModel) -> int:
