@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from pixelpool.families.upscale import DESCRIPTION
 from pixelpool.families.upscale.params import UpscaleParams
 from pixelpool.pipelines.upscale.family import upscale_images
 from pixelpool.pipelines.upscale.model import load_descriptor, load_upscaler
@@ -49,8 +50,9 @@ def test_tiled_equals_untiled_equals_spandrel(tmp_path: Path, name: str) -> None
     path = write_tiny_upscaler(tmp_path / f"{name}.safetensors", name)
     height, width, tile, overlap = CASES[name]
     rgb = picture(height, width)
+    assert DESCRIPTION.detect(tmp_path, path).architecture == name  # the registry's guess
     model = load_upscaler(path, "cpu")
-    assert model.descriptor.architecture.id == name
+    assert model.descriptor.architecture.id == name  # spandrel's detection
     whole = run(model, rgb, tile=max(height, width))
     ref = direct(path, rgb)
     s = TINY_SCALES[name]
