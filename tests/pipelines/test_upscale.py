@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from pixelpool.families.upscale.params import UpscaleParams
@@ -82,6 +84,21 @@ def test_tiles_start_on_the_window_grid() -> None:
     assert all(end - start == 24 for start, end in spans[:-1])
     assert all(a[1] - b[0] >= 16 for a, b in itertools.pairwise(spans))
     assert axis_spans(26, 24, 8, align=4) == [(0, 26)]  # the last tile takes the remainder
+
+
+@settings(max_examples=60, deadline=None)
+@given(size=st.tuples(st.integers(1, 150), st.integers(1, 150)), tile=st.integers(16, 64),
+       overlap=st.integers(0, 40), align=st.sampled_from([1, 4, 8, 16]))  # fmt: skip
+def test_any_plan_is_aligned_and_weights_every_pixel(size, tile, overlap, align) -> None:
+    height, width = size
+    total = np.zeros((height, width))
+    for t in plan_tiles(height, width, tile, overlap, align):
+        assert t.y0 % align == 0 and t.x0 % align == 0
+        assert t.y1 == height or t.y1 - t.y0 == max(tile // align * align, align)
+        total[t.y0 : t.y1, t.x0 : t.x1] += blend_weights(t, 1)
+    # Every pixel weighted (the sum is 1 unless an overlap exceeds half a tile, when three
+    # tiles can share a pixel; upscale_stack divides by the sum either way).
+    assert total.min() > 0
 
 
 def test_a_4096_output_fits_a_small_budget() -> None:
