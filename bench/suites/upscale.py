@@ -5,10 +5,11 @@ the CPU, the real 64-filter, 23-block size with --gpu), saved as `.safetensors` 
 `models/upscale/` of two servers started for this suite (batching on and off).
 
 Direct is what a user writes with spandrel: `ModelLoader().load_from_file(path)`,
-then the descriptor on a [0, 1] tensor; tiled, a plain loop over the same tile
-positions the server uses, pasting each tile's output (no blending). The server's
-time includes the upload, PNG decode, the worker, PNG encode and HTTP; tiles/s
-counts tile forwards (one per tile position per image).
+then the descriptor on a [0, 1] tensor (float16 on CUDA, as the server runs it);
+tiled, a plain loop over the same tile positions the server uses, pasting each
+tile's output (no blending). The server's time includes the upload, PNG decode,
+the worker, PNG encode and HTTP; tiles/s counts tile forwards (one per tile
+position per image).
 
 The batching row sends N same-size requests at once from N threads: the batching
 server runs them as one job batch (each tile position one forward for all N), the
@@ -67,10 +68,14 @@ class Direct:
         self.torch = torch
         self.device = device
         self.model = ModelLoader(device).load_from_file(str(path)).eval()
+        self.dtype = torch.float32  # as the server picks: float16 on CUDA where supported
+        if device.startswith("cuda") and self.model.supports_half:
+            self.dtype = torch.float16
+            self.model.half()
 
     def _run(self, rgb: np.ndarray) -> np.ndarray:
         torch = self.torch
-        x = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float().to(self.device) / 255
+        x = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].to(self.device, self.dtype) / 255
         with torch.inference_mode():
             y = self.model(x)
         return y[0].permute(1, 2, 0).float().cpu().numpy()
