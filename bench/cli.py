@@ -22,7 +22,7 @@ from bench.common import CpuMonitor, log, machine_info, render_table
 from bench.context import BATCHED, UNBATCHED, Context
 from bench.plan import Plan, cpu_plan, gpu_plan
 from bench.servers import Servers, device_env, scheduler_env
-from bench.suites import GPU_ONLY, SUITES
+from bench.suites import GPU_ONLY, OPT_IN, SUITES
 
 REPO = Path(__file__).resolve().parent.parent
 NEEDS = {  # servers each suite uses, started together up front
@@ -48,7 +48,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--gpu", action="store_true", help="CUDA, real-size random-weight models")
     parser.add_argument("--json", type=Path, help="write the results here")
-    parser.add_argument("--suites", default=",".join(SUITES), help="comma-separated subset")
+    parser.add_argument(
+        "--suites", default=",".join(n for n in SUITES if n not in OPT_IN),
+        help=f"comma-separated subset (opt-in, not run by default: {', '.join(sorted(OPT_IN))})",
+    )  # fmt: skip
     parser.add_argument(
         "--threads", type=int, default=None,
         help="torch threads, direct and worker alike (default: all cores)",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from bench.suites import batch, encode, liveness, overhead, switch, throughput
+from bench.suites import batch, encode, liveness, overhead, switch, throughput, upscale
 
 SUITES: dict[str, ModuleType] = {
     "overhead": overhead,
@@ -13,5 +13,7 @@ SUITES: dict[str, ModuleType] = {
     "batch": batch,  # --gpu only
     "switch": switch,
     "encode": encode,
+    "upscale": upscale,  # starts its own two servers, with an upscaler in models/
 }
 GPU_ONLY = {"batch"}
+OPT_IN = {"upscale"}  # not in the default run (keeps --quick under 3 min): --suites upscale

@@ -13,14 +13,25 @@ from pixelpool.families.upscale.params import UpscaleParams
 
 # A cheap guess from key names, for model lists only: the worker's spandrel load is
 # the real detection (and fails the job, naming the file, when it knows none).
-_KEY_HINTS = (
+_KEY_HINTS = (  # (a piece of a key name, the architecture): the most specific first
+    ("relative_position_index_OCA", "HAT"),
+    (".cpb_mlp.", "Swin2SR"),
+    (".attn.channel_interaction.", "DAT"),
+    (".attn.get_v.", "RGT"),
     ("layers.0.residual_group.", "SwinIR"),
     ("residual_layer.", "OmniSR"),
     ("block_1.c1_r.", "SPAN"),
+    ("UFONE.", "DITN"),
+    ("to_feat.", "SAFMN"),
+    (".channe_mixer.", "PLKSR"),
+    ("gblocks.", "MoSR"),
+    (".local_block.", "SeemoRe"),
+    ("initial.cnn.depthwise.", "SwiftSRGAN"),
+    ("sub_mean.", "RCAN"),
     ("body.0.rdb1.", "ESRGAN"),
     ("model.1.sub.", "ESRGAN"),
-    ("conv_first.", "ESRGAN"),
     ("body.0.weight", "Compact"),
+    ("conv_first.", "ESRGAN"),
 )
 TILE_PIXELS = 512 * 512  # the tiles' input area bounds activations whatever the image
 ACTIVATION_FACTOR = 0.2  # bytes per tile pixel per sqrt(model byte)
@@ -29,7 +40,7 @@ SECONDS_PER_MEGAPIXEL = 0.5
 
 def guess_architecture(keys: list[str]) -> str:
     for hint, arch in _KEY_HINTS:
-        if any(k.startswith(hint) for k in keys):
+        if any(hint in k for k in keys):
             return arch
     return "unknown"
 

@@ -25,7 +25,10 @@ class UpscaleParams(ImageOpParams):
     width: int | None = Field(None, ge=1, le=MAX_SIDE, description="target width")
     height: int | None = Field(None, ge=1, le=MAX_SIDE, description="target height")
     tile: int = Field(0, ge=0, le=4096, description="input tile side; 0: from the memory budget")
-    overlap: int = Field(16, ge=0, le=256, description="input pixels shared by adjacent tiles")
+    overlap: int | None = Field(
+        None, ge=0, le=256,
+        description="input pixels shared by adjacent tiles; none: 16, or two attention windows",
+    )  # fmt: skip
     alpha: Literal["resize", "model"] = Field(
         "resize", description="alpha upscaled by a Lanczos resize, or by the model (grey as RGB)"
     )
@@ -36,7 +39,7 @@ class UpscaleParams(ImageOpParams):
             raise ValueError("give scale or width/height, not both")
         if self.tile and self.tile < MIN_TILE:
             raise ValueError(f"tile must be 0 (automatic) or at least {MIN_TILE}")
-        if self.tile and self.overlap >= self.tile:
+        if self.tile and self.overlap is not None and self.overlap >= self.tile:
             raise ValueError("overlap must be smaller than tile")
         return self
 

@@ -19,7 +19,12 @@ from pixelpool.families.upscale.params import UpscaleParams
 from pixelpool.pipelines.base import CancelFn, Cancelled, Loaded, ProgressFn, Result, WorkItem
 from pixelpool.pipelines.diffusion.images import open_image, split_alpha
 from pixelpool.pipelines.upscale.model import UpscaleModel, load_upscaler, model_bytes
-from pixelpool.pipelines.upscale.tiled import choose_tile, upscale_stack
+from pixelpool.pipelines.upscale.tiled import (
+    choose_tile,
+    default_overlap,
+    images_per_forward,
+    upscale_stack,
+)
 from pixelpool.pipelines.upscale.tiling import plan_tiles
 
 STAGE = "upscale"
@@ -44,16 +49,18 @@ def upscale_images(
     for i, (p, (rgb, _)) in enumerate(zip(jobs, images, strict=True)):
         groups[(rgb.shape[:2], p.tile, p.overlap)].append(i)
 
-    plans = {}  # group key -> (stack of RGB (+ alpha as grey RGB) arrays, tiles)
+    plans = {}  # group key -> (stack of RGB (+ alpha as grey RGB) arrays, tiles, per forward)
     for key, members in groups.items():
         (height, width), tile, overlap = key
         stack = [images[i][0] for i in members]
         stack += [np.repeat(images[i][1][:, :, None], 3, 2) for i in members
                   if jobs[i].alpha == "model" and images[i][1] is not None]  # fmt: skip
-        side = choose_tile(model, height, width, len(stack), tile)
-        plans[key] = (np.stack(stack), plan_tiles(height, width, side, overlap))
+        side = choose_tile(model, height, width, 1, tile)
+        shared = default_overlap(model) if overlap is None else overlap
+        tiles = plan_tiles(height, width, side, shared, model.align)
+        plans[key] = (np.stack(stack), tiles, images_per_forward(model, side))
 
-    total = sum(len(tiles) for _, tiles in plans.values())
+    total = sum(len(tiles) * -(-len(stack) // per) for stack, tiles, per in plans.values())
     done = 0
 
     def before() -> None:
@@ -67,8 +74,11 @@ def upscale_images(
 
     outputs: list[np.ndarray] = [np.empty(0)] * len(jobs)
     for key, members in groups.items():
-        stack, tiles = plans[key]
-        native = upscale_stack(model, stack, 0, 0, before, after, tiles=tiles)
+        stack, tiles, per = plans[key]
+        chunks = [stack[i : i + per] for i in range(0, len(stack), per)]
+        native = np.concatenate(
+            [upscale_stack(model, chunk, 0, 0, before, after, tiles=tiles) for chunk in chunks]
+        )
         alphas = iter(native[len(members) :])
         for i, rgb_out in zip(members, native, strict=False):
             rgb, alpha = images[i]

@@ -7,7 +7,8 @@ to spandrel's registry, which detects the architecture and its hyper-parameters.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,11 @@ class UpscaleModel:
     descriptor: ImageModelDescriptor[Any]
     dtype: torch.dtype
     tile_budget_bytes: int
+    align: int = field(default=0)
+
+    def __post_init__(self) -> None:
+        if self.align <= 0:
+            self.align = window_align(self.descriptor)
 
     @property
     def scale(self) -> int:
@@ -39,6 +45,28 @@ class UpscaleModel:
 
     def info(self) -> dict[str, Any]:
         return describe(self.descriptor)
+
+
+def _window_sizes(module: torch.nn.Module) -> list[int]:
+    """Attention window sides the network declares (`window_size`, `split_size`)."""
+    sizes: list[int] = []
+    for sub in module.modules():
+        for attr in ("window_size", "split_size"):
+            value = getattr(sub, attr, None)
+            if isinstance(value, int):
+                sizes.append(value)
+            elif isinstance(value, (list, tuple)) and all(isinstance(v, int) for v in value):
+                sizes.extend(value)
+    return [s for s in sizes if 0 < s <= 256]
+
+
+def window_align(descriptor: ImageModelDescriptor[Any]) -> int:
+    """The grid tile starts must sit on: the lcm of the attention windows and of spandrel's
+    `multiple_of`. Window-attention models pad the input to a window multiple and
+    partition it from the top-left corner, so a tile starting off that grid would see
+    other windows (and padding) than the whole image does."""
+    sides = [descriptor.size_requirements.multiple_of, *_window_sizes(descriptor.model)]
+    return math.lcm(*[max(int(s), 1) for s in sides])
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -80,6 +108,7 @@ def describe(descriptor: ImageModelDescriptor[Any]) -> dict[str, Any]:
         "supports_half": bool(descriptor.supports_half),
         "supports_bfloat16": bool(descriptor.supports_bfloat16),
         "tiling": descriptor.tiling.name.lower(),
+        "tile_align": window_align(descriptor),
         "size_requirements": sizes,
     }
 

@@ -1,9 +1,10 @@
 """Tiling plans and seam-blending weights (numpy only, so they test without a model).
 
-An image is cut into overlapping tiles; each tile's output is weighted by a linear
-ramp across the overlaps it shares with neighbours (1 where it overlaps nothing,
-near 0 at an edge shared with a neighbour), and the sum is divided by the summed
-weights. A tile's border pixels, which saw a truncated context, so count least.
+An image is cut into overlapping tiles; each tile's output is weighted across the
+overlaps it shares with neighbours: 0 over the outer margin (pixels that saw a
+truncated context: zero padding, or a window cut short), then a linear ramp, then 1
+where it overlaps nothing; the sum is divided by the summed weights. So where a
+model's context reaches no further than the margin, tiled output equals untiled.
 """
 
 from __future__ import annotations
@@ -37,43 +38,72 @@ class Tile:
     right: int = 0
 
 
-def axis_starts(size: int, tile: int, overlap: int) -> list[int]:
-    """Tile starts along one axis, spread evenly so every overlap is at least `overlap`."""
-    if size <= tile:
-        return [0]
-    overlap = min(overlap, tile - 1)
-    count = math.ceil((size - overlap) / (tile - overlap))
-    return [round(i * (size - tile) / (count - 1)) for i in range(count)]
+def axis_spans(size: int, tile: int, overlap: int, align: int = 1) -> list[tuple[int, int]]:
+    """[start, end) of the tiles along one axis: spread evenly, every overlap at least
+    `overlap`, every start a multiple of `align`, every tile `tile` long but the last,
+    which ends at the image edge (so it is up to `align - 1` longer).
+
+    Aligned starts put a tile's attention windows exactly where the whole image's are;
+    a last tile ending at the edge gets the same edge padding the whole image gets.
+    """
+    align = max(align, 1)
+    tile = max(tile // align * align, align)
+    if size <= tile + align - 1:
+        return [(0, size)]
+    overlap = max(min(overlap, tile - align), 0)
+    last = (size - tile) // align * align
+    count = max(math.ceil((size - overlap) / (tile - overlap)), 2)
+    while True:
+        starts = sorted({round(i * last / (count - 1) / align) * align for i in range(count)})
+        ends = [s + tile for s in starts[:-1]] + [size]
+        if all(ends[i] - starts[i + 1] >= overlap for i in range(len(starts) - 1)):
+            return list(zip(starts, ends, strict=True))
+        count += 1
 
 
-def plan_tiles(height: int, width: int, tile: int, overlap: int) -> list[Tile]:
+def axis_starts(size: int, tile: int, overlap: int, align: int = 1) -> list[int]:
+    """Tile starts along one axis (see `axis_spans`)."""
+    return [start for start, _ in axis_spans(size, tile, overlap, align)]
+
+
+def plan_tiles(height: int, width: int, tile: int, overlap: int, align: int = 1) -> list[Tile]:
     """Row-major tiles covering height x width; a tile of at least the image is one tile."""
     tiles = []
-    ys, xs = axis_starts(height, tile, overlap), axis_starts(width, tile, overlap)
-    th, tw = min(tile, height), min(tile, width)
-    for i, y in enumerate(ys):
-        for j, x in enumerate(xs):
+    ys, xs = axis_spans(height, tile, overlap, align), axis_spans(width, tile, overlap, align)
+    for i, (y0, y1) in enumerate(ys):
+        for j, (x0, x1) in enumerate(xs):
             tiles.append(
                 Tile(
-                    y, y + th, x, x + tw,
-                    top=ys[i - 1] + th - y if i > 0 else 0,
-                    bottom=y + th - ys[i + 1] if i + 1 < len(ys) else 0,
-                    left=xs[j - 1] + tw - x if j > 0 else 0,
-                    right=x + tw - xs[j + 1] if j + 1 < len(xs) else 0,
+                    y0, y1, x0, x1,
+                    top=ys[i - 1][1] - y0 if i > 0 else 0,
+                    bottom=y1 - ys[i + 1][0] if i + 1 < len(ys) else 0,
+                    left=xs[j - 1][1] - x0 if j > 0 else 0,
+                    right=x1 - xs[j + 1][0] if j + 1 < len(xs) else 0,
                 )
             )  # fmt: skip
     return tiles
 
 
+def margin_for(overlap: int) -> int:
+    """Input pixels at a shared tile edge whose output is discarded (weight 0): the outer
+    part of the overlap, leaving a quarter of it (at least one pixel) to cross-fade in.
+    A tile's output is exact wherever its context reaches no further than this margin."""
+    band = max(overlap // 4, 1)
+    return max((overlap - band) // 2, 0)
+
+
 def ramp(length: int, before: int, after: int) -> np.ndarray:
-    """1-D weights: rising over the first `before` samples, falling over the last `after`,
-    1 elsewhere; never 0, so every pixel has weight in the sum."""
+    """1-D weights: 0 over the outer `margin_for(before)` samples of an overlap of `before`
+    samples, then rising linearly to 1; mirrored over the last `after`; 1 elsewhere.
+    Two tiles' ramps over a shared overlap sum to 1."""
     idx = np.arange(length, dtype=np.float32)
     w = np.ones(length, np.float32)
     if before > 0:
-        w = np.minimum(w, (idx + 0.5) / before)
+        m = margin_for(before)
+        w = np.minimum(w, np.clip((idx - m + 0.5) / (before - 2 * m), 0, 1))
     if after > 0:
-        w = np.minimum(w, (length - idx - 0.5) / after)
+        m = margin_for(after)
+        w = np.minimum(w, np.clip((length - idx - m - 0.5) / (after - 2 * m), 0, 1))
     return w
 
 
