@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -86,3 +87,16 @@ def test_a_model_of_another_task_is_named() -> None:
     assert vision_family.wrong_task("depth", "tiny-depth", "depth_anything") is None
     message = vision_family.wrong_task("segment", "tiny-dinov2", "dinov2")
     assert message == "model 'tiny-dinov2' (dinov2) serves 'embed', not 'segment'"
+
+
+def test_a_model_type_route_prefers_its_own_architecture(registry: Registry) -> None:
+    """`/inference/dinov3` takes a DINOv3 model even when a DINOv2 one sorts first;
+    another embed model only when no DINOv3 is installed."""
+    from types import SimpleNamespace
+
+    from pixelpool.api.vision.jobs import resolve_vision_model
+
+    state: Any = SimpleNamespace(registry=registry)
+    assert resolve_vision_model(state, "embed", None).architecture.startswith("dinov3")
+    assert resolve_vision_model(state, "depth", None).name == "tiny-depth"
+    assert resolve_vision_model(state, "embed", "tiny-dinov2").name == "tiny-dinov2"

@@ -20,6 +20,7 @@ from pixelpool.api.errors import ApiError, field_error
 from pixelpool.api.state import AppState
 from pixelpool.api.validation import validation_error
 from pixelpool.api.vision.inputs import store_image_input
+from pixelpool.api.vision.types import TYPE_OF_OP
 from pixelpool.families.vision import task_of, wrong_task
 from pixelpool.families.vision.params import MAX_IMAGES, PARAMS
 from pixelpool.jobs.spec import JobSpec
@@ -58,9 +59,14 @@ def resolve_vision_model(
         if problem:
             raise field_error(field, problem)
         return entry
-    for entry in state.registry.entries():
-        if entry.family == FAMILY and task_of(entry.architecture) == op:
-            return entry
+    serving = [e for e in state.registry.entries()
+               if e.family == FAMILY and task_of(e.architecture) == op]  # fmt: skip
+    # The model type's own architecture first: /inference/dinov3 takes a DINOv3 model
+    # over a DINOv2 one when both are installed.
+    named = TYPE_OF_OP[op].replace("-", "_")
+    serving.sort(key=lambda e: not e.architecture.replace("-", "_").startswith(named))
+    if serving:
+        return serving[0]
     raise ApiError(404, f"{field}: no installed vision model serves {op!r}", field)
 
 
