@@ -153,7 +153,8 @@ async def _store(
     for path in found.images:
         if not Path(path).is_file():
             raise ApiError(410, "boxes_from: the detect job's images have expired", "boxes_from")
-    return [core.StoredImage(Path(p), w, h) for p, (w, h) in zip(found.images, found.sizes, strict=True)]
+    pairs = zip(found.images, found.sizes, strict=True)
+    return [core.StoredImage(Path(p), w, h) for p, (w, h) in pairs]
 
 
 async def build(
