@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
@@ -190,11 +191,13 @@ async def build(
 
 async def job_result(
     state: AppState, request: Request, owner: str | None, record: JobRecord
-) -> dict[str, Any]:
+) -> JSONResponse:
     """A completed vision job for `GET /api/job/{id}/result`, with the output options
     given as query parameters (`?output_format=rle&array_format=npy`)."""
     query = {k: v for k, v in request.query_params.items() if k != "index"}
-    return await core.render_result(state, request, owner, record, output_options(query, True))
+    output = output_options(query, True)
+    body = await core.render_result(state, request, owner, record, output)
+    return JSONResponse(body, headers={"X-Job-Id": record.id})
 
 
 def _body_doc(op: str) -> dict[str, Any]:
