@@ -27,15 +27,20 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-def vision_client(models_dir: Path, tmp: Path) -> Iterator[httpx.Client]:
-    """A client of a server whose models dir holds everything the chain needs."""
+def vision_client(
+    models_dir: Path, tmp: Path, keys: list[str] | None = None
+) -> Iterator[httpx.Client]:
+    """A client of a server whose models dir holds everything the chain needs; with
+    `keys`, auth is on and the client presents the first."""
     root = tmp / "models"
     shutil.copytree(models_dir, root)
     write_vision_models(root, VISION)
     write_tiny_upscaler(root / "upscale" / "tiny-esrgan.safetensors", "ESRGAN")
-    proc = ServerProcess(root, tmp / "data").start()
+    env = {"PIXELPOOL_AUTH__KEYS": json.dumps(keys)} if keys else None
+    headers = {"Authorization": f"Bearer {keys[0]}"} if keys else None
+    proc = ServerProcess(root, tmp / "data", env=env).start()
     try:
-        with httpx.Client(base_url=proc.url, timeout=120) as client:
+        with httpx.Client(base_url=proc.url, timeout=120, headers=headers) as client:
             yield client
     finally:
         proc.stop()
