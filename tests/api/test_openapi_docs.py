@@ -12,6 +12,7 @@ import pytest
 
 from pixelpool.api.app import create_app
 from pixelpool.api.selfhosted import PATHS as SELF_HOSTED_PATHS
+from pixelpool.api.vision.dialect import is_vision_path
 from pixelpool.config import Settings
 
 DOC = create_app(Settings()).openapi()
@@ -25,7 +26,8 @@ OPERATIONS = [
 def _error_schema(path: str) -> str:
     if path == "/v1" or path.startswith("/v1/"):
         return "OpenAIError"
-    return "DetailError" if path in SELF_HOSTED_PATHS else "NativeError"
+    detail = path in SELF_HOSTED_PATHS or is_vision_path(path)
+    return "DetailError" if detail else "NativeError"
 
 
 @pytest.mark.parametrize(("path", "method", "op"), OPERATIONS, ids=lambda v: str(v)[:40])

@@ -29,6 +29,7 @@ from pixelpool.api.app import create_app
 from pixelpool.api.auth import ADMIN_PATHS, PUBLIC_PATHS
 from pixelpool.api.openai.errors import is_openai_path
 from pixelpool.api.selfhosted import PATHS as SELFHOSTED_PATHS
+from pixelpool.api.vision.dialect import is_vision_path
 from pixelpool.config import Settings
 from pixelpool.jobs.keys import keys_exist
 from pixelpool.testing.server import ServerProcess
@@ -136,7 +137,7 @@ def test_every_route_refuses_a_missing_or_bad_credential(
         body = resp.json()
         if is_openai_path(target):
             assert body["error"]["code"] == "invalid_api_key", body
-        elif target in SELFHOSTED_PATHS:
+        elif target in SELFHOSTED_PATHS or is_vision_path(target):
             assert isinstance(body["detail"], str), body
         else:
             assert isinstance(body["error"], str), body
@@ -153,7 +154,9 @@ def test_generate_keys_get_403_on_every_admin_route(
 ) -> None:
     for key in (secured.alice, token("carol"), token("dan", scopes=None)):
         resp = secured.call(method, concrete(path), key)
-        assert resp.status_code == 403 and "admin" in resp.json()["error"], resp.text
+        body = resp.json()
+        message = body["detail"] if is_vision_path(path) else body["error"]
+        assert resp.status_code == 403 and "admin" in message, resp.text
     resp = secured.call(method, concrete(path), secured.ops)
     assert resp.status_code not in (401, 403), resp.text
 

@@ -34,6 +34,7 @@ from pixelpool.api.limits import BodyLimitMiddleware
 from pixelpool.api.memory import trim_when_idle
 from pixelpool.api.state import AppState
 from pixelpool.api.vision import artifacts as vision_artifacts
+from pixelpool.api.vision import dialect as vision_dialect
 from pixelpool.api.vision import native as vision_native
 from pixelpool.config import Settings
 from pixelpool.engine.pool import build_scheduler
@@ -188,5 +189,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(infer.router)
     openai.install(app)
     selfhosted.install(app)
+    vision_dialect.install(app)
     openapi_docs.install(app)
     return app

@@ -48,7 +48,7 @@ PUBLIC_PATHS = frozenset(
 # Route templates that need the admin scope (every method): server-wide settings.
 ADMIN_PATHS = frozenset(
     {"/api/rescan-models", "/api/rescan-loras", "/api/models/{op}", "/api/keys",
-     "/api/keys/{name}"}
+     "/api/keys/{name}", "/models/load", "/models/unload", "/models/unload-all"}
 )  # fmt: skip
 
 

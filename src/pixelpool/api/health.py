@@ -53,6 +53,23 @@ def health_body(state: AppState) -> dict[str, Any]:
         "vram_allocated_gb": round(
             sum(d.get("cache", {}).get("used_bytes", 0) for d in gpus) / 2**30, 3
         ),
+        # The Vision Models API's GPU / memory facts, per device.
+        "gpu_count": len(gpus),
+        "devices": [_device_memory(d) for d in devices],
+    }
+
+
+def _device_memory(device: dict[str, Any]) -> dict[str, Any]:
+    cache = device.get("cache", {})
+    return {
+        "device": device.get("id"),
+        "kind": device.get("kind"),
+        "name": device.get("name"),
+        "ready": device.get("ready"),
+        "memory_total_gb": round(device.get("total_memory_bytes", 0) / 2**30, 3),
+        "memory_used_gb": round(cache.get("used_bytes", 0) / 2**30, 3),
+        "memory_budget_gb": round((cache.get("budget_bytes") or 0) / 2**30, 3),
+        "ram_cache_used_gb": round(cache.get("ram_used_bytes", 0) / 2**30, 3),
     }
 
 

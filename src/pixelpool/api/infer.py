@@ -21,6 +21,8 @@ from pixelpool.api.health import health_body
 from pixelpool.api.runs import b64, build_specs, check_count, run_images
 from pixelpool.api.state import AppState, get_state
 from pixelpool.api.validation import Name, Prompt, RequestModel
+from pixelpool.api.vision.types import MODEL_TYPES
+from pixelpool.families.vision import task_of
 from pixelpool.jobs.spec import JobSpec
 from pixelpool.registry.entry import ModelEntry
 
@@ -75,9 +77,31 @@ def model_info(state: AppState, entry: ModelEntry) -> dict[str, Any]:
     }
 
 
+VISION_ENDPOINTS = {
+    "health": "/health",
+    "models_status": "/models/status",
+    "load": "/models/load",
+    "unload": "/models/unload",
+    "unload_all": "/models/unload-all",
+    "inference": [f"/inference/{t}" for t in MODEL_TYPES],
+    "submit": "/jobs/submit/{model_type}",
+    "jobs": "/jobs",
+    "job": "/jobs/{job_id}",
+}
+
+
 @router.get("/")
-async def root() -> dict[str, Any]:
-    return {"name": "pixelpool", "version": __version__, "latest": "/v1", "links": LINKS}
+async def root(state: State) -> dict[str, Any]:
+    """Service info; also the Vision Models API's: its endpoints and model types with
+    the installed vision model that serves each (null: none installed)."""
+    vision = [e for e in state.registry.entries() if e.family == "vision"]
+    models = {
+        t: next((e.name for e in vision if task_of(e.architecture) == op), None)
+        for t, op in MODEL_TYPES.items()
+    }
+    return {"name": "pixelpool", "version": __version__, "latest": "/v1", "links": LINKS,
+            "message": "pixelpool: image models, and the Vision Models API",
+            "endpoints": VISION_ENDPOINTS, "models": models, "docs": "/docs"}  # fmt: skip
 
 
 @router.get("/v1")

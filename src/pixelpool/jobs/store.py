@@ -229,6 +229,37 @@ class JobStore:
 
         return [_row_to_record(r) for r in await self.db.call(run)]
 
+    async def owned(
+        self, owner: str | None, family: str, limit: int, offset: int, everyone: bool = False
+    ) -> tuple[list[JobRecord], int]:
+        """One page of `owner`'s jobs of `family` (all owners' with `everyone`), newest
+        first, and how many there are in all."""
+        who = "1" if everyone else "owner IS ?"
+        args: tuple[Any, ...] = () if everyone else (owner,)
+        where = f"WHERE {who} AND json_extract(spec, '$.family') = ?"
+
+        def run(conn: sqlite3.Connection) -> tuple[list[tuple[Any, ...]], int]:
+            rows = conn.execute(
+                f"SELECT {COLUMNS} FROM jobs {where} ORDER BY created DESC, id LIMIT ? OFFSET ?",
+                (*args, family, limit, offset),
+            ).fetchall()
+            (total,) = conn.execute(
+                f"SELECT COUNT(*) FROM jobs {where}", (*args, family)
+            ).fetchone()
+            return rows, total
+
+        rows, total = await self.db.call(run)
+        return [_row_to_record(r) for r in rows], total
+
+    async def delete(self, job_id: str) -> None:
+        """Forget a finished job (its artifacts expire with their TTL) and its events."""
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM jobs WHERE id=?", (job_id,))
+            conn.execute("DELETE FROM events WHERE job_id=?", (job_id,))
+
+        await self.db.call(run, durable=True)
+
     async def expire(self, now: float) -> int:
         def run(conn: sqlite3.Connection) -> int:
             cur = conn.execute(
