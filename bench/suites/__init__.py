@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from bench.suites import batch, encode, liveness, overhead, switch, throughput
+from bench.suites import batch, encode, liveness, overhead, switch, throughput, vision
 
 SUITES: dict[str, ModuleType] = {
     "overhead": overhead,
@@ -13,5 +13,6 @@ SUITES: dict[str, ModuleType] = {
     "batch": batch,  # --gpu only
     "switch": switch,
     "encode": encode,
+    "vision": vision,  # its own models and servers
 }
 GPU_ONLY = {"batch"}
