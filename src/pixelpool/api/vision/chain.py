@@ -163,14 +163,16 @@ def _filtered(entry: dict[str, Any], spec: BoxesFrom, field: str) -> list[Box]:
     boxes, scores = entry.get("boxes") or [], entry.get("scores")
     labels = entry.get("labels") or entry.get("text_labels")
     out: list[Box] = []
-    for k, box in enumerate(boxes):
-        if not (isinstance(box, list | tuple) and len(box) == 4):
-            raise field_error(field, "the detect result holds a box that is not [x0, y0, x1, y1]")
-        score = float(scores[k]) if isinstance(scores, list) and k < len(scores) else 1.0
-        label = labels[k] if isinstance(labels, list) and k < len(labels) else None
-        if score < spec.min_score or (spec.labels is not None and label not in spec.labels):
-            continue
-        out.append((float(box[0]), float(box[1]), float(box[2]), float(box[3])))
+    try:
+        for k, box in enumerate(boxes):
+            score = float(scores[k]) if isinstance(scores, list) and k < len(scores) else 1.0
+            label = labels[k] if isinstance(labels, list) and k < len(labels) else None
+            if score < spec.min_score or (spec.labels is not None and label not in spec.labels):
+                continue
+            x0, y0, x1, y1 = (float(v) for v in box)
+            out.append((x0, y0, x1, y1))
+    except (TypeError, ValueError) as exc:
+        raise field_error(field, "the detect result holds a malformed box or score") from exc
     return out
 
 
