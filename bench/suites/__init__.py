@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from bench.suites import batch, encode, liveness, overhead, switch, throughput, upscale
+from bench.suites import batch, encode, liveness, overhead, switch, throughput, upscale, vision
 
 SUITES: dict[str, ModuleType] = {
     "overhead": overhead,
@@ -14,6 +14,7 @@ SUITES: dict[str, ModuleType] = {
     "switch": switch,
     "encode": encode,
     "upscale": upscale,  # starts its own two servers, with an upscaler in models/
+    "vision": vision,  # its own models and servers
 }
 GPU_ONLY = {"batch"}
-OPT_IN = {"upscale"}  # not in the default run (keeps --quick under 3 min): --suites upscale
+OPT_IN = {"upscale", "vision"}  # not in the default run (keeps --quick under 3 min)

@@ -35,6 +35,7 @@ from pixelpool.api.memory import trim_when_idle
 from pixelpool.api.state import AppState
 from pixelpool.api.vision import artifacts as vision_artifacts
 from pixelpool.api.vision import dialect as vision_dialect
+from pixelpool.api.vision import native as vision_native
 from pixelpool.config import Settings
 from pixelpool.engine.pool import build_scheduler
 from pixelpool.jobs import datalock
@@ -179,6 +180,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(native_diffusion.router)  # before native: its enqueue paths win
     for family_api in (upscale, bgremove, tag):  # also before native
         app.include_router(family_api.router)
+    app.include_router(vision_native.router)  # before native: its enqueue paths win
     app.include_router(native.router)
     app.include_router(vision_artifacts.router)
     app.include_router(events.router)

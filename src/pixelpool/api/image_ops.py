@@ -24,6 +24,7 @@ from pixelpool.api.job_routes import add_job_routes
 from pixelpool.api.state import AppState, get_state
 from pixelpool.api.uploads import store_image
 from pixelpool.api.validation import parse_json, validate_form, validation_error
+from pixelpool.api.vision import chain
 from pixelpool.jobs.spec import JobSpec
 
 State = Annotated[AppState, Depends(get_state)]
@@ -39,13 +40,28 @@ async def _read(request: Request) -> tuple[bytes, dict[str, Any], bool]:
     except Exception as exc:  # Starlette raises several parser errors
         raise ApiError(400, f"malformed multipart body: {exc}") from exc
     image = form.get("image")
-    if not isinstance(image, UploadFile):
+    if image is not None and not isinstance(image, UploadFile):
         raise field_error("image", "send the image as a file part named `image`")
     raw = form.get("params") or "{}"
     params = parse_json(raw if isinstance(raw, str) else await raw.read(), "params", 422)
     if not isinstance(params, dict):
         raise field_error("params", "must be a JSON object")
-    return await image.read(), params, False
+    return (await image.read() if image is not None else b""), params, False
+
+
+async def _image_by_id(
+    state: AppState, data: bytes, params: dict[str, Any], owner: str | None
+) -> bytes:
+    """The uploaded image, or the stored one `image_id` names (a job's image result or
+    an image artifact, see api/vision/chain.py); one of them, not both."""
+    image_id = params.pop("image_id", None)
+    if image_id is None:
+        if not data:
+            raise field_error("image", "send the image (body or `image` part) or an image_id")
+        return data
+    if data:
+        raise field_error("image_id", "send an image or an image_id, not both")
+    return await chain.image_from_id(state, image_id, owner)
 
 
 def _priority(value: Any) -> int:
@@ -70,6 +86,7 @@ async def build_spec(
         if name in params:
             raise field_error(name, "is set by the server from the uploaded image")
     entry = ops.resolve_model(state, model, family=family)  # 404 / 422 before storing
+    data = await _image_by_id(state, data, params, owner)
     path, checked = await store_image(state, data, "image", owner)
     fields = {**params, "image": str(path), "image_width": checked.width,
               "image_height": checked.height}  # fmt: skip
@@ -87,7 +104,9 @@ def add_image_op(router: APIRouter, family: str, op: str, summary: str) -> None:
     operation = families.get(family).operations[op]
     fields = {k: v for k, v in docs.form_fields(operation.params).items()
               if k not in SET_BY_SERVER}  # fmt: skip
-    extra = {"model": {"type": "string"}, "priority": {"type": "integer"}}
+    extra = {"model": {"type": "string"}, "priority": {"type": "integer"},
+             "image_id": {"type": "string", "description": "instead of the image: a stored "
+                          "image, `<job id>[:<index>]` or an image artifact id"}}  # fmt: skip
     body = docs.merge(
         docs.raw_body(*docs.IMAGE_TYPES, description="the image: PNG, JPEG or WebP"),
         docs.query_params(**fields, **extra),

@@ -16,6 +16,7 @@ from pixelpool.api.auth import Caller, Principal
 from pixelpool.api.errors import ApiError
 from pixelpool.api.state import AppState, get_state
 from pixelpool.api.validation import Name, Prompt, RequestModel, check_id
+from pixelpool.api.vision import native as vision_native
 from pixelpool.api.waiting import wait_or_cancel
 from pixelpool.jobs.spec import JobRecord, JobStatus
 
@@ -26,7 +27,7 @@ State = Annotated[AppState, Depends(get_state)]
 # diffusion/native.py or in their family's API module (upscale.py, bgremove.py, tag.py).
 OPERATIONS = ("generate", "generate-hires", "generate-latents", "img2img", "inpaint",
               "decode-latents", "encode-latents", "hires-latents", "enhance", "upscale",
-              "bgremove", "tag")  # fmt: skip
+              "bgremove", "tag", "segment", "detect", "depth", "embed")  # fmt: skip
 
 
 class LoraRequest(RequestModel):
@@ -222,8 +223,15 @@ async def job_status(job_id: str, state: State, caller: Caller) -> dict[str, Any
         **docs.native(*docs.AUTH, 404, *docs.RESULT, 422),
     },
 )
-async def job_result(job_id: str, state: State, caller: Caller, index: int = 0) -> Any:
-    return await result_response(state, await visible_job(state, job_id, caller), index)
+async def job_result(
+    job_id: str, request: Request, state: State, caller: Caller, index: int = 0
+) -> Any:
+    """The job's result; a completed vision job's is its JSON, rendered with the output
+    options given as query parameters (`output_format`, `array_format`, ...)."""
+    record = await visible_job(state, job_id, caller)
+    if record.spec.family == "vision" and record.status is JobStatus.completed:
+        return await vision_native.job_result(state, request, caller.owner, record)
+    return await result_response(state, record, index)
 
 
 @router.post("/job/{job_id}/cancel", responses=docs.native(*docs.AUTH, 404))

@@ -25,6 +25,7 @@ from pixelpool.api.native import GenerateRequest
 from pixelpool.api.state import AppState, get_state
 from pixelpool.api.uploads import store_image
 from pixelpool.api.validation import Prompt, check_prompts, parse_json
+from pixelpool.api.vision import chain
 from pixelpool.families.diffusion.latent_format import (
     format_for,
 )
@@ -40,6 +41,12 @@ class Img2ImgRequest(GenerateRequest):
     prompt: Prompt = ""
     width: int | None = Field(None, description="0 or absent: the input's size")
     strength: float | None = Field(None, ge=0, le=1, description="default 0.75")
+    mask_id: str | None = Field(
+        None,
+        description="inpaint: the mask by id instead of a `mask` file: a segment job "
+        "`<job id>[:<image>[:<prompt>[:<instance>]]]` (union of what it selects) or a mask "
+        "artifact id (.npy or image)",
+    )
 
 
 class HiresRequest(GenerateRequest):
@@ -83,14 +90,19 @@ def _image_builder(op: str) -> Builder:
     async def build(request: Request, state: AppState, owner: str | None) -> JobSpec:
         req, images, masks = await _multipart(request)
         fields = _fields(req)
+        mask_id = fields.pop("mask_id", None)
+        if mask_id is not None and masks:
+            raise field_error("mask_id", "send a `mask` file or a mask_id, not both")
         check_prompts(state.settings.limits, req.prompt, req.negative_prompt)
-        specs.check_mask_count(op, len(images), len(masks))
+        specs.check_mask_count(op, len(images), len(masks) + (mask_id is not None))
         ops.resolve_model(state, req.model)  # a 404 before anything is stored
         stored = []
         for i, data in enumerate(images):
             name = "image" if len(images) == 1 else f"image[{i}]"
             path, checked = await store_image(state, data, name, owner)
             stored.append((path, (checked.width, checked.height)))
+        if mask_id is not None:
+            masks = [await chain.mask_from_id(state, mask_id, owner, stored[0][1])]
         mask_paths = [(await store_image(state, m, "mask", owner))[0] for m in masks]
         return specs.img2img_spec(state, fields, stored, mask_paths, op)
 

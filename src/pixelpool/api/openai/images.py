@@ -37,6 +37,7 @@ from pixelpool.api.runs import run_images
 from pixelpool.api.state import AppState, get_state
 from pixelpool.api.uploads import store_image
 from pixelpool.api.validation import check_id, check_prompts, validate_form
+from pixelpool.api.vision import chain
 
 router = APIRouter(prefix="/v1/images", tags=["openai"])
 State = Annotated[AppState, Depends(get_state)]
@@ -129,6 +130,16 @@ async def _inputs(
     return [(path, (checked.width, checked.height))], mask_paths
 
 
+async def _mask_by_id(
+    state: AppState, mask_id: str, owner: str | None, images: list[Any], files: int
+) -> Any:
+    """The mask `mask_id` names (a SAM 3 mask, api/vision/chain.py), stored as an upload."""
+    if files:
+        raise field_error("mask_id", "send a `mask` file or a mask_id, not both", 400)
+    data = await chain.mask_from_id(state, mask_id, owner, images[0][1])
+    return (await store_image(state, data, "mask_id", owner))[0]
+
+
 @router.post("/edits", responses={**_STREAM, **_ERRORS}, openapi_extra=_form_doc(EditRequest, True))
 async def edits(request: Request, state: State, caller: Caller) -> Any:
     caller.require("generate")
@@ -136,6 +147,8 @@ async def edits(request: Request, state: State, caller: Caller) -> Any:
     check_prompts(state.settings.limits, req.prompt, req.negative_prompt)
     ops.resolve_model(state, model_name(state, req.model))  # a 404 before storing uploads
     images, masks = await _inputs(state, files, caller.owner, mask_allowed=True)
+    if req.mask_id is not None:
+        masks = [await _mask_by_id(state, req.mask_id, caller.owner, images, len(masks))]
     op = "inpaint" if masks else "img2img"
 
     def build(fields: dict[str, Any]) -> Any:

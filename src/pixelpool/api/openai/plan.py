@@ -97,6 +97,11 @@ class EditRequest(ImageOptions, StreamOptions):
     strength: float | None = Field(None, ge=0, le=1, description="default 0.75")
     input_fidelity: Literal["low", "high"] | None = Field(None, description="accepted")
     safety_identifier: str | None = None
+    mask_id: str | None = Field(
+        None,
+        description="the mask by id instead of a `mask` file: a segment job "
+        "`<job id>[:<image>[:<prompt>[:<instance>]]]` or a mask artifact id (pixelpool)",
+    )
 
 
 class VariationRequest(ImageOptions):
