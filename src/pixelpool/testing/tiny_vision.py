@@ -145,7 +145,9 @@ def write_tiny_sam3_full(directory: Path, seed: int = 0) -> Path:
         memory_fuser_embed_dim=32, memory_fuser_intermediate_dim=64, num_maskmem=2,
         memory_attention_rope_feat_sizes=[grid, grid], image_size=SIDE,
     )  # fmt: skip
-    config = tf.Sam3VideoConfig(detector_config=detector.to_dict(), tracker_config=tracker.to_dict())
+    config = tf.Sam3VideoConfig(
+        detector_config=detector.to_dict(), tracker_config=tracker.to_dict()
+    )
     (directory / "model.safetensors").unlink()
     torch.manual_seed(seed)
     tf.Sam3VideoModel(config).eval().save_pretrained(str(directory))
