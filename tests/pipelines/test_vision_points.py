@@ -107,6 +107,8 @@ def test_full_sam3_checkpoint_takes_text_and_points_in_one_job(tmp_path: Path) -
     assert loaded_full.obj.tracker is None  # loaded on the first point job
     job = {"images": [path], "prompts": ["cat"], "points": [POINTS], "threshold": 0.0}
     (result,) = run(loaded_full, "segment", [job])
+    trk = loaded_full.obj.tracker[0]
+    assert trk.vision_encoder.backbone is loaded_full.obj.model.vision_encoder.backbone
     text, points = result.info["images"][0]["prompts"]
     assert (text["prompt"], points["prompt"]) == ("cat", "points")
     # labels given: without them transformers labels the padding point 1 (foreground)

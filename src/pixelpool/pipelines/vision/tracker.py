@@ -68,6 +68,9 @@ def tracker_of(vm: VisionModel) -> tuple[Any, Any]:
         model = tf.Sam3TrackerModel.from_pretrained(
             vm.path, local_files_only=True, dtype=vm.dtype, key_mapping=KEY_MAPPING
         )
+        # Both load the backbone from detector_model.vision_encoder.backbone.*: share
+        # the detector's copy rather than hold the largest part of SAM 3 twice.
+        model.vision_encoder.backbone = vm.model.vision_encoder.backbone
         model.to(vm.device).eval()
         vm.tracker = (model, processor)
     return vm.tracker
