@@ -100,3 +100,46 @@ def test_a_model_type_route_prefers_its_own_architecture(registry: Registry) -> 
     assert resolve_vision_model(state, "embed", None).architecture.startswith("dinov3")
     assert resolve_vision_model(state, "depth", None).name == "tiny-depth"
     assert resolve_vision_model(state, "embed", "tiny-dinov2").name == "tiny-dinov2"
+
+
+def test_a_sam3_tracker_folder_is_a_segment_model(registry: Registry) -> None:
+    entry = registry.resolve("tiny-sam3-tracker", "vision")
+    assert (entry.architecture, vision_family.task_of(entry.architecture)) == (
+        "sam3_tracker", "segment",
+    )  # fmt: skip
+    assert vision_family.wrong_task("segment", entry.name, entry.architecture) is None
+    message = vision_family.wrong_task("detect", entry.name, entry.architecture)
+    assert message == "model 'tiny-sam3-tracker' (sam3_tracker) serves 'segment', not 'detect'"
+    config = {"architectures": ["Sam3TrackerModel"]}  # no model_type: found by its class
+    assert vision_family.read_model_type(config) == "sam3_tracker"
+
+
+@pytest.mark.parametrize(
+    ("model", "options", "field"),
+    [
+        ("tiny-sam3-tracker", {"prompts": ["cat"]}, "prompts"),
+        ("tiny-sam3", {"points": [[[[1.0, 1.0]]]]}, "points"),
+        ("tiny-sam3-tracker", {"points": [[[[9.0, 1.0]]]]}, "points"),  # outside the 8x8 image
+    ],
+)
+def test_a_prompt_the_model_cannot_take_is_a_422_naming_it(
+    registry: Registry, tmp_path: Path, model: str, options: dict, field: str
+) -> None:
+    from pixelpool.api.errors import ApiError
+    from pixelpool.api.vision.jobs import StoredImage, build_vision_spec
+
+    entry = registry.resolve(model, "vision")
+    stored = [StoredImage(tmp_path / "a.png", 8, 8)]
+    with pytest.raises(ApiError) as caught:
+        build_vision_spec("segment", entry, stored, options, 100)
+    assert (caught.value.status, caught.value.field) == (422, field)
+
+
+def test_points_on_a_tracker_or_full_sam3_make_a_job(registry: Registry, tmp_path: Path) -> None:
+    from pixelpool.api.vision.jobs import StoredImage, build_vision_spec
+
+    stored = [StoredImage(tmp_path / "a.png", 8, 8)]
+    options = {"points": [[[[1.0, 1.0]]]], "point_labels": [[[1]]]}
+    for name in ("tiny-sam3-tracker", "sam3-published"):
+        spec = build_vision_spec("segment", registry.resolve(name, "vision"), stored, options, 1)
+        assert spec.params["points"] == [[[(1.0, 1.0)]]]

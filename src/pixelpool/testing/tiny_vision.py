@@ -86,6 +86,74 @@ def write_tiny_sam3(directory: Path, seed: int = 0, video_config: bool = False) 
     return out
 
 
+def _tiny_tracker_parts(vision: dict) -> dict:
+    """The tracker's prompt encoder and mask decoder at the tiny SAM 3's sizes."""
+    return {
+        "vision_config": vision,
+        "prompt_encoder_config": {"hidden_size": 32, "image_size": SIDE, "patch_size": 14,
+                                  "mask_input_channels": 4},
+        "mask_decoder_config": {"hidden_size": 32, "num_attention_heads": 2, "mlp_dim": 64,
+                                "iou_head_hidden_dim": 32},
+    }  # fmt: skip
+
+
+def _tiny_sam3_vision() -> dict:
+    grid = SIDE // 14
+    return {
+        "backbone_config": {
+            "model_type": "sam3_vit_model", "hidden_size": 32, "intermediate_size": 64,
+            "num_hidden_layers": 2, "num_attention_heads": 2, "image_size": SIDE,
+            "patch_size": 14, "window_size": 2, "global_attn_indexes": [1],
+            "pretrain_image_size": SIDE,
+        },
+        "fpn_hidden_size": 32,
+        "backbone_feature_sizes": [[grid * 4] * 2, [grid * 2] * 2, [grid] * 2],
+    }  # fmt: skip
+
+
+def _tracker_processor() -> object:
+    from transformers import Sam3ImageProcessor, Sam3TrackerProcessor
+
+    grid = SIDE // 14
+    size, mask_size = {"height": SIDE, "width": SIDE}, {"height": grid * 4, "width": grid * 4}
+    return Sam3TrackerProcessor(Sam3ImageProcessor(size=size, mask_size=mask_size))
+
+
+def write_tiny_sam3_tracker(directory: Path, seed: int = 0) -> Path:
+    """SAM 3's tracker alone (`sam3_tracker`): point and box prompts, SAM 2-style."""
+    from transformers import Sam3TrackerConfig, Sam3TrackerModel
+
+    config = Sam3TrackerConfig(**_tiny_tracker_parts(_tiny_sam3_vision()))
+    torch.manual_seed(seed)
+    return _save(Sam3TrackerModel(config).eval(), _tracker_processor(), directory)
+
+
+def write_tiny_sam3_full(directory: Path, seed: int = 0) -> Path:
+    """The full SAM 3 checkpoint's layout (`sam3_video`): the detector's weights under
+    `detector_model.*`, the tracker's under `tracker_model.*` / `tracker_neck.*`, with
+    Sam3Processor files (text prompts, boxes and points from one folder)."""
+    import transformers as tf
+
+    write_tiny_sam3(directory, seed)  # the processor files and the detector's config
+    detector = tf.Sam3Config.from_pretrained(str(directory))
+    grid = SIDE // 14
+    tracker = tf.Sam3TrackerVideoConfig(
+        **_tiny_tracker_parts(detector.vision_config.to_dict()),
+        memory_attention_hidden_size=32, memory_attention_num_layers=1,
+        memory_attention_feed_forward_hidden_size=64, memory_encoder_hidden_size=32,
+        memory_encoder_output_channels=16, mask_downsampler_embed_dim=32,
+        memory_fuser_embed_dim=32, memory_fuser_intermediate_dim=64, num_maskmem=2,
+        memory_attention_rope_feat_sizes=[grid, grid], image_size=SIDE,
+    )  # fmt: skip
+    config = tf.Sam3VideoConfig(
+        detector_config=detector.to_dict(), tracker_config=tracker.to_dict()
+    )
+    (directory / "model.safetensors").unlink()
+    torch.manual_seed(seed)
+    tf.Sam3VideoModel(config).eval().save_pretrained(str(directory))
+    return directory
+
+
 def write_tiny_grounding_dino(directory: Path, seed: int = 0, mm: bool = False) -> Path:
     """Grounding DINO (or MM-Grounding-DINO with mm=True): a Swin backbone, a BERT text
     encoder with a generated WordPiece vocab."""
@@ -197,6 +265,7 @@ def write_tiny_dinov3_convnext(directory: Path, seed: int = 0) -> Path:
 VISION_MODELS = {
     # registry name (under models/vision/) -> (writer, task, architecture)
     "tiny-sam3": (write_tiny_sam3, "segment", "sam3"),
+    "tiny-sam3-tracker": (write_tiny_sam3_tracker, "segment", "sam3_tracker"),
     "tiny-gdino": (write_tiny_grounding_dino, "detect", "grounding-dino"),
     "tiny-depth": (write_tiny_depth_anything, "depth", "depth_anything"),
     "tiny-dinov2": (write_tiny_dinov2, "embed", "dinov2"),

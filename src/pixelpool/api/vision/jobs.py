@@ -21,7 +21,7 @@ from pixelpool.api.state import AppState
 from pixelpool.api.validation import validation_error
 from pixelpool.api.vision.inputs import store_image_input
 from pixelpool.api.vision.types import TYPE_OF_OP
-from pixelpool.families.vision import task_of, wrong_task
+from pixelpool.families.vision import prompt_problem, task_of, wrong_task
 from pixelpool.families.vision.params import MAX_IMAGES, PARAMS
 from pixelpool.jobs.spec import JobSpec
 from pixelpool.registry.entry import ModelEntry
@@ -120,6 +120,9 @@ def build_vision_spec(
         params = PARAMS[op].model_validate(fields)
     except ValidationError as exc:
         raise validation_error(exc) from exc
+    problem = prompt_problem(entry.name, entry.architecture, params)
+    if problem:
+        raise field_error(*problem)
     if not 1 <= priority <= 100:
         raise field_error("priority", "must be an integer between 1 and 100")
     return JobSpec(op=op, family=FAMILY, model=entry.to_wire(), params=params.model_dump(),

@@ -26,6 +26,7 @@ CONFIG_FILE = "config.json"
 TASKS = MappingProxyType({
     "sam3": "segment",
     "sam3_video": "segment",  # facebook/sam3 as published: detector + tracker configs
+    "sam3_tracker": "segment",  # SAM 3's tracker alone: point and box prompts, no text
     "grounding-dino": "detect",
     "mm-grounding-dino": "detect",
     "depth_anything": "depth",
@@ -38,6 +39,7 @@ TASKS = MappingProxyType({
 ARCHITECTURES = MappingProxyType({
     "Sam3Model": "sam3",
     "Sam3VideoModel": "sam3_video",
+    "Sam3TrackerModel": "sam3_tracker",
     "GroundingDinoForObjectDetection": "grounding-dino",
     "MMGroundingDinoForObjectDetection": "mm-grounding-dino",
     "DepthAnythingForDepthEstimation": "depth_anything",
@@ -64,6 +66,28 @@ def wrong_task(op: str, name: str, architecture: str) -> str | None:
     if task == op:
         return None
     return f"model {name!r} ({architecture}) serves {task!r}, not {op!r}"
+
+
+# Which SAM 3 folders hold which part: text needs the detector, points the tracker.
+TEXT_MODELS = frozenset({"sam3", "sam3_video"})
+POINT_MODELS = frozenset({"sam3_tracker", "sam3_video"})
+
+
+def prompt_problem(name: str, architecture: str, params: Any) -> tuple[str, str] | None:
+    """(field, why) when model `name` cannot take a segment job's kind of prompt (a 422),
+    else None: text prompts need SAM 3's detector, points its tracker."""
+    if task_of(architecture) != "segment":
+        return None
+    if params.prompts and architecture not in TEXT_MODELS:
+        return "prompts", (
+            f"model {name!r} ({architecture}) takes points and boxes, not text prompts"
+        )
+    if params.has_points() and architecture not in POINT_MODELS:
+        return "points", (
+            f"model {name!r} ({architecture}) has no tracker weights: points need a "
+            "sam3_tracker folder or the full SAM 3 checkpoint (sam3_video)"
+        )
+    return None
 
 
 def read_model_type(config: dict[str, Any]) -> str | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from pixelpool.families.base import OpParams
 
@@ -17,6 +17,7 @@ MAX_IMAGES = 64
 MAX_PROMPTS = 32
 MAX_BOXES = 64
 MAX_PROMPT_CHARS = 200
+MAX_POINTS = 16  # per object (one point group)
 
 
 class VisionOpParams(OpParams):
@@ -46,12 +47,42 @@ def _clean_prompts(prompts: list[str]) -> list[str]:
 
 
 Box = tuple[float, float, float, float]
+Point = tuple[float, float]
+
+
+def _check_points(groups_per_image: list[list[list[Point]]], info: ValidationInfo) -> None:
+    """One list of objects per image, each object 1..MAX_POINTS points inside its image
+    (when the API has set the images' sizes), and one box per object with boxes."""
+    images = info.data.get("images") or []
+    if len(groups_per_image) != len(images):
+        raise ValueError("one list of point groups (objects) per image")
+    sizes = info.data.get("image_sizes") or []
+    boxes = info.data.get("boxes")
+    for i, groups in enumerate(groups_per_image):
+        if len(groups) > MAX_BOXES:
+            raise ValueError(f"at most {MAX_BOXES} objects (point groups) per image")
+        if any(not 1 <= len(g) <= MAX_POINTS for g in groups):
+            raise ValueError(f"each object is a list of 1 to {MAX_POINTS} [x, y] points")
+        if len(sizes) == len(images):
+            width, height = sizes[i]
+            for x, y in (pt for g in groups for pt in g):
+                if not (0 <= x <= width and 0 <= y <= height):
+                    raise ValueError(
+                        f"point [{x}, {y}] is outside image {i} ({width}x{height} pixels)"
+                    )
+        if boxes is not None and i < len(boxes) and boxes[i] and len(boxes[i]) != len(groups):
+            raise ValueError(f"image {i}: with boxes, one point group per box (one per object)")
 
 
 class SegmentParams(VisionOpParams):
     """SAM 3 (promptable concept segmentation). Each text prompt is one query per image;
     `boxes` are exemplars of the concept in that image (label 1) or counter-examples
-    (label 0): with prompts they refine every prompt, alone they are one visual query."""
+    (label 0): with prompts they refine every prompt, alone they are one visual query.
+
+    `points` are SAM 2-style prompts for SAM 3's tracker: per image, a list of objects,
+    each a group of [x, y] points (`point_labels` 1 foreground, 0 background), one mask
+    per object. With points, `boxes` are those objects' boxes (one per group), not
+    exemplars; a tracker-only model (`sam3_tracker`) also takes boxes alone that way."""
 
     op: ClassVar[str] = "segment"
     prompts: list[str] = Field(default_factory=list, max_length=MAX_PROMPTS)
@@ -61,14 +92,50 @@ class SegmentParams(VisionOpParams):
     box_labels: list[list[int]] | None = Field(None, description="per box: 1 positive, 0 negative")
     threshold: float = Field(0.5, ge=0, le=1, description="instance score threshold")
     mask_threshold: float = Field(0.5, ge=0, le=1, description="mask probability threshold")
+    points: list[list[list[Point]]] | None = Field(
+        None, description="per image, objects, each a list of [x, y] points in pixels"
+    )
+    point_labels: list[list[list[int]]] | None = Field(
+        None, description="per point: 1 foreground, 0 background (default all 1)"
+    )
+    multimask_output: bool = Field(
+        False, description="points: three candidate masks per object instead of the best one"
+    )
 
     _prompts = field_validator("prompts")(_clean_prompts)
+
+    @field_validator("points")
+    @classmethod
+    def _points(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is not None:
+            _check_points(value, info)
+        return value
+
+    @field_validator("point_labels")
+    @classmethod
+    def _point_labels(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None:
+            return value
+        points = info.data.get("points")
+        if points is None:
+            raise ValueError("point_labels without points")
+        shape = [[len(g) for g in groups] for groups in points]
+        if [[len(g) for g in groups] for groups in value] != shape:
+            raise ValueError("one label per point, grouped as the points are")
+        if any(label not in (0, 1) for groups in value for g in groups for label in g):
+            raise ValueError("1 (foreground) or 0 (background)")
+        return value
+
+    def has_points(self) -> bool:
+        return self.points is not None and any(self.points)
 
     @model_validator(mode="after")
     def _consistent(self) -> SegmentParams:
         has_boxes = self.boxes is not None and any(self.boxes)
-        if not self.prompts and not has_boxes:
-            raise ValueError("give prompts or boxes")
+        if not self.prompts and not has_boxes and not self.has_points():
+            raise ValueError("give prompts or boxes (or points)")
+        if self.points is not None and self.box_labels is not None:
+            raise ValueError("box_labels: with points, boxes are objects' boxes and take no labels")
         if self.boxes is not None:
             if len(self.boxes) != len(self.images):
                 raise ValueError("boxes: one list per image")
@@ -88,6 +155,23 @@ class SegmentParams(VisionOpParams):
     def queries(self) -> list[str]:
         """The query texts every image is asked (SAM 3 names a box-only query 'visual')."""
         return list(self.prompts) or ["visual"]
+
+    def boxes_are_objects(self, tracker_only: bool) -> bool:
+        """Boxes prompt the tracker (one object each) rather than the detector (exemplars)."""
+        return self.points is not None or tracker_only
+
+    def detector_queries(self, tracker_only: bool) -> list[str]:
+        """The detector's queries: none when the job holds only objects for the tracker."""
+        if tracker_only:
+            return []
+        if self.prompts or not self.boxes_are_objects(tracker_only):
+            return self.queries()
+        return []
+
+    def tracker_objects(self, tracker_only: bool) -> bool:
+        """Whether this job has objects (points, or boxes as objects) for the tracker."""
+        has_boxes = self.boxes is not None and any(self.boxes)
+        return self.has_points() or (self.boxes_are_objects(tracker_only) and has_boxes)
 
 
 class DetectParams(VisionOpParams):

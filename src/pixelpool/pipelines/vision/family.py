@@ -27,7 +27,7 @@ class VisionFamily:
     def move(self, loaded: Loaded, device: str) -> Loaded:
         """Between the device and RAM tiers of the model cache (the dtype stays)."""
         if device != loaded.device:
-            loaded.obj.model.to(device)
+            loaded.obj.to(device)
         return Loaded(loaded.obj, loaded.size_bytes, loaded.architecture, device, "vision")
 
     def run(

@@ -29,15 +29,27 @@ class VisionModel:
     task: str
     model_type: str
     dtype: torch.dtype
+    path: str = ""
+    # SAM 3's tracker (model, processor) for point prompts: the model itself in a
+    # sam3_tracker folder, loaded on first use from a full SAM 3 (sam3_video) folder.
+    tracker: tuple[Any, Any] | None = None
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def to(self, device: str) -> None:
+        """Move the model (and a loaded tracker) between the cache's tiers."""
+        self.model.to(device)
+        if self.tracker is not None:
+            self.tracker[0].to(device)
 
-def _classes(task: str) -> tuple[Any, Any]:
+
+def _classes(task: str, model_type: str) -> tuple[Any, Any]:
     import transformers as tf
 
+    if model_type == "sam3_tracker":
+        return tf.Sam3TrackerModel, tf.Sam3TrackerProcessor
     return {
         "segment": (tf.Sam3Model, tf.Sam3Processor),
         "detect": (tf.AutoModelForZeroShotObjectDetection, tf.AutoProcessor),
@@ -58,15 +70,19 @@ def load_vision(path: str | Path, model_type: str, device: str, dtype: str = "au
     task = task_of(model_type)
     if task is None:
         raise ValueError(f"{Path(path).name}: unsupported vision model type {model_type!r}")
-    model_cls, processor_cls = _classes(task)
+    model_cls, processor_cls = _classes(task, model_type)
     processor = processor_cls.from_pretrained(str(path), local_files_only=True)
     chosen = torch_dtype(device, dtype)
     model = model_cls.from_pretrained(str(path), local_files_only=True, dtype=chosen)
     model.to(device).eval()
-    return VisionModel(model, processor, task, model_type, chosen)
+    vm = VisionModel(model, processor, task, model_type, chosen, str(path))
+    if model_type == "sam3_tracker":
+        vm.tracker = (model, processor)
+    return vm
 
 
 def model_bytes(vm: VisionModel) -> int:
+    """The loaded model's bytes (a full SAM 3's tracker, loaded later, is not counted)."""
     params = sum(p.numel() * p.element_size() for p in vm.model.parameters())
     return params + sum(b.numel() * b.element_size() for b in vm.model.buffers())
 

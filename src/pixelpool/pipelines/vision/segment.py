@@ -18,6 +18,7 @@ from PIL import Image
 
 from pixelpool.families.vision.params import SegmentParams
 from pixelpool.pipelines.base import CancelFn, Cancelled, ProgressFn, Result
+from pixelpool.pipelines.vision import tracker
 from pixelpool.pipelines.vision.model import (
     Inputs,
     VisionModel,
@@ -88,22 +89,29 @@ def segment(
     progress: ProgressFn,
     cancel: CancelFn,
 ) -> list[Result]:
+    """Text and exemplar-box queries run SAM 3's detector; point prompts (and boxes as
+    objects) its tracker (`tracker.py`), whose entries follow the detector's."""
+    tracker_only = vm.model_type == "sam3_tracker"
+    if tracker_only and any(p.prompts for p in jobs):
+        raise ValueError(f"{vm.model_type} takes points and boxes, not text prompts")
     flat = [img for per_job in images for img in per_job]
     sizes = [(img.height, img.width) for img in flat]
     queries: list[Query] = []
     for j, (p, per_job) in enumerate(zip(jobs, images, strict=True)):
+        exemplars = not p.boxes_are_objects(tracker_only)
         for local in range(len(per_job)):
-            boxes = p.boxes[local] if p.boxes else None
-            labels = p.box_labels[local] if p.box_labels else None
+            boxes = p.boxes[local] if p.boxes and exemplars else None
+            labels = p.box_labels[local] if p.box_labels and exemplars else None
             image = sum(len(x) for x in images[:j]) + local
-            for prompt in p.queries():
+            for prompt in p.detector_queries(tracker_only):
                 inputs = query_inputs(vm, prompt, sizes[image], boxes, labels)
                 queries.append(Query(j, image, local, prompt, inputs))
 
-    # Stage 1: the image encoder, once per image.
+    # Stage 1: the image encoder, once per image that has a query.
+    needed = sorted({q.image for q in queries})
     encoded = run_groups(
         vm,
-        [image_inputs(vm, img) for img in flat],
+        [image_inputs(vm, flat[i]) for i in needed],
         lambda b: vm.model.get_vision_features(**b),
         "encode",
         progress,
@@ -111,8 +119,8 @@ def segment(
     )
     per_image: list[Any] = [None] * len(flat)
     for members, out in encoded:
-        for k, i in enumerate(members):
-            per_image[i] = (out, k)
+        for k, m in enumerate(members):
+            per_image[needed[m]] = (out, k)
 
     # Stage 2: the prompt-dependent detector and mask decoder, per (image, query).
     def decode(batch: Inputs, members: list[int]) -> Any:
@@ -139,6 +147,8 @@ def segment(
             add_query(vm, results[queries[m].job], queries[m], jobs[queries[m].job],
                       sizes[queries[m].image], raw)  # fmt: skip
         progress(step + 1, len(groups), "decode", None)
+    if any(p.tracker_objects(tracker_only) for p in jobs):
+        tracker.add_objects(vm, jobs, images, results, progress, cancel)
     return results
 
 
