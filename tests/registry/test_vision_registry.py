@@ -143,3 +143,26 @@ def test_points_on_a_tracker_or_full_sam3_make_a_job(registry: Registry, tmp_pat
     for name in ("tiny-sam3-tracker", "sam3-published"):
         spec = build_vision_spec("segment", registry.resolve(name, "vision"), stored, options, 1)
         assert spec.params["points"] == [[[(1.0, 1.0)]]]
+
+
+def test_without_a_model_named_segment_takes_one_that_can_take_the_prompts(
+    tmp_path: Path,
+) -> None:
+    """Text goes to the SAM 3 detector and points to the tracker, whichever the registry
+    lists first (here "a-tracker" sorts before "b-detector")."""
+    from types import SimpleNamespace
+
+    from pixelpool.api.vision.jobs import resolve_vision_model
+    from pixelpool.testing.tiny_vision import write_tiny_sam3_tracker
+
+    write_tiny_sam3_tracker(tmp_path / "models" / "vision" / "a-tracker")
+    write_tiny_sam3(tmp_path / "models" / "vision" / "b-detector")
+    reg = Registry(tmp_path / "models", tmp_path / "reg.db")
+    reg.scan()
+    try:
+        state: Any = SimpleNamespace(registry=reg)
+        pick = resolve_vision_model
+        assert pick(state, "segment", None, options={"prompts": ["cat"]}).name == "b-detector"
+        assert pick(state, "segment", None, options={"points": [[[1, 1]]]}).name == "a-tracker"
+    finally:
+        reg.close()

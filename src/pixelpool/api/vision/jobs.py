@@ -21,7 +21,13 @@ from pixelpool.api.state import AppState
 from pixelpool.api.validation import validation_error
 from pixelpool.api.vision.inputs import store_image_input
 from pixelpool.api.vision.types import TYPE_OF_OP
-from pixelpool.families.vision import prompt_problem, task_of, wrong_task
+from pixelpool.families.vision import (
+    POINT_MODELS,
+    TEXT_MODELS,
+    prompt_problem,
+    task_of,
+    wrong_task,
+)
 from pixelpool.families.vision.params import MAX_IMAGES, PARAMS
 from pixelpool.jobs.spec import JobSpec
 from pixelpool.registry.entry import ModelEntry
@@ -48,11 +54,24 @@ def check_op(op: str) -> str:
     return op
 
 
+def _takes(architecture: str, options: dict[str, Any]) -> bool:
+    """Whether a segment model can take the request's kinds of prompt (text: SAM 3's
+    detector; points: its tracker)."""
+    if options.get("prompts") and architecture not in TEXT_MODELS:
+        return False
+    return not (options.get("points") and architecture not in POINT_MODELS)
+
+
 def resolve_vision_model(
-    state: AppState, op: str, name: str | None, field: str = "model"
+    state: AppState,
+    op: str,
+    name: str | None,
+    field: str = "model",
+    options: dict[str, Any] | None = None,
 ) -> ModelEntry:
     """The installed model that serves `op`: the named one (404 unknown, 422 when it is
-    another family's or another task's), else the first installed model of that task."""
+    another family's or another task's), else an installed model of that task, one
+    that can take the request's `options` (its kinds of prompt) first."""
     if name is not None:
         entry = ops.resolve_model(state, name, field, family=FAMILY)
         problem = wrong_task(op, entry.name, entry.architecture)
@@ -64,7 +83,12 @@ def resolve_vision_model(
     # The model type's own architecture first: /inference/dinov3 takes a DINOv3 model
     # over a DINOv2 one when both are installed.
     named = TYPE_OF_OP[op].replace("-", "_")
-    serving.sort(key=lambda e: not e.architecture.replace("-", "_").startswith(named))
+
+    def rank(entry: ModelEntry) -> tuple[bool, bool]:
+        own = entry.architecture.replace("-", "_").startswith(named)
+        return not _takes(entry.architecture, options or {}), not own
+
+    serving.sort(key=rank)
     if serving:
         return serving[0]
     raise ApiError(404, f"{field}: no installed vision model serves {op!r}", field)
@@ -156,7 +180,7 @@ async def vision_spec(
     or already stored files (`Path` / `StoredImage`). `options`: the op's params
     (`families.vision.params.PARAMS[op]`) without `images` / `image_sizes`."""
     check_op(op)
-    entry = resolve_vision_model(state, op, model)
+    entry = resolve_vision_model(state, op, model, options=options)
     check_images(images, field)
     for name in SET_BY_SERVER:
         if name in options:

@@ -172,7 +172,7 @@ async def build(
     model = req.model
     if model is not None:
         ops.check_text_field("model", model)
-    entry = core.resolve_vision_model(state, op, model)
+    entry = core.resolve_vision_model(state, op, model, options=req.options)
     count = len(req.uploads or []) + len(core.check_images(req.images) if req.images else [])
     found = None
     if req.boxes_from is not None:
