@@ -300,6 +300,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--settle", type=float, default=65, help="seconds after the drain (past the 60 s caches)"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--rounds", type=int, default=1,
+        help="repeat the load on the same server: does RSS grow again after round 1?",
+    )  # fmt: skip
     parser.add_argument("--size", type=int, default=64, help="image width and height")
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="worker torch threads")
@@ -335,18 +339,24 @@ def main(argv: list[str] | None = None) -> int:
             headers={"Authorization": f"Bearer {keys[0]}"}, timeout=300,
         )  # fmt: skip
         warm.raise_for_status()
-        log(f"load: {args.clients} clients, {args.keys} keys, {args.duration:.0f}s")
-        result = asyncio.run(run_load(args, server.url, server.process.pid))
+        results = []
+        for n in range(args.rounds):
+            log(f"load round {n + 1}/{args.rounds}: {args.clients} clients, {args.keys} keys, "
+                f"{args.duration:.0f}s")  # fmt: skip
+            results.append(asyncio.run(run_load(args, server.url, server.process.pid)))
     finally:
         server.stop()
         if not args.keep:
             import shutil
 
             shutil.rmtree(tmp, ignore_errors=True)
-    print(render(result))
+    for n, result in enumerate(results):
+        if len(results) > 1:
+            print(f"round {n + 1} of {len(results)}")
+        print(render(result))
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
-    ok = result["errors_other_than_429"] == 0 and result["ended"].get("lost", 0) == 0
+        args.json.write_text(json.dumps(results[0] if len(results) == 1 else results, indent=2))
+    ok = all(r["errors_other_than_429"] == 0 and r["ended"].get("lost", 0) == 0 for r in results)
     return 0 if ok else 1
 
 
