@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 
 from pixelpool import __version__
 from pixelpool.api import (
+    a1111,
     admin,
     bgremove,
     events,
@@ -189,6 +190,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(infer.router)
     openai.install(app)
     selfhosted.install(app)
+    a1111.install(app)
     vision_dialect.install(app)
     openapi_docs.install(app)
     return app

@@ -1,0 +1,24 @@
+"""A1111's error envelope: `{"error", "detail", "body", "errors"}` on every /sdapi path.
+
+A1111 itself answers FastAPI's `{"detail": [...]}` for validation errors and this
+envelope for the rest; here every error (validation 422 included) has this one
+shape, with `detail` naming the field (`steps: must be an integer`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pixelpool.api.errors import ErrorInfo
+
+PREFIX = "/sdapi/v1/"
+
+
+def is_a1111(path: str) -> bool:
+    return path.startswith(PREFIX)
+
+
+def envelope(info: ErrorInfo) -> tuple[int, dict[str, Any]]:
+    kind = "RequestValidationError" if info.status == 422 else "HTTPException"
+    errors = info.detail or info.message
+    return info.status, {"error": kind, "detail": info.message, "body": "", "errors": errors}

@@ -1,0 +1,163 @@
+"""The A1111 listing and control routes: models, samplers, options, progress, png-info."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+from typing import Any
+
+from fastapi import APIRouter, Request
+from PIL import Image, UnidentifiedImageError
+
+from pixelpool.api import ops
+from pixelpool.api.a1111 import running
+from pixelpool.api.a1111.generate import MODEL_FIELD, decode_image, model_name
+from pixelpool.api.a1111.models import PngInfoRequest
+from pixelpool.api.auth import Caller
+from pixelpool.api.errors import ApiError, field_error
+from pixelpool.api.selfhosted import State
+from pixelpool.families.diffusion.samplers import SAMPLERS, SCHEDULES
+from pixelpool.registry.entry import ModelEntry
+
+router = APIRouter(tags=["AUTOMATIC1111"])
+_FIELD = re.compile(r'\s*([\w .\-/+]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+
+
+def title(state: State, entry: ModelEntry) -> tuple[str, str]:
+    """(title, short hash): A1111 titles a checkpoint `name [hash10]`."""
+    short = str(state.registry.fingerprint(entry))[:10]
+    return f"{entry.name} [{short}]", short
+
+
+@router.get("/sdapi/v1/sd-models")
+async def sd_models(state: State, caller: Caller) -> list[dict[str, Any]]:
+    listing = []
+    for entry in state.registry.entries():
+        if entry.family != "diffusion":
+            continue
+        name, short = title(state, entry)
+        listing.append({"title": name, "model_name": entry.name, "hash": short,
+                        "sha256": None, "filename": str(entry.path), "config": None})  # fmt: skip
+    return listing
+
+
+@router.get("/sdapi/v1/samplers")
+async def samplers(caller: Caller) -> list[dict[str, Any]]:
+    return [{"name": name, "aliases": [], "options": {}} for name in SAMPLERS]
+
+
+@router.get("/sdapi/v1/schedulers")
+async def schedulers(caller: Caller) -> list[dict[str, Any]]:
+    names = {"Automatic": "automatic", **{k: k.lower().replace(" ", "_") for k in SCHEDULES}}
+    return [{"name": key, "label": label, "aliases": None, "default_rho": -1,
+             "need_inner_model": False} for label, key in names.items()]  # fmt: skip
+
+
+@router.get("/sdapi/v1/loras")
+async def loras(state: State, caller: Caller) -> list[dict[str, Any]]:
+    return [{"name": x.name, "alias": x.name, "path": str(x.path), "metadata": {}}
+            for x in state.registry.loras()]  # fmt: skip
+
+
+@router.get("/sdapi/v1/options")
+async def get_options(state: State, caller: Caller) -> dict[str, Any]:
+    """The caller's default model (per key, as `/switch-model` sets it) and fixed values."""
+    entry = ops.resolve_model(state, None)
+    return {"sd_model_checkpoint": title(state, entry)[0], "sd_vae": "Automatic",
+            "CLIP_stop_at_last_layers": 1, "samples_format": "png"}  # fmt: skip
+
+
+@router.post("/sdapi/v1/options")
+async def set_options(body: dict[str, Any], state: State, caller: Caller) -> None:
+    """Only `sd_model_checkpoint` is honoured: the caller's default model (an admin key:
+    the server's), the mechanism of `/switch-model`. Other keys are ignored."""
+    if "sd_model_checkpoint" not in body:
+        return None
+    caller.require("generate")
+    name = model_name(body["sd_model_checkpoint"])
+    if name is None:
+        raise field_error("sd_model_checkpoint", "must name a model")
+    try:
+        entry = ops.resolve_model(state, name, "sd_model_checkpoint")
+    except ApiError as exc:
+        raise ApiError(exc.status, exc.message, "sd_model_checkpoint") from exc
+    if "admin" in caller.scopes or caller.owner is None:
+        state.settings.server.default_model = entry.qualified_name
+        state.preferences.pop(caller.owner or "", None)
+    else:
+        state.preferences[caller.owner] = entry.qualified_name
+    return None
+
+
+@router.get("/sdapi/v1/progress")
+async def progress(request: Request, state: State, caller: Caller) -> dict[str, Any]:
+    """The caller's own running /sdapi request; `current_image` stays null (no previews)."""
+    jobs = [job for run in running.running(request, caller.owner) for job in run]
+    finished, step, total = 0, 0, 0
+    for job_id in jobs:
+        record = await state.jobs.get(job_id)
+        if record is not None and record.status.finished:
+            finished += 1
+            continue
+        p = state.jobs.progress(job_id)
+        if p and not total:
+            step, total = int(p.get("step", 0)), int(p.get("total", 0))
+    done = (finished + (step / total if total else 0)) / len(jobs) if jobs else 0.0
+    return {
+        "progress": done, "eta_relative": 0.0,
+        "state": {"skipped": False, "interrupted": False, "job": jobs[finished] if jobs and
+                  finished < len(jobs) else "", "job_count": len(jobs), "job_timestamp": "0",
+                  "job_no": finished, "sampling_step": step, "sampling_steps": total},
+        "current_image": None, "textinfo": None,
+    }  # fmt: skip
+
+
+@router.post("/sdapi/v1/interrupt")
+async def interrupt(request: Request, state: State, caller: Caller) -> None:
+    """Cancel the caller's running /sdapi jobs; the request returns what finished."""
+    for run in running.running(request, caller.owner):
+        for job_id in run:
+            try:
+                await state.jobs.cancel(job_id)
+            except KeyError:
+                continue
+
+
+def parse_infotext(text: str) -> dict[str, Any]:
+    """A1111's `parameters` text -> {Prompt, Negative prompt, Steps, Sampler, ...}."""
+    lines = text.strip().split("\n")
+    last = lines[-1] if lines else ""
+    fields: dict[str, Any] = {}
+    if len(_FIELD.findall(last)) >= 3:
+        for key, value in _FIELD.findall(last):
+            fields[key.strip()] = value.strip()
+        lines = lines[:-1]
+    prompt, negative, in_negative = [], [], False
+    for line in lines:
+        if line.startswith("Negative prompt:"):
+            in_negative, line = True, line.removeprefix("Negative prompt:").strip()
+        (negative if in_negative else prompt).append(line)
+    parsed = {"Prompt": "\n".join(prompt), "Negative prompt": "\n".join(negative), **fields}
+    if "Size" in fields and "x" in fields["Size"]:
+        width, _, height = fields["Size"].partition("x")
+        parsed["Size-1"], parsed["Size-2"] = width, height
+    return parsed
+
+
+def _read_text(data: bytes) -> tuple[str, dict[str, Any]]:
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            items = {k: v for k, v in img.info.items() if isinstance(v, str)}
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise field_error("image", "is not a readable image") from exc
+    return str(items.pop("parameters", "")), items
+
+
+@router.post("/sdapi/v1/png-info")
+async def png_info(req: PngInfoRequest, caller: Caller) -> dict[str, Any]:
+    text, items = await asyncio.to_thread(_read_text, decode_image(req.image, "image"))
+    return {"info": text, "items": items, "parameters": parse_infotext(text) if text else {}}
+
+
+__all__ = ["MODEL_FIELD", "router"]
