@@ -7,6 +7,7 @@ import io
 import json
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -126,3 +127,27 @@ def test_bad_base64_names_the_field(url: str) -> None:
     assert resp.status_code == 422 and "init_images" in resp.json()["detail"]
     resp = call(url, "POST", "png-info", json={"image": base64.b64encode(b"nope").decode()})
     assert resp.status_code == 422 and "image" in resp.json()["detail"]
+
+
+def test_interrupt_returns_what_finished(url: str) -> None:
+    body = {"prompt": "a long one", "n_iter": 4, "width": 64, "height": 64, "steps": 100}
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(call, url, "POST", "txt2img", json=body)
+        while call(url, "GET", "progress").json()["state"]["job_count"] == 0:
+            assert not pending.done(), pending.result().text
+        progress = call(url, "GET", "progress").json()
+        assert progress["state"]["job_count"] == 4 and 0 <= progress["progress"] < 1
+        assert call(url, "GET", "progress", sub="bob").json()["state"]["job_count"] == 0
+        assert call(url, "POST", "interrupt").status_code == 200
+        resp = pending.result()
+    assert resp.status_code == 200, resp.text
+    info = json.loads(resp.json()["info"])
+    assert info["interrupted"] is True and len(resp.json()["images"]) < 4
+
+
+def test_inpaint_with_a_mask(url: str) -> None:
+    start, mask = Image.new("RGB", (64, 64), (20, 90, 200)), Image.new("L", (64, 64), 0)
+    mask.paste(255, (16, 16, 48, 48))
+    result = client(url).img2img(images=[start], mask_image=mask, prompt="a dot", seed=5,
+                                 denoising_strength=0.75, **SMALL)  # fmt: skip
+    assert result.image.size == (64, 64) and result.info["all_seeds"] == [5]

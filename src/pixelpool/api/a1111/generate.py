@@ -33,6 +33,7 @@ from pixelpool.api.runs import (
 from pixelpool.api.selfhosted import State
 from pixelpool.api.uploads import store_image
 from pixelpool.api.waiting import wait_or_cancel
+from pixelpool.families.diffusion.params import resolve_seed
 from pixelpool.jobs.spec import JobSpec, JobStatus
 
 router = APIRouter(tags=["AUTOMATIC1111"])
@@ -142,6 +143,7 @@ def _response(req: Txt2ImgRequest, specs: list[JobSpec], outputs: list[Output]) 
 
 
 def _count(state: State, req: Txt2ImgRequest) -> int:
+    """batch_size * n_iter images; a random seed (-1) is picked once, then +1 per image."""
     for field in ("batch_size", "n_iter"):
         if getattr(req, field) < 1:
             raise field_error(field, "must be at least 1")
@@ -163,7 +165,7 @@ async def txt2img(req: Txt2ImgRequest, request: Request, state: State, caller: C
         def build(seed: int | None) -> JobSpec:
             return ops.txt2img_spec(state, **fields, seed=seed)
 
-    specs = build_specs(build, req.seed, _count(state, req), NAMES)
+    specs = build_specs(build, resolve_seed(req.seed), _count(state, req), NAMES)
     outputs = await _run(state, request, specs, caller.owner)
     return _response(req, specs, outputs)
 
@@ -189,6 +191,6 @@ async def img2img(req: Img2ImgRequest, request: Request, state: State, caller: C
     def build(seed: int | None) -> JobSpec:
         return img2img_spec(state, {**fields, "seed": seed}, images, masks, op)
 
-    specs = build_specs(build, req.seed, n, {**NAMES, "image": "init_images"})
+    specs = build_specs(build, resolve_seed(req.seed), n, {**NAMES, "image": "init_images"})
     outputs = await _run(state, request, specs, caller.owner)
     return _response(req, specs, outputs)
