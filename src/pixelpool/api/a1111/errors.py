@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
+
+from pixelpool.api import openapi_docs as docs
 from pixelpool.api.errors import ErrorInfo
 
 PREFIX = "/sdapi/v1/"
@@ -22,3 +25,16 @@ def envelope(info: ErrorInfo) -> tuple[int, dict[str, Any]]:
     kind = "RequestValidationError" if info.status == 422 else "HTTPException"
     errors = info.detail or info.message
     return info.status, {"error": kind, "detail": info.message, "body": "", "errors": errors}
+
+
+class A1111Error(BaseModel):
+    """A1111's error envelope, for everything under /sdapi/v1."""
+
+    error: str
+    detail: str
+    body: str
+    errors: str | list[dict[str, Any]]
+
+
+def responses(*statuses: int) -> docs.Responses:
+    return docs._errors(A1111Error, statuses)

@@ -15,8 +15,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from PIL import Image
 
+from pixelpool.api import openapi_docs as docs
 from pixelpool.api import ops
 from pixelpool.api.a1111 import running
+from pixelpool.api.a1111.errors import responses
 from pixelpool.api.a1111.models import Img2ImgRequest, Txt2ImgRequest
 from pixelpool.api.auth import Caller
 from pixelpool.api.diffusion.specs import hires_spec, img2img_spec
@@ -43,6 +45,7 @@ NAMES = {
     "hires_steps": "hr_second_pass_steps", "hires_denoising_strength": "denoising_strength",
     "base_width": "width", "base_height": "height", "subseed": "subseed",
 }  # fmt: skip
+MAX_HR_SCALE = 4  # as A1111's slider
 _TITLE_HASH = re.compile(r"\s*\[[0-9a-fA-F]+\]$")
 
 
@@ -75,6 +78,8 @@ def _floor8(value: float) -> int:
 
 def _hires(req: Txt2ImgRequest, fields: dict[str, Any]) -> dict[str, Any]:
     """enable_hr: width x height is the first pass; hr_scale or hr_resize_x/y the target."""
+    if not 1 <= req.hr_scale <= MAX_HR_SCALE:
+        raise field_error("hr_scale", f"must be between 1 and {MAX_HR_SCALE}")
     base_w, base_h = req.width or 512, req.height or 512
     target_w = req.hr_resize_x or _floor8(base_w * req.hr_scale)
     target_h = req.hr_resize_y or _floor8(base_h * req.hr_scale)
@@ -150,7 +155,7 @@ def _count(state: State, req: Txt2ImgRequest) -> int:
     return check_count(state, req.batch_size * req.n_iter, "batch_size")
 
 
-@router.post("/sdapi/v1/txt2img")
+@router.post("/sdapi/v1/txt2img", responses=responses(*docs.SYNC, 500))
 async def txt2img(req: Txt2ImgRequest, request: Request, state: State, caller: Caller) -> Any:
     """Text to image; with `enable_hr`, our hi-res fix (Latent upscalers: latent, else pixel)."""
     caller.require("generate")
@@ -170,7 +175,7 @@ async def txt2img(req: Txt2ImgRequest, request: Request, state: State, caller: C
     return _response(req, specs, outputs)
 
 
-@router.post("/sdapi/v1/img2img")
+@router.post("/sdapi/v1/img2img", responses=responses(*docs.SYNC, 500))
 async def img2img(req: Img2ImgRequest, request: Request, state: State, caller: Caller) -> Any:
     """init_images[0] (and `mask`: inpaint) with the txt2img fields; see docs for ignored ones."""
     caller.require("generate")

@@ -8,15 +8,18 @@ import re
 from typing import Any
 
 from fastapi import APIRouter, Request
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from pixelpool.api import openapi_docs as docs
 from pixelpool.api import ops
 from pixelpool.api.a1111 import running
+from pixelpool.api.a1111.errors import responses
 from pixelpool.api.a1111.generate import MODEL_FIELD, decode_image, model_name
 from pixelpool.api.a1111.models import PngInfoRequest
 from pixelpool.api.auth import Caller
 from pixelpool.api.errors import ApiError, field_error
 from pixelpool.api.selfhosted import State
+from pixelpool.api.uploads import check_image, max_input_pixels
 from pixelpool.families.diffusion.samplers import SAMPLERS, SCHEDULES
 from pixelpool.registry.entry import ModelEntry
 
@@ -30,7 +33,7 @@ def title(state: State, entry: ModelEntry) -> tuple[str, str]:
     return f"{entry.name} [{short}]", short
 
 
-@router.get("/sdapi/v1/sd-models")
+@router.get("/sdapi/v1/sd-models", responses=responses(*docs.AUTH))
 async def sd_models(state: State, caller: Caller) -> list[dict[str, Any]]:
     listing = []
     for entry in state.registry.entries():
@@ -42,25 +45,25 @@ async def sd_models(state: State, caller: Caller) -> list[dict[str, Any]]:
     return listing
 
 
-@router.get("/sdapi/v1/samplers")
+@router.get("/sdapi/v1/samplers", responses=responses(*docs.AUTH))
 async def samplers(caller: Caller) -> list[dict[str, Any]]:
     return [{"name": name, "aliases": [], "options": {}} for name in SAMPLERS]
 
 
-@router.get("/sdapi/v1/schedulers")
+@router.get("/sdapi/v1/schedulers", responses=responses(*docs.AUTH))
 async def schedulers(caller: Caller) -> list[dict[str, Any]]:
     names = {"Automatic": "automatic", **{k: k.lower().replace(" ", "_") for k in SCHEDULES}}
     return [{"name": key, "label": label, "aliases": None, "default_rho": -1,
              "need_inner_model": False} for label, key in names.items()]  # fmt: skip
 
 
-@router.get("/sdapi/v1/loras")
+@router.get("/sdapi/v1/loras", responses=responses(*docs.AUTH))
 async def loras(state: State, caller: Caller) -> list[dict[str, Any]]:
     return [{"name": x.name, "alias": x.name, "path": str(x.path), "metadata": {}}
             for x in state.registry.loras()]  # fmt: skip
 
 
-@router.get("/sdapi/v1/options")
+@router.get("/sdapi/v1/options", responses=responses(*docs.AUTH, 404))
 async def get_options(state: State, caller: Caller) -> dict[str, Any]:
     """The caller's default model (per key, as `/switch-model` sets it) and fixed values."""
     entry = ops.resolve_model(state, None)
@@ -68,7 +71,7 @@ async def get_options(state: State, caller: Caller) -> dict[str, Any]:
             "CLIP_stop_at_last_layers": 1, "samples_format": "png"}  # fmt: skip
 
 
-@router.post("/sdapi/v1/options")
+@router.post("/sdapi/v1/options", responses=responses(*docs.SCOPED, 400, 404, 413, 422))
 async def set_options(body: dict[str, Any], state: State, caller: Caller) -> None:
     """Only `sd_model_checkpoint` is honoured: the caller's default model (an admin key:
     the server's), the mechanism of `/switch-model`. Other keys are ignored."""
@@ -90,7 +93,7 @@ async def set_options(body: dict[str, Any], state: State, caller: Caller) -> Non
     return None
 
 
-@router.get("/sdapi/v1/progress")
+@router.get("/sdapi/v1/progress", responses=responses(*docs.AUTH))
 async def progress(request: Request, state: State, caller: Caller) -> dict[str, Any]:
     """The caller's own running /sdapi request; `current_image` stays null (no previews)."""
     jobs = [job for run in running.running(request, caller.owner) for job in run]
@@ -113,7 +116,7 @@ async def progress(request: Request, state: State, caller: Caller) -> dict[str, 
     }  # fmt: skip
 
 
-@router.post("/sdapi/v1/interrupt")
+@router.post("/sdapi/v1/interrupt", responses=responses(*docs.AUTH))
 async def interrupt(request: Request, state: State, caller: Caller) -> None:
     """Cancel the caller's running /sdapi jobs; the request returns what finished."""
     for run in running.running(request, caller.owner):
@@ -145,18 +148,18 @@ def parse_infotext(text: str) -> dict[str, Any]:
     return parsed
 
 
-def _read_text(data: bytes) -> tuple[str, dict[str, Any]]:
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            items = {k: v for k, v in img.info.items() if isinstance(v, str)}
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise field_error("image", "is not a readable image") from exc
+def _read_text(data: bytes, max_pixels: int) -> tuple[str, dict[str, Any]]:
+    """The image's text chunks, once `check_image` has found it a sound image."""
+    check_image(data, "image", max_pixels)
+    with Image.open(io.BytesIO(data)) as img:
+        items = {k: v for k, v in img.info.items() if isinstance(v, str)}
     return str(items.pop("parameters", "")), items
 
 
-@router.post("/sdapi/v1/png-info")
-async def png_info(req: PngInfoRequest, caller: Caller) -> dict[str, Any]:
-    text, items = await asyncio.to_thread(_read_text, decode_image(req.image, "image"))
+@router.post("/sdapi/v1/png-info", responses=responses(*docs.AUTH, 400, 413, 422))
+async def png_info(req: PngInfoRequest, state: State, caller: Caller) -> dict[str, Any]:
+    data = decode_image(req.image, "image")
+    text, items = await asyncio.to_thread(_read_text, data, max_input_pixels(state))
     return {"info": text, "items": items, "parameters": parse_infotext(text) if text else {}}
 
 
