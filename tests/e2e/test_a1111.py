@@ -77,6 +77,16 @@ def test_batch_seeds_and_png_info_round_trip(url: str) -> None:
     assert fields["Model"] == "demo-sd"
 
 
+def test_hires_fix(url: str) -> None:
+    body = {"prompt": "a fox", "seed": 4, "enable_hr": True, "hr_scale": 2,
+            "hr_upscaler": "Latent", "denoising_strength": 0.5, **SMALL}  # fmt: skip
+    out = call(url, "POST", "txt2img", json=body).json()
+    image = Image.open(io.BytesIO(base64.b64decode(out["images"][0])))
+    assert image.size == (128, 128)
+    infotext = json.loads(out["info"])["infotexts"][0]
+    assert "Hires resize: 128x128" in infotext and "Size: 64x64" in infotext
+
+
 def test_img2img(url: str) -> None:
     start = Image.new("RGB", (64, 64), (200, 30, 30))
     result = client(url).img2img(images=[start], prompt="a red square", denoising_strength=0.5,

@@ -143,7 +143,9 @@ def _response(req: Txt2ImgRequest, specs: list[JobSpec], outputs: list[Output]) 
         "job_timestamp": time.strftime("%Y%m%d%H%M%S"), "interrupted": len(outputs) < len(specs),
     }  # fmt: skip
     images = [b64(o.data) for o in outputs] if req.send_images else []
-    parameters = req.model_dump(exclude={"init_images", "mask"})
+    parameters = req.model_dump()
+    if isinstance(req, Img2ImgRequest):  # A1111 does not echo the images back
+        parameters.update(init_images=None, mask=None)
     return {"images": images, "parameters": parameters, "info": json.dumps(info)}
 
 

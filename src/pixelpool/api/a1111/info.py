@@ -14,7 +14,7 @@ from pixelpool.api import openapi_docs as docs
 from pixelpool.api import ops
 from pixelpool.api.a1111 import running
 from pixelpool.api.a1111.errors import responses
-from pixelpool.api.a1111.generate import MODEL_FIELD, decode_image, model_name
+from pixelpool.api.a1111.generate import decode_image, model_name
 from pixelpool.api.a1111.models import PngInfoRequest
 from pixelpool.api.auth import Caller
 from pixelpool.api.errors import ApiError, field_error
@@ -27,10 +27,13 @@ router = APIRouter(tags=["AUTOMATIC1111"])
 _FIELD = re.compile(r'\s*([\w .\-/+]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 
 
-def title(state: State, entry: ModelEntry) -> tuple[str, str]:
-    """(title, short hash): A1111 titles a checkpoint `name [hash10]`."""
-    short = str(state.registry.fingerprint(entry))[:10]
-    return f"{entry.name} [{short}]", short
+def title(state: State, entry: ModelEntry) -> tuple[str, str | None, str | None]:
+    """(title, short hash, sha256): A1111 titles a checkpoint `name [hash10]`; a model
+    whose fingerprint is not computed yet is titled by its name alone."""
+    full = state.registry.fingerprint(entry)
+    if not full:
+        return entry.name, None, None
+    return f"{entry.name} [{full[:10]}]", full[:10], full
 
 
 @router.get("/sdapi/v1/sd-models", responses=responses(*docs.AUTH))
@@ -39,9 +42,9 @@ async def sd_models(state: State, caller: Caller) -> list[dict[str, Any]]:
     for entry in state.registry.entries():
         if entry.family != "diffusion":
             continue
-        name, short = title(state, entry)
+        name, short, full = title(state, entry)
         listing.append({"title": name, "model_name": entry.name, "hash": short,
-                        "sha256": None, "filename": str(entry.path), "config": None})  # fmt: skip
+                        "sha256": full, "filename": str(entry.path), "config": None})  # fmt: skip
     return listing
 
 
@@ -161,6 +164,3 @@ async def png_info(req: PngInfoRequest, state: State, caller: Caller) -> dict[st
     data = decode_image(req.image, "image")
     text, items = await asyncio.to_thread(_read_text, data, max_input_pixels(state))
     return {"info": text, "items": items, "parameters": parse_infotext(text) if text else {}}
-
-
-__all__ = ["MODEL_FIELD", "router"]
