@@ -26,6 +26,8 @@ OPERATIONS = [
 def _error_schema(path: str) -> str:
     if path == "/v1" or path.startswith("/v1/"):
         return "OpenAIError"
+    if path.startswith("/sdapi/v1/"):
+        return "A1111Error"
     detail = path in SELF_HOSTED_PATHS or is_vision_path(path)
     return "DetailError" if detail else "NativeError"
 
