@@ -150,7 +150,7 @@ def _response(req: Txt2ImgRequest, specs: list[JobSpec], outputs: list[Output]) 
 
 
 def _count(state: State, req: Txt2ImgRequest) -> int:
-    """batch_size * n_iter images; a random seed (-1) is picked once, then +1 per image."""
+    """batch_size * n_iter images (a random seed, -1, is picked once, then +1 per image)."""
     for field in ("batch_size", "n_iter"):
         if getattr(req, field) < 1:
             raise field_error(field, "must be at least 1")
