@@ -146,8 +146,9 @@ def _resolve_sampler(sampler: Any, scheduler: Any) -> tuple[str | None, str | No
 
 
 def _given_sampler(given: dict[str, Any]) -> dict[str, Any]:
-    """The request's own sampler and schedule, split before the model's defaults merge in,
-    so a schedule in the sampler's name replaces the model's default schedule."""
+    """One layer's (defaults, preset, request) sampler and schedule, split before the
+    layers merge, so a schedule in the request's sampler name replaces the model's
+    default schedule, and a request's scheduler replaces one in a default's name."""
     if not given.get("sampler"):
         return given
     sampler, schedule = _resolve_sampler(given["sampler"], given.get("scheduler"))
@@ -185,8 +186,8 @@ def sampling_fields(
     given = {
         k: v for k, v in request.items() if v is not None and (k, v) != ("negative_prompt", "")
     }
-    given = _given_sampler(given)
-    merged = {**model_defaults(entry), **named.get(quality or "", {}), **given}
+    layers = (model_defaults(entry), named.get(quality or "", {}), given)
+    merged = {k: v for layer in layers for k, v in _given_sampler(layer).items()}
     check_prompts(limits, request.get("prompt"), request.get("negative_prompt"))
     check_types(merged)
     prompt = clean_prompt(merged.get("prompt") or "")
