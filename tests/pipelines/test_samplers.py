@@ -1,7 +1,9 @@
 """Sampler tables: every name builds a diffusers scheduler; bad combinations are refused."""
 
+from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from diffusers import EulerDiscreteScheduler
 
@@ -14,6 +16,8 @@ from pixelpool.families.diffusion.samplers import (
     samplers_for,
 )
 from pixelpool.pipelines.diffusion.common import make_scheduler
+
+from .diffusion_helpers import BASE, MODELS, load, run
 
 PARAMS = {"prompt": "x", "width": 64, "height": 64, "steps": 4, "cfg_scale": 5, "seed": 1}
 
@@ -51,3 +55,14 @@ def test_combinations_are_checked() -> None:
     assert check_combination("sdxl", "DPM++ 2M SDE", "Exponential") is None
     assert "Flow Euler" in samplers_for("flux") and "Euler" not in samplers_for("sd3")
     assert canonical_schedule("sgm_uniform") == "SGM Uniform"
+
+
+def test_a1111_name_makes_the_same_image_as_sampler_and_scheduler(models_dir: Path) -> None:
+    """'DPM++ 2M Karras' is 'DPM++ 2M' with the Karras schedule, pixel for pixel."""
+    model = load(models_dir / MODELS["sd15"], "sd15")
+    base = {**BASE, "width": 64, "height": 64, "steps": 2}
+    named = run(model, "txt2img", {**base, "sampler": "DPM++ 2M Karras"})[0]
+    split = run(model, "txt2img", {**base, "sampler": "DPM++ 2M", "scheduler": "Karras"})[0]
+    assert np.array_equal(named.images[0], split.images[0])
+    plain = run(model, "txt2img", {**base, "sampler": "DPM++ 2M"})[0]
+    assert not np.array_equal(named.images[0], plain.images[0])

@@ -25,9 +25,8 @@ from pixelpool.families.diffusion.params import (
 )
 from pixelpool.families.diffusion.prompts import extract_lora_tags
 from pixelpool.families.diffusion.samplers import (
-    canonical_sampler,
-    canonical_schedule,
     check_combination,
+    resolve_sampler,
 )
 from pixelpool.jobs.service import NoDeviceFits, NoDeviceServes, QueueFull
 from pixelpool.jobs.spec import JobRecord, JobSpec
@@ -135,12 +134,29 @@ def resolve_loras(
     return list(by_name.values())
 
 
-def _sampler_fields(entry: ModelEntry, sampler: str | None, scheduler: str | None) -> dict:
+def _resolve_sampler(sampler: Any, scheduler: Any) -> tuple[str | None, str | None]:
+    """Canonical names; an A1111 name such as 'DPM++ 2M Karras' names the schedule too."""
+    if not isinstance(sampler, str | None) or not isinstance(scheduler, str | None):
+        check_types({"sampler": sampler, "scheduler": scheduler})
     try:
-        sampler = canonical_sampler(sampler) if sampler else None
-        schedule = canonical_schedule(scheduler) if scheduler else None
+        return resolve_sampler(sampler, scheduler)
     except ValueError as exc:
-        raise field_error("sampler" if "sampler" in str(exc) else "scheduler", str(exc)) from exc
+        field, _, message = str(exc).partition(": ")
+        raise field_error(field, message) from exc
+
+
+def _given_sampler(given: dict[str, Any]) -> dict[str, Any]:
+    """One layer's (defaults, preset, request) sampler and schedule, split before the
+    layers merge, so a schedule in the request's sampler name replaces the model's
+    default schedule, and a request's scheduler replaces one in a default's name."""
+    if not given.get("sampler"):
+        return given
+    sampler, schedule = _resolve_sampler(given["sampler"], given.get("scheduler"))
+    return {**given, "sampler": sampler, **({"scheduler": schedule} if schedule else {})}
+
+
+def _sampler_fields(entry: ModelEntry, sampler: str | None, scheduler: str | None) -> dict:
+    sampler, schedule = _resolve_sampler(sampler or None, scheduler or None)
     problem = check_combination(entry.architecture, sampler, schedule, entry.zero_snr)
     if problem:
         field, _, message = problem.partition(": ")
@@ -170,7 +186,8 @@ def sampling_fields(
     given = {
         k: v for k, v in request.items() if v is not None and (k, v) != ("negative_prompt", "")
     }
-    merged = {**model_defaults(entry), **named.get(quality or "", {}), **given}
+    layers = (model_defaults(entry), named.get(quality or "", {}), given)
+    merged = {k: v for layer in layers for k, v in _given_sampler(layer).items()}
     check_prompts(limits, request.get("prompt"), request.get("negative_prompt"))
     check_types(merged)
     prompt = clean_prompt(merged.get("prompt") or "")

@@ -3,7 +3,8 @@
 A request for n images becomes n specs built by `ops` / `diffusion.specs` (the one
 job path). `quality` picks the model's preset (ops.presets). Extension fields
 beyond OpenAI's: seed, negative_prompt, steps, guidance_scale, sampler, scheduler,
-loras (FastFusion's `lora_settings` also works), strength (edits, variations).
+loras, strength (edits, variations); and FastFusion's: num_inference_steps (steps),
+lora_settings (loras), style (accepted, no effect).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from fastapi import Request
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from pixelpool.api.errors import ApiError, field_error
 from pixelpool.api.openai.encoding import reencode
@@ -61,10 +62,22 @@ class ImageOptions(RequestModel):
     seed: int | None = Field(None, description="0, -1 or absent: random; image i gets seed+i")
     negative_prompt: Prompt | None = None
     steps: int | None = Field(None, description="overrides the quality preset")
+    num_inference_steps: int | None = Field(None, description="FastFusion's name for `steps`")
     guidance_scale: float | None = None
     sampler: Name | None = None
     scheduler: Name | None = None
-    loras: list[LoraRef] | None = Field(None, alias="lora_settings")
+    loras: list[LoraRef] | None = Field(
+        None, alias="lora_settings", description="[{name, weight}]; `loras` also works"
+    )
+    _loras_field: str = PrivateAttr("loras")  # the name the client used, for errors
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _remember_loras_name(cls, data: Any, handler: Any) -> Any:
+        model = handler(data)
+        if isinstance(data, dict) and "lora_settings" in data:
+            model._loras_field = "lora_settings"
+        return model
 
     @field_validator("loras", mode="before")
     @classmethod
@@ -86,7 +99,11 @@ class StreamOptions(RequestModel):
 class GenerationRequest(ImageOptions, StreamOptions):
     prompt: Prompt = Field(min_length=1)
     moderation: Literal["low", "auto"] | None = Field(None, description="accepted; no effect")
-    style: Literal["vivid", "natural"] | None = Field(None, description="accepted; no effect")
+    style: str | None = Field(
+        None,
+        max_length=100,
+        description="accepted (OpenAI's vivid/natural, FastFusion's hint); no effect",
+    )
     safety_identifier: str | None = None
 
 
@@ -170,12 +187,18 @@ def plan_images(
     request = {
         "prompt": prompt, "negative_prompt": req.negative_prompt,
         "model": model_name(state, req.model), "width": width, "height": height,
-        "steps": req.steps, "cfg_scale": req.guidance_scale, "sampler": req.sampler,
+        "steps": req.num_inference_steps if req.steps is None else req.steps,
+        "cfg_scale": req.guidance_scale, "sampler": req.sampler,
         "scheduler": req.scheduler, "quality": QUALITY_ALIASES.get(quality, quality),
         "loras": [lora.model_dump() for lora in req.loras] if req.loras else None,
         "output_format": "png" if compression is not None else fmt,
     }  # fmt: skip
-    specs = build_specs(lambda seed: build({**request, "seed": seed}), req.seed, n, FIELD_NAMES)
+    if None not in (req.steps, req.num_inference_steps) and req.steps != req.num_inference_steps:
+        raise field_error("num_inference_steps", "differs from `steps`; send one of them", 400)
+    names = {**FIELD_NAMES, "loras": req._loras_field}
+    if req.steps is None and req.num_inference_steps is not None:
+        names["steps"] = "num_inference_steps"
+    specs = build_specs(lambda seed: build({**request, "seed": seed}), req.seed, n, names)
     params = specs[0].params
     return Plan(
         specs, params["width"], params["height"], fmt, compression, quality,

@@ -9,10 +9,10 @@ from __future__ import annotations
 import secrets
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pixelpool.families.base import OpParams
-from pixelpool.families.diffusion.samplers import canonical_sampler, canonical_schedule
+from pixelpool.families.diffusion.samplers import resolve_sampler
 
 NATIVE_SIZE = {"sd15": 512, "sdxl": 1024, "sd3": 1024, "flux": 1024}
 MAX_SEED = 2**64 - 1
@@ -67,15 +67,19 @@ class DiffusionParams(OpParams):
     subseed: int | None = Field(None, ge=1, le=MAX_SEED)
     subseed_strength: float = Field(0.0, ge=0, le=1)
 
-    @field_validator("sampler")
+    @model_validator(mode="before")
     @classmethod
-    def _sampler(cls, v: str | None) -> str | None:
-        return None if v in (None, "") else canonical_sampler(v)
-
-    @field_validator("scheduler")
-    @classmethod
-    def _schedule(cls, v: str | None) -> str | None:
-        return None if v in (None, "") else canonical_schedule(v)
+    def _sampler(cls, data: Any) -> Any:
+        """Canonical names; an A1111 name such as 'DPM++ 2M Karras' sets `scheduler` too
+        (the one place every dialect's request passes through on its way to a job)."""
+        if not isinstance(data, dict) or not (data.get("sampler") or data.get("scheduler")):
+            return data
+        if not all(isinstance(data.get(k), str | None) for k in ("sampler", "scheduler")):
+            return data  # the field types then say what is wrong
+        sampler, schedule = resolve_sampler(
+            data.get("sampler") or None, data.get("scheduler") or None
+        )
+        return {**data, "sampler": sampler, "scheduler": schedule}
 
     def lora_key(self) -> tuple[tuple[str, float], ...]:
         return tuple(sorted((lora.key, lora.weight) for lora in self.loras))

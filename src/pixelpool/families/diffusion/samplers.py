@@ -66,11 +66,38 @@ _BY_NORM = {_norm(n): n for n in SAMPLERS}
 _SCHEDULE_BY_NORM = {_norm(n): n for n in SCHEDULES}
 
 
+def _unknown_sampler(name: str) -> ValueError:
+    schedules = ", ".join(n for n in SCHEDULES if n != "Normal")
+    return ValueError(
+        f"unknown sampler {name!r}; valid: {', '.join(SAMPLERS)} "
+        f"(A1111 style, a schedule may follow the name: {schedules}, e.g. 'DPM++ 2M Karras')"
+    )
+
+
+def split_sampler_name(name: str) -> tuple[str, str | None]:
+    """'DPM++ 2M Karras' -> ('DPM++ 2M', 'Karras'); 'euler_a' -> ('Euler a', None).
+
+    A1111 still accepts its old names with the schedule in them, so clients send them.
+    Case and spacing do not matter; a name that is a sampler as a whole wins (so
+    'DPM++ 2M SDE' is a sampler, not 'DPM++ 2M' with a schedule). Raises ValueError
+    listing the valid names.
+    """
+    norm = _norm(name)
+    if norm in _BY_NORM:
+        return _BY_NORM[norm], None
+    for sched_norm, schedule in sorted(_SCHEDULE_BY_NORM.items(), key=lambda kv: -len(kv[0])):
+        head = norm.removesuffix(sched_norm)
+        if head != norm and head in _BY_NORM:
+            return _BY_NORM[head], schedule
+    raise _unknown_sampler(name)
+
+
 def canonical_sampler(name: str) -> str:
-    """'euler_a', 'Euler A' -> 'Euler a'. Raises ValueError listing the valid names."""
+    """'euler_a', 'Euler A' -> 'Euler a' (no schedule in the name). Raises ValueError
+    listing the valid names."""
     found = _BY_NORM.get(_norm(name))
     if found is None:
-        raise ValueError(f"unknown sampler {name!r}; valid: {', '.join(SAMPLERS)}")
+        raise _unknown_sampler(name)
     return found
 
 
@@ -79,6 +106,27 @@ def canonical_schedule(name: str) -> str:
     if found is None:
         raise ValueError(f"unknown scheduler {name!r}; valid: {', '.join(SCHEDULES)}")
     return found
+
+
+def resolve_sampler(sampler: str | None, scheduler: str | None) -> tuple[str | None, str | None]:
+    """The canonical (sampler, schedule) of a request that may name the schedule in the
+    sampler ('DPM++ 2M Karras'). The name's schedule fills `scheduler` when the request
+    gave none; an explicit scheduler that differs is an error, not a silent choice.
+    Errors are ValueErrors that start with the field they are about ('sampler: ...')."""
+    try:
+        name, named = split_sampler_name(sampler) if sampler else (None, None)
+    except ValueError as exc:
+        raise ValueError(f"sampler: {exc}") from exc
+    try:
+        schedule = canonical_schedule(scheduler) if scheduler else None
+    except ValueError as exc:
+        raise ValueError(f"scheduler: {exc}") from exc
+    if named and schedule and named != schedule:
+        raise ValueError(
+            f"scheduler: {schedule!r} conflicts with the schedule in sampler {sampler!r} "
+            f"({named!r}); send one of them"
+        )
+    return name, schedule or named
 
 
 def samplers_for(architecture: str) -> list[str]:
