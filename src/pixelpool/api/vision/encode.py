@@ -21,13 +21,30 @@ from __future__ import annotations
 import base64
 import io
 import math
+from functools import cache
+from types import ModuleType
 from typing import Any, Literal
 
-import cv2
 import numpy as np
-from pycocotools import mask as coco_mask
 
 from pixelpool.api.errors import field_error
+
+
+# OpenCV and pycocotools are imported on first use: together they add ~17 MB to the
+# HTTP process, which a server that never answers a vision request does not need.
+@cache
+def cv2() -> ModuleType:
+    import cv2 as module
+
+    return module
+
+
+@cache
+def coco_mask() -> ModuleType:
+    from pycocotools import mask as module
+
+    return module
+
 
 MaskFormat = Literal["dense", "rle", "polygons"]
 ArrayFormat = Literal["npy", "list"]
@@ -104,7 +121,7 @@ def encode_array(array: np.ndarray, fmt: str, field: str = "array_format") -> An
 def mask_to_rle(mask: np.ndarray) -> dict[str, Any]:
     """COCO compressed RLE of one HxW mask: `{"size": [h, w], "counts": str}`."""
     (one,) = _as_masks(mask)
-    rle = coco_mask.encode(np.asfortranarray(one))
+    rle = coco_mask().encode(np.asfortranarray(one))
     return {"size": [int(n) for n in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
@@ -115,7 +132,7 @@ def rle_to_mask(rle: dict[str, Any]) -> np.ndarray:
         "size": list(rle["size"]),
         "counts": counts.encode() if isinstance(counts, str) else counts,
     }
-    return coco_mask.decode(data)
+    return coco_mask().decode(data)
 
 
 def mask_to_polygons(mask: np.ndarray, tolerance: float = 0.0) -> list[list[int]]:
@@ -124,11 +141,12 @@ def mask_to_polygons(mask: np.ndarray, tolerance: float = 0.0) -> list[list[int]
     tolerance: the largest distance in pixels a simplified outline may stray from
     the exact one (`cv2.approxPolyDP`'s epsilon); 0 keeps it exact."""
     (one,) = _as_masks(mask)
-    contours, _ = cv2.findContours(one, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    cv = cv2()
+    contours, _ = cv.findContours(one, cv.RETR_EXTERNAL, cv.CHAIN_APPROX_SIMPLE)
     polygons = []
     for contour in contours:
         if tolerance > 0:
-            contour = cv2.approxPolyDP(contour, tolerance, closed=True)
+            contour = cv.approxPolyDP(contour, tolerance, closed=True)
         polygons.append([int(v) for v in contour.reshape(-1)])
     return polygons
 
@@ -138,7 +156,7 @@ def polygons_to_mask(polygons: list[list[int]], height: int, width: int) -> np.n
     out = np.zeros((height, width), np.uint8)
     points = [np.asarray(p, np.int32).reshape(-1, 1, 2) for p in polygons if p]
     if points:
-        cv2.fillPoly(out, points, 1)
+        cv2().fillPoly(out, points, 1)
     return out
 
 

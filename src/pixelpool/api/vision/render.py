@@ -27,7 +27,6 @@ import io
 import json
 from typing import Any, Literal
 
-import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
@@ -40,7 +39,7 @@ from pixelpool.api.vision.artifacts import (
     should_store,
     store_bytes,
 )
-from pixelpool.api.vision.encode import MAX_TOLERANCE, encode_array, encode_masks
+from pixelpool.api.vision.encode import MAX_TOLERANCE, cv2, encode_array, encode_masks
 from pixelpool.jobs.spec import JobRecord, JobStatus
 
 PNG_MEDIA_TYPE = "image/png"
@@ -121,8 +120,9 @@ def depth_png(depth: np.ndarray, fmt: str) -> bytes:
     if fmt == "png16":
         image = _scaled(depth, 65535).astype(np.uint16)
     else:
-        image = cv2.applyColorMap(_scaled(depth, 255).astype(np.uint8), cv2.COLORMAP_INFERNO)
-    ok, buf = cv2.imencode(".png", image)
+        cv = cv2()
+        image = cv.applyColorMap(_scaled(depth, 255).astype(np.uint8), cv.COLORMAP_INFERNO)
+    ok, buf = cv2().imencode(".png", image)
     if not ok:  # pragma: no cover - OpenCV encodes any uint8/uint16 array
         raise ValueError("PNG encoding failed")
     return buf.tobytes()
