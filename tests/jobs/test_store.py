@@ -104,6 +104,10 @@ def test_artifacts_dedupe_content_and_expire(tmp_path: Path) -> None:
         c = await from_disk.put(b"other", "image/png", None)
         again = await from_disk.get(c.id)
         assert again is not None and again.data is None and again.path.read_bytes() == b"other"
+        assert await from_disk.read(again) == b"other"  # from the file
+        assert got is not None and await arts.read(got) == b"png-bytes"  # from memory
+        again.path.unlink()  # purged between get and read: None, not an exception
+        assert await from_disk.read(again) is None
 
         def expire_all(conn: sqlite3.Connection) -> None:
             conn.execute("UPDATE artifacts SET expires = 0")

@@ -95,9 +95,9 @@ async def read_output(state: AppState, record: JobRecord) -> Output:
         raise ApiError(500, f"generation failed: {record.error or record.status.value}")
     meta = record.result["artifacts"][0]
     art = await state.jobs.artifacts.get(meta["id"])
-    if art is None:
+    data = await state.jobs.artifacts.read(art) if art is not None else None
+    if art is None or data is None:
         raise ApiError(410, f"job {record.id}: result has expired")
-    data = await asyncio.to_thread(art.path.read_bytes)
     seeds = record.result.get("seeds") or [record.spec.params.get("seed", 0)]  # none: not diffusion
     seed = int(seeds[0])
     return Output(art.id, art.media_type, data, seed, meta["width"], meta["height"])

@@ -152,6 +152,16 @@ class ArtifactStore:
             return None
         return Artifact(artifact_id, sha, media_type, size, owner, expires, path)
 
+    async def read(self, art: Artifact) -> bytes | None:
+        """The artifact's bytes: from memory while recent, else from its file off the event
+        loop; None when the file has gone since `get` (expired and purged meanwhile)."""
+        if art.data is not None:
+            return art.data
+        try:
+            return await asyncio.to_thread(art.path.read_bytes)
+        except FileNotFoundError:
+            return None
+
     async def purge_expired(self) -> int:
         """Drop expired references, then files no reference points to any more."""
         now = time.time()

@@ -75,12 +75,10 @@ def check_completed(record: JobRecord, field: str) -> None:
 
 
 async def artifact_bytes(state: AppState, art: Artifact, field: str) -> bytes:
-    if art.data is not None:
-        return art.data
-    try:
-        return await asyncio.to_thread(art.path.read_bytes)
-    except FileNotFoundError as exc:
-        raise ApiError(410, f"{field}: artifact {art.id} has expired", field) from exc
+    data = await state.jobs.artifacts.read(art)
+    if data is None:
+        raise ApiError(410, f"{field}: artifact {art.id} has expired", field)
+    return data
 
 
 async def _result_artifact(state: AppState, record: JobRecord, name: str, field: str) -> bytes:

@@ -91,10 +91,11 @@ class JobArrays:
 
     async def load(self, name: str) -> np.ndarray:
         meta = self.meta.get(name)
-        art = await self.state.jobs.artifacts.get(meta["id"]) if meta else None
-        if art is None:
+        store = self.state.jobs.artifacts
+        art = await store.get(meta["id"]) if meta else None
+        data = await store.read(art) if art is not None else None
+        if data is None:
             raise ApiError(410, f"job {self.record.id}: result has expired")
-        data = art.data if art.data is not None else await asyncio.to_thread(art.path.read_bytes)
         return await asyncio.to_thread(np.load, io.BytesIO(data), allow_pickle=False)
 
     def reference(self, name: str) -> dict[str, Any]:
