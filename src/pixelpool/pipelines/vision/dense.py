@@ -11,7 +11,9 @@ register tokens; ConvNeXt: its last stage's positions), row-major over the grid.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,32 +32,44 @@ def pixel_inputs(vm: VisionModel, image: Image.Image) -> Inputs:
     }
 
 
-def _flat(images: list[list[Image.Image]]) -> tuple[list[Image.Image], list[tuple[int, int]]]:
+Output = tuple[Any, int, int, int, Image.Image]
+
+
+def _outputs(
+    vm: VisionModel, images: list[list[Image.Image]], stage: str,
+    progress: ProgressFn, cancel: CancelFn,
+) -> Iterator[Output]:  # fmt: skip
+    """(model output, row of this image in it, job index, index in the job, the image) for
+    every input, with one forward per group of same-shaped images."""
+    flat = [img for per_job in images for img in per_job]
     owners = [(j, local) for j, per_job in enumerate(images) for local in range(len(per_job))]
-    return [img for per_job in images for img in per_job], owners
+    inputs = [pixel_inputs(vm, img) for img in flat]
+    for members, out in run_groups(vm, inputs, lambda b: vm.model(**b), stage, progress, cancel):
+        for k, i in enumerate(members):
+            yield out, k, *owners[i], flat[i]
+
+
+def _results(images: list[list[Image.Image]]) -> list[Result]:
+    return [Result(info={"images": [{} for _ in per_job]}) for per_job in images]
 
 
 def depth(
     vm: VisionModel, jobs: list[DepthParams], images: list[list[Image.Image]],
     progress: ProgressFn, cancel: CancelFn,
 ) -> list[Result]:  # fmt: skip
-    flat, owners = _flat(images)
-    inputs = [pixel_inputs(vm, img) for img in flat]
-    results = [Result(info={"images": [{} for _ in per_job]}) for per_job in images]
-    for members, out in run_groups(vm, inputs, lambda b: vm.model(**b), "depth", progress, cancel):
-        for k, i in enumerate(members):
-            j, local = owners[i]
-            raw = SimpleNamespace(predicted_depth=rows(out.predicted_depth, k))
-            found = vm.processor.post_process_depth_estimation(
-                raw, target_sizes=[(flat[i].height, flat[i].width)]
-            )[0]["predicted_depth"]
-            array = np.ascontiguousarray(found.float().cpu().numpy(), dtype=np.float32)
-            name = f"depth/{local}"
-            results[j].arrays[name] = array
-            results[j].info["images"][local] = {
-                "width": flat[i].width, "height": flat[i].height, "depth": name,
-                "min": float(array.min()), "max": float(array.max()),
-            }  # fmt: skip
+    results = _results(images)
+    for out, k, j, local, image in _outputs(vm, images, "depth", progress, cancel):
+        raw = SimpleNamespace(predicted_depth=rows(out.predicted_depth, k))
+        found = vm.processor.post_process_depth_estimation(
+            raw, target_sizes=[(image.height, image.width)]
+        )[0]["predicted_depth"]
+        array = np.ascontiguousarray(found.float().cpu().numpy(), dtype=np.float32)
+        name = f"depth/{local}"
+        results[j].arrays[name] = array
+        results[j].info["images"][local] = {
+            "width": image.width, "height": image.height, "depth": name,
+            "min": float(array.min()), "max": float(array.max()),
+        }  # fmt: skip
     return results
 
 
@@ -80,19 +94,15 @@ def embed(
     vm: VisionModel, jobs: list[EmbedParams], images: list[list[Image.Image]],
     progress: ProgressFn, cancel: CancelFn,
 ) -> list[Result]:  # fmt: skip
-    flat, owners = _flat(images)
-    inputs = [pixel_inputs(vm, img) for img in flat]
-    results = [Result(info={"images": [{} for _ in per_job]}) for per_job in images]
-    for members, out in run_groups(vm, inputs, lambda b: vm.model(**b), "embed", progress, cancel):
-        for k, i in enumerate(members):
-            j, local = owners[i]
-            p = jobs[j]
-            embedding, patches = features(vm, rows(out.last_hidden_state, k),
-                                          rows(out.pooler_output, k), p)  # fmt: skip
-            entry = {"embedding": f"embedding/{local}", "dim": int(embedding.shape[-1])}
-            results[j].arrays[entry["embedding"]] = np.ascontiguousarray(embedding, np.float32)
-            if p.patch_features:
-                entry["patches"] = f"patches/{local}"
-                results[j].arrays[entry["patches"]] = np.ascontiguousarray(patches, np.float32)
-            results[j].info["images"][local] = entry
+    results = _results(images)
+    for out, k, j, local, _image in _outputs(vm, images, "embed", progress, cancel):
+        p = jobs[j]
+        embedding, patches = features(vm, rows(out.last_hidden_state, k),
+                                      rows(out.pooler_output, k), p)  # fmt: skip
+        entry = {"embedding": f"embedding/{local}", "dim": int(embedding.shape[-1])}
+        results[j].arrays[entry["embedding"]] = np.ascontiguousarray(embedding, np.float32)
+        if p.patch_features:
+            entry["patches"] = f"patches/{local}"
+            results[j].arrays[entry["patches"]] = np.ascontiguousarray(patches, np.float32)
+        results[j].info["images"][local] = entry
     return results
