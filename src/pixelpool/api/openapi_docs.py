@@ -81,7 +81,8 @@ class DetailError(BaseModel):
     detail: str
 
 
-def _errors(model: type[BaseModel], statuses: Iterable[int]) -> Responses:
+def errors_of(model: type[BaseModel], statuses: Iterable[int]) -> Responses:
+    """OpenAPI error responses with `model` as the body: a dialect passes its own envelope."""
     out: Responses = {}
     for status in sorted(set(statuses)):
         entry: dict[str, Any] = {"model": model, "description": _DESCRIPTIONS[status]}
@@ -92,16 +93,16 @@ def _errors(model: type[BaseModel], statuses: Iterable[int]) -> Responses:
 
 
 def native(*statuses: int) -> Responses:
-    return _errors(NativeError, statuses)
+    return errors_of(NativeError, statuses)
 
 
 def openai(*statuses: int) -> Responses:
     """OpenAI answers invalid values with 400, never 422."""
-    return _errors(OpenAIError, (400 if s == 422 else s for s in statuses))
+    return errors_of(OpenAIError, (400 if s == 422 else s for s in statuses))
 
 
 def detail(*statuses: int) -> Responses:
-    return _errors(DetailError, statuses)
+    return errors_of(DetailError, statuses)
 
 
 def binary(*media_types: str, description: str = "The result") -> Responses:

@@ -37,4 +37,4 @@ class A1111Error(BaseModel):
 
 
 def responses(*statuses: int) -> docs.Responses:
-    return docs._errors(A1111Error, statuses)
+    return docs.errors_of(A1111Error, statuses)
