@@ -86,8 +86,9 @@ inline_result_bytes = 8388608 # larger vision results are returned as artifacts
 
 [scheduler]
 batching = true             # run compatible queued jobs as one batch
-max_batch = 4
-batch_window_ms = 0         # >0: wait this long for batch companions
+max_batch = "auto"          # "auto": what the device's memory fits, up to 16; or a number
+batch_window_ms = "auto"    # "auto": wait briefly for companions when the last batch was
+                            # bigger; a number: hold every short batch this long
 max_queue = 1000
 max_queue_per_key = 200
 max_retries = 2             # re-runs of a job whose worker died

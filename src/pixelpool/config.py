@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -86,9 +86,14 @@ class LimitsSettings(_Section):
 
 
 class SchedulerSettings(_Section):
+    """max_batch "auto": as many images as the device's memory budget fits (the cost
+    estimate), up to 16. batch_window_ms "auto": a batch shorter than the device's last
+    one of the same kind waits briefly for companions (see engine/policy.py); a number
+    holds every short batch that long after its first job arrived."""
+
     batching: bool = True
-    max_batch: int = Field(4, ge=1, le=64)
-    batch_window_ms: int = Field(0, ge=0, le=10_000)
+    max_batch: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = "auto"
+    batch_window_ms: Annotated[int, Field(ge=0, le=10_000)] | Literal["auto"] = "auto"
     max_queue: int = Field(1000, ge=1)
     max_queue_per_key: int = Field(200, ge=1)
     max_retries: int = Field(2, ge=0)

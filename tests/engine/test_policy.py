@@ -212,6 +212,46 @@ def test_batch_window_holds_a_short_batch_back() -> None:
     assert plan is not None and plan.wait_s == 0
 
 
+def test_auto_max_batch_is_what_memory_fits_up_to_16() -> None:
+    queue = Queue(SchedulerSettings(batch_window_ms=0))  # max_batch "auto"
+    for n in range(20):
+        queue.add(fake_task(f"t{n}", submitted=n))
+    assert [len(b) for b in _drain(queue, fake_slots(1)[0])] == [16, 4]
+    for n in range(6):  # 0.3 GiB each: three fit a 1 GiB budget
+        queue.add(fake_task(f"m{n}", submitted=n, item_bytes=int(0.3 * GIB)))
+    assert [len(b) for b in _drain(queue, fake_slots(1, budget_gib=1)[0])] == [3, 3]
+
+
+def test_auto_window_waits_for_companions_only_after_a_bigger_batch() -> None:
+    queue = Queue(SchedulerSettings())  # batch_window_ms "auto"
+    slot = fake_slots(1)[0]
+    queue.add(fake_task("a", submitted=10.0))
+    plan = queue.plan(slot, 10.0)
+    assert plan is not None and plan.wait_s == 0  # nothing ran before: no reason to wait
+    group = plan.batch[0].group
+    queue.ran(slot.device_id, group, 1, 0.4)
+    assert queue.plan(slot, 10.0).wait_s == 0  # type: ignore[union-attr]  # one client
+    queue.ran(slot.device_id, group, 8, 1.0)  # 8 clients were just answered
+    plan = queue.plan(slot, 10.01)
+    assert plan is not None and plan.wait_s == pytest.approx(0.04)  # 5 % of 1 s, from 10.0
+    queue.ran(slot.device_id, group, 8, 60.0)
+    plan = queue.plan(slot, 10.0)
+    assert plan is not None and plan.wait_s == pytest.approx(0.1)  # at most 100 ms
+    for n in range(7):  # the companions arrived: go at once
+        queue.add(fake_task(f"b{n}", submitted=10.02))
+    plan = queue.plan(slot, 10.02)
+    assert plan is not None and len(plan.batch) == 8 and plan.wait_s == 0
+    other = fake_slots(2)[1]  # what one device ran says nothing about another
+    assert queue.plan(other, 10.0).wait_s == 0  # type: ignore[union-attr]
+
+
+def test_auto_window_remembers_only_recent_groups() -> None:
+    queue = Queue(SchedulerSettings())
+    for n in range(policy.RECENT_GROUPS + 5):
+        queue.ran("fake0", ("f", "op", "m", (n,)), 8, 1.0)
+    assert len(queue._last) == policy.RECENT_GROUPS
+
+
 def test_refusal_names_the_reason() -> None:
     slots = fake_slots(2, budget_gib=1)
     assert policy.refusal(fake_task("ok", item_bytes=GIB // 2), slots) is None

@@ -20,16 +20,20 @@ already running.
 from __future__ import annotations
 
 import itertools
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from pixelpool.config import SchedulerSettings
 from pixelpool.engine.task import Task
 
 AGEING_S_PER_PRIORITY = 1.0
 GIB = 1 << 30
+AUTO_MAX_BATCH = 16  # max_batch "auto": the cap when the device's memory fits more
+AUTO_WINDOW_MAX_S = 0.1  # batch_window_ms "auto": the longest hold ...
+AUTO_WINDOW_SHARE = 0.05  # ... and at most this share of the last batch's run time
+RECENT_GROUPS = 256  # (device, group) pairs whose last batch is remembered
 
 Owner = str | None
 FairKey = tuple[int, int]  # (round, stamp): lower goes first
@@ -120,10 +124,16 @@ def rank(task: Task, device: Device, fair: FairShare, now: float) -> tuple[objec
     return (fair.key(task.owner), affinity, effective_priority(task, now), task.submitted)
 
 
+def max_batch(settings: SchedulerSettings) -> int:
+    """The configured cap; "auto" leaves the limit to the device's memory (`fits`)."""
+    return AUTO_MAX_BATCH if settings.max_batch == "auto" else settings.max_batch
+
+
 def batch_limit(task: Task, settings: SchedulerSettings) -> int:
     if not settings.batching:
         return 1
-    return min(settings.max_batch, task.max_batch or settings.max_batch)
+    cap = max_batch(settings)
+    return min(cap, task.max_batch or cap)
 
 
 def form_batch(
@@ -150,11 +160,27 @@ def form_batch(
     return batch
 
 
-def window_left(batch: list[Task], settings: SchedulerSettings, now: float) -> float:
-    """Seconds to hold a short batch back for companions (batch_window_ms after its head)."""
-    if not settings.batching or len(batch) >= settings.max_batch:
+def window_left(
+    batch: list[Task], settings: SchedulerSettings, now: float, last: LastBatch | None = None
+) -> float:
+    """Seconds to hold a short batch back for companions, counted from its head's arrival.
+
+    A fixed `batch_window_ms` holds every short batch. "auto" holds one only when the
+    device's last batch of the same group was bigger (`last`): then the clients it just
+    answered are likely sending their next requests, and dispatching at once would run
+    the first to arrive alone and leave the rest to a second, smaller batch (closed-loop
+    clients settle into such alternating halves). One client never waits: its last
+    batch was never bigger than one. The hold is a small share of that batch's run time.
+    """
+    if not settings.batching or len(batch) >= batch_limit(batch[0], settings):
         return 0.0
-    return max(0.0, batch[0].submitted + settings.batch_window_ms / 1000 - now)
+    if settings.batch_window_ms == "auto":
+        if last is None or len(batch) >= last.size:
+            return 0.0
+        window = min(AUTO_WINDOW_MAX_S, AUTO_WINDOW_SHARE * last.run_s)
+    else:
+        window = settings.batch_window_ms / 1000
+    return max(0.0, batch[0].submitted + window - now)
 
 
 def unserved(task: Task, devices: Sequence[Device]) -> str | None:
@@ -188,6 +214,14 @@ class Plan:
     wait_s: float  # > 0: hold it back this long for companions
 
 
+@dataclass(frozen=True)
+class LastBatch:
+    """How the last batch of a group on a device went (for the "auto" batch window)."""
+
+    size: int
+    run_s: float
+
+
 class Queue:
     """The queued tasks, with the fair share between their owners."""
 
@@ -195,6 +229,15 @@ class Queue:
         self.settings = settings
         self.fair = FairShare()
         self._tasks: dict[str, Task] = {}
+        self._last: OrderedDict[tuple[str, tuple[Any, ...]], LastBatch] = OrderedDict()
+
+    def ran(self, device_id: str, group: tuple[Any, ...], size: int, run_s: float) -> None:
+        """A batch of `group` ended on `device_id` (remembered for the most recent groups)."""
+        key = (device_id, group)
+        self._last[key] = LastBatch(size, run_s)
+        self._last.move_to_end(key)
+        while len(self._last) > RECENT_GROUPS:
+            self._last.popitem(last=False)
 
     def __len__(self) -> int:
         return len(self._tasks)
@@ -222,7 +265,8 @@ class Queue:
             return None
         head = min(candidates, key=lambda t: rank(t, device, self.fair, now))
         batch = form_batch(head, candidates, device, self.settings, self.fair, now)
-        return Plan(batch, window_left(batch, self.settings, now))
+        last = self._last.get((device.device_id, head.group))
+        return Plan(batch, window_left(batch, self.settings, now, last))
 
     def take(self, batch: list[Task]) -> None:
         """The batch starts: charge its owners, then take its tasks off the queue."""

@@ -209,7 +209,7 @@ class Scheduler:
 
     def _start(self, slot: Slot, batch: list[Task], now: float) -> None:
         slot.batch_id = uuid.uuid4().hex
-        slot.batch, slot.batch_size = batch, len(batch)
+        slot.batch, slot.batch_size, slot.batch_group = batch, len(batch), batch[0].group
         slot.batch_started = now
         head = batch[0]
         items = [WorkItem(t.job_id, t.op, t.params) for t in batch]
@@ -285,6 +285,8 @@ class Scheduler:
                 self.listener.job_failed(job_id, error, kind)
             case BatchDone(batch_id=batch_id, cache=cache):
                 if batch_id == slot.batch_id:
+                    run_s = self._clock() - slot.batch_started
+                    self.queue.ran(slot.device_id, slot.batch_group, slot.batch_size, run_s)
                     unreported, slot.batch_id, slot.batch = slot.batch, None, []
                     for task in unreported:  # never left running forever
                         self.listener.job_failed(

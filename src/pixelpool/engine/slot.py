@@ -20,6 +20,7 @@ class Slot:
     batch_id: str | None = None
     batch: list[Task] = field(default_factory=list)  # its tasks still without an outcome
     batch_size: int = 0  # how many tasks the batch started with
+    batch_group: tuple[Any, ...] = ()  # the batch's Task.group
     batch_started: float = 0.0
     cache: dict[str, Any] = field(default_factory=dict)
     last_seen: float = field(default_factory=time.monotonic)
