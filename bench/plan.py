@@ -51,12 +51,12 @@ class Plan:
     overhead: list[Workload]
     overhead_reps: int
     throughput: list[Workload]
-    throughput_clients: int
+    throughput_clients: list[int]  # concurrent clients of the batching server, one run each
     throughput_images: int  # images per server run (spread over the clients)
-    throughput_direct_images: int  # images per sequential direct run
+    throughput_direct_images: int  # images per direct run: sequential, then as one batch
     throughput_reps: int
-    max_batch: int
-    batch_window_ms: int
+    max_batch: int | str  # the batching server's settings ("auto": the server default)
+    batch_window_ms: int | str
     switch: Workload
     switch_models: list[str]  # three models, the cache has room for two
     switch_rounds: int
@@ -86,12 +86,12 @@ def cpu_plan(quick: bool, threads: int) -> Plan:
         overhead=[main],
         overhead_reps=7 if quick else 15,
         throughput=[main],
-        throughput_clients=8,
-        throughput_images=16 if quick else 48,
-        throughput_direct_images=8 if quick else 16,
+        throughput_clients=[1, 4, 8, 16],
+        throughput_images=32 if quick else 64,
+        throughput_direct_images=8,
         throughput_reps=3,
-        max_batch=8,
-        batch_window_ms=0,
+        max_batch="auto",
+        batch_window_ms="auto",
         # Small images: a switch's cost is the load, which the small compute leaves visible.
         switch=Workload("demo-sd", 64, 64, 2),
         switch_models=["demo-sd", *SWITCH_EXTRA],
@@ -115,12 +115,12 @@ def gpu_plan(quick: bool, threads: int) -> Plan:
         overhead=[sd15, sdxl],
         overhead_reps=3 if quick else 7,
         throughput=[sd15] if quick else [sd15, sdxl],
-        throughput_clients=8,
-        throughput_images=16 if quick else 32,
-        throughput_direct_images=8 if quick else 16,
+        throughput_clients=[1, 4, 8, 16],
+        throughput_images=32 if quick else 64,
+        throughput_direct_images=8,
         throughput_reps=2 if quick else 3,
-        max_batch=8,
-        batch_window_ms=0,
+        max_batch="auto",
+        batch_window_ms="auto",
         switch=Workload("bench-sd15", 512, 512, 4),
         switch_models=["bench-sd15", "bench-sd15-b", "bench-sd15-c"],
         switch_rounds=2 if quick else 4,

@@ -33,7 +33,7 @@ def device_env(plan: Plan, **device_keys: Any) -> dict[str, str]:
     return env
 
 
-def scheduler_env(batching: bool, max_batch: int, window_ms: int) -> dict[str, str]:
+def scheduler_env(batching: bool, max_batch: int | str, window_ms: int | str) -> dict[str, str]:
     return {
         "PIXELPOOL_SCHEDULER__BATCHING": "true" if batching else "false",
         "PIXELPOOL_SCHEDULER__MAX_BATCH": str(max_batch),

@@ -56,7 +56,7 @@ def run(ctx: Context) -> dict[str, Any]:
     stop = threading.Event()
     busy_flags: list[bool] = []
     job_ids: list[str] = []
-    depth = plan.max_batch + 2
+    depth = (plan.max_batch if isinstance(plan.max_batch, int) else 16) + 2  # > one batch
 
     def feeder() -> None:
         seed = FEED_SEED

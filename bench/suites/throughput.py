@@ -1,9 +1,17 @@
-"""throughput: 8 concurrent clients through the server (batching on, then off) vs
-sequential direct calls, in images/s. Ratio = batching-on server / sequential direct.
+"""throughput: the batching server at 1, 4, 8 and 16 concurrent clients against the
+diffusers pipeline called directly, one image at a time and as one batch.
+
+The direct batch (one call for `throughput_direct_images` seeds) is the ceiling: what
+the model itself gains from batching; sequential direct calls are the floor a server
+must beat. Ratios: server at 8 clients / direct batch and / sequential direct; at one
+client, the server's seconds per image / the direct call's. The server without
+batching (8 clients) shows what batching adds.
 
 Clients are closed-loop threads, each with its own connection, taking seeds from one
 shared queue, so every mode renders the same seeds and the images can be compared:
-the same seed should give the same image batched, unbatched and direct.
+the same seed should give the same image batched, unbatched and direct. Every
+repetition runs every mode, in an order rotated by one each time, so a slow phase of
+the machine does not land on one mode.
 """
 
 from __future__ import annotations
@@ -17,22 +25,26 @@ import numpy as np
 
 from bench.common import Row, fmt_num, median, ratio, summary
 from bench.context import BATCHED, UNBATCHED, Context
-from bench.models import direct_generate
+from bench.models import direct_batch, direct_generate
 from bench.plan import Workload
 from bench.servers import compare, decode, generate, job_view, merge_comparisons, wait_idle
 
 BASE_SEED = 5000
+UNBATCHED_CLIENTS = 8
+DIRECT, DIRECT_BATCH, UNBATCHED_MODE = "direct", "direct batch", "unbatched"
 
 
-def _clients(ctx: Context, server: str, workload: Workload, seeds: list[int]) -> dict[str, Any]:
-    """Run len(seeds) requests from N concurrent clients; images/s over the whole burst."""
+def _clients(
+    ctx: Context, server: str, workload: Workload, seeds: list[int], clients: int
+) -> dict[str, Any]:
+    """Run len(seeds) requests from `clients` concurrent clients; images/s over the burst."""
     todo: queue.Queue[int] = queue.Queue()
     for seed in seeds:
         todo.put(seed)
     images: dict[int, bytes] = {}
     job_ids: list[str] = []
     errors: list[BaseException] = []
-    barrier = threading.Barrier(ctx.plan.throughput_clients + 1)
+    barrier = threading.Barrier(clients + 1)
 
     def client_loop() -> None:
         with ctx.client(server) as client:
@@ -50,7 +62,7 @@ def _clients(ctx: Context, server: str, workload: Workload, seeds: list[int]) ->
                 images[seed] = png
                 job_ids.append(job_id)
 
-    threads = [threading.Thread(target=client_loop) for _ in range(ctx.plan.throughput_clients)]
+    threads = [threading.Thread(target=client_loop) for _ in range(clients)]
     for t in threads:
         t.start()
     barrier.wait()
@@ -76,47 +88,77 @@ def _clients(ctx: Context, server: str, workload: Workload, seeds: list[int]) ->
     }
 
 
-def _direct(ctx: Context, workload: Workload, seeds: list[int]) -> dict[str, Any]:
+def _direct(ctx: Context, workload: Workload, seeds: list[int], batched: bool) -> dict[str, Any]:
     pipe = ctx.direct(workload.model)
     start = time.perf_counter()
-    images = {s: direct_generate(pipe, workload, s, ctx.plan.device) for s in seeds}
+    if batched:
+        made = direct_batch(pipe, workload, seeds, ctx.plan.device)
+        images = dict(zip(seeds, made, strict=True))
+    else:
+        images = {s: direct_generate(pipe, workload, s, ctx.plan.device) for s in seeds}
     return {"images_per_s": len(seeds) / (time.perf_counter() - start), "images": images}
+
+
+def _server_mode(clients: int) -> str:
+    return f"{clients} clients"
+
+
+def _run_mode(ctx: Context, workload: Workload, mode: str, seeds: list[int]) -> dict[str, Any]:
+    direct_seeds = seeds[: ctx.plan.throughput_direct_images]
+    if mode in (DIRECT, DIRECT_BATCH):
+        return _direct(ctx, workload, direct_seeds, batched=mode == DIRECT_BATCH)
+    if mode == UNBATCHED_MODE:
+        return _clients(ctx, UNBATCHED, workload, seeds, UNBATCHED_CLIENTS)
+    clients = int(mode.split()[0])
+    # One client: as many images as the direct run (it takes as long per image).
+    mine = direct_seeds if clients == 1 else seeds
+    return _clients(ctx, BATCHED, workload, mine, clients)
+
+
+def _ratios(rate: dict[str, float], mode: str) -> dict[str, float]:
+    return {"to_direct": ratio(rate[mode], rate[DIRECT]),
+            "to_direct_batch": ratio(rate[mode], rate[DIRECT_BATCH])}  # fmt: skip
 
 
 def _workload_result(ctx: Context, workload: Workload) -> dict[str, Any]:
     plan = ctx.plan
     seeds = [BASE_SEED + i for i in range(plan.throughput_images)]
-    direct_seeds = seeds[: plan.throughput_direct_images]
     ctx.warm_direct(workload)
     ctx.warm_server(BATCHED, workload)
     ctx.warm_server(UNBATCHED, workload)
-    modes = ["batched", "unbatched", "direct"]
+    modes = [DIRECT, DIRECT_BATCH, *map(_server_mode, plan.throughput_clients), UNBATCHED_MODE]
     rates: dict[str, list[float]] = {m: [] for m in modes}
-    batches: dict[str, list[float]] = {"batched": [], "unbatched": []}
+    batches: dict[str, list[float]] = {}
     per_image: dict[str, dict[int, float]] = {}
     last: dict[str, dict[int, Any]] = {}
     for rep in range(plan.throughput_reps):
-        for mode in modes[rep % 3 :] + modes[: rep % 3]:  # rotate the order each repetition
-            if mode == "direct":
-                out = _direct(ctx, workload, direct_seeds)
-            else:
-                server = BATCHED if mode == "batched" else UNBATCHED
-                out = _clients(ctx, server, workload, seeds)
-                batches[mode].append(out["mean_batch"])
+        shift = rep % len(modes)
+        for mode in modes[shift:] + modes[:shift]:
+            out = _run_mode(ctx, workload, mode, seeds)
+            if "mean_batch" in out:
+                batches.setdefault(mode, []).append(out["mean_batch"])
                 per_image[mode] = out["worker_s_per_image"]
             rates[mode].append(out["images_per_s"])
             last[mode] = out["images"]
             ctx.settle()
-    batched = {s: decode(png) for s, png in last["batched"].items()}
-    unbatched = {s: decode(png) for s, png in last["unbatched"].items()}
-    direct = {s: np.asarray(img.convert("RGB")) for s, img in last["direct"].items()}
+    rate = {m: median(v) for m, v in rates.items()}
+    eight = _server_mode(8) if _server_mode(8) in rate else modes[-2]
+    one = _server_mode(1) if _server_mode(1) in rate else None
+    direct_seeds = seeds[: plan.throughput_direct_images]
+    batched = {s: decode(png) for s, png in last[eight].items()}
+    unbatched = {s: decode(png) for s, png in last[UNBATCHED_MODE].items()}
+    direct = {s: np.asarray(img.convert("RGB")) for s, img in last[DIRECT].items()}
+    direct_b = {s: np.asarray(img.convert("RGB")) for s, img in last[DIRECT_BATCH].items()}
     return {
         "workload": workload.label(),
-        "clients": plan.throughput_clients,
         "images_per_run": {"server": len(seeds), "direct": len(direct_seeds)},
         "images_per_s": {m: summary(v) for m, v in rates.items()},
-        "ratio": ratio(median(rates["batched"]), median(rates["direct"])),
-        "ratio_unbatched": ratio(median(rates["unbatched"]), median(rates["direct"])),
+        "ratio": ratio(rate[eight], rate[DIRECT]),
+        "ratio_to_direct_batch": ratio(rate[eight], rate[DIRECT_BATCH]),
+        "ratio_unbatched": ratio(rate[UNBATCHED_MODE], rate[DIRECT]),
+        "direct_batch_gain": ratio(rate[DIRECT_BATCH], rate[DIRECT]),
+        "one_client_time_ratio": ratio(rate[DIRECT], rate[one]) if one else None,
+        "by_clients": {m: _ratios(rate, m) for m in modes if m.endswith("clients")},
         "mean_batch_size": {m: median(v) for m, v in batches.items()},
         "worker_s_per_image_by_batch_size": per_image,
         "same_seed_batched_vs_unbatched": merge_comparisons(
@@ -124,6 +166,9 @@ def _workload_result(ctx: Context, workload: Workload) -> dict[str, Any]:
         ),
         "same_seed_unbatched_vs_direct": merge_comparisons(
             [compare(unbatched[s], direct[s]) for s in direct_seeds]
+        ),
+        "same_seed_direct_batch_vs_direct": merge_comparisons(
+            [compare(direct_b[s], direct[s]) for s in direct_seeds]
         ),
     }
 
@@ -133,6 +178,8 @@ def run(ctx: Context) -> dict[str, Any]:
     head = results[0]
     return {
         "ratio": head["ratio"],
+        "ratio_to_direct_batch": head["ratio_to_direct_batch"],
+        "one_client_time_ratio": head["one_client_time_ratio"],
         "medians": {
             f"{r['workload']}: {m} images/s": r["images_per_s"][m]["median"]
             for r in results
@@ -155,26 +202,39 @@ def _same(check: dict[str, Any]) -> str:
 
 def rows(result: dict[str, Any]) -> list[Row]:
     out: list[Row] = []
+    settings = f"max_batch {result['max_batch']}, window {result['batch_window_ms']}"
     for r in result["workloads"]:
         ips, mb, n = r["images_per_s"], r["mean_batch_size"], r["images_per_run"]
-        c = r["clients"]
         out += [
-            ("throughput", f"server batching on, {c} clients, {r['workload']}",
-             f"{fmt_num(ips['batched']['median'], 2)} img/s",
-             f"mean batch {mb['batched']:.1f}, max_batch {result['max_batch']}, "
-             f"{n['server']} images x {ips['batched']['n']}"),
-            ("throughput", f"server batching off, {c} clients",
-             f"{fmt_num(ips['unbatched']['median'], 2)} img/s",
-             f"{n['server']} images x {ips['unbatched']['n']}"),
-            ("throughput", "direct, sequential", f"{fmt_num(ips['direct']['median'], 2)} img/s",
-             f"{n['direct']} images x {ips['direct']['n']}"),
-            ("throughput", "ratio batching on / direct", fmt_num(r["ratio"]),
-             f"batching off / direct {fmt_num(r['ratio_unbatched'])}"),
-            ("throughput", "same seed: batched vs unbatched",
-             str(r["same_seed_batched_vs_unbatched"]["identical"]),
-             _same(r["same_seed_batched_vs_unbatched"])),
-            ("throughput", "same seed: unbatched vs direct",
-             str(r["same_seed_unbatched_vs_direct"]["identical"]),
-             _same(r["same_seed_unbatched_vs_direct"])),
+            ("throughput", f"direct, sequential, {r['workload']}",
+             f"{fmt_num(ips[DIRECT]['median'], 2)} img/s",
+             f"{n['direct']} images x {ips[DIRECT]['n']}"),
+            ("throughput", f"direct, one batch of {n['direct']} (the ceiling)",
+             f"{fmt_num(ips[DIRECT_BATCH]['median'], 2)} img/s",
+             f"x{fmt_num(r['direct_batch_gain'], 2)} sequential"),
         ]  # fmt: skip
+        for mode, ratios in r["by_clients"].items():
+            out.append(
+                ("throughput", f"server, {mode}", f"{fmt_num(ips[mode]['median'], 2)} img/s",
+                 f"mean batch {mb[mode]:.1f}; x{fmt_num(ratios['to_direct'], 2)} sequential, "
+                 f"x{fmt_num(ratios['to_direct_batch'], 2)} direct batch; {settings}")
+            )  # fmt: skip
+        out += [
+            ("throughput", f"server without batching, {UNBATCHED_CLIENTS} clients",
+             f"{fmt_num(ips[UNBATCHED_MODE]['median'], 2)} img/s",
+             f"x{fmt_num(r['ratio_unbatched'], 2)} sequential"),
+            ("throughput", "8 clients / direct batch (target >= 0.95)",
+             fmt_num(r["ratio_to_direct_batch"]), ""),
+            ("throughput", "8 clients / sequential direct (target >= 1.15)",
+             fmt_num(r["ratio"]), ""),
+        ]  # fmt: skip
+        if r["one_client_time_ratio"] is not None:
+            out.append(("throughput", "1 client: server time / direct time (target <= 1.03)",
+                        fmt_num(r["one_client_time_ratio"]), ""))  # fmt: skip
+        for key, label in (
+            ("same_seed_batched_vs_unbatched", "same seed: batched vs unbatched"),
+            ("same_seed_unbatched_vs_direct", "same seed: unbatched vs direct"),
+            ("same_seed_direct_batch_vs_direct", "same seed: direct batch vs direct"),
+        ):
+            out.append(("throughput", label, str(r[key]["identical"]), _same(r[key])))
     return out

@@ -89,6 +89,7 @@ batching = true             # run compatible queued jobs as one batch
 max_batch = "auto"          # "auto": what the device's memory fits, up to 16; or a number
 batch_window_ms = "auto"    # "auto": wait briefly for companions when the last batch was
                             # bigger; a number: hold every short batch this long
+progress_interval_ms = 100   # a batch's progress at most this often (0: every step)
 max_queue = 1000
 max_queue_per_key = 200
 max_retries = 2             # re-runs of a job whose worker died

@@ -94,6 +94,9 @@ class SchedulerSettings(_Section):
     batching: bool = True
     max_batch: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = "auto"
     batch_window_ms: Annotated[int, Field(ge=0, le=10_000)] | Literal["auto"] = "auto"
+    # A worker sends a batch's progress at most this often (previews and the last step
+    # of a stage always go out); 0: every step.
+    progress_interval_ms: int = Field(100, ge=0, le=10_000)
     max_queue: int = Field(1000, ge=1)
     max_queue_per_key: int = Field(200, ge=1)
     max_retries: int = Field(2, ge=0)

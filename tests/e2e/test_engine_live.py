@@ -31,6 +31,7 @@ def url(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         "PIXELPOOL_SCHEDULER__MAX_QUEUE_PER_KEY": "20",
         "PIXELPOOL_SCHEDULER__MAX_BATCH": "4",
         "PIXELPOOL_DEVICES__CPU__VRAM_BUDGET_GB": "0.1",
+        "PIXELPOOL_SCHEDULER__PROGRESS_INTERVAL_MS": "0",  # tests count every step
     }
     with ServerProcess(models_dir, tmp_path_factory.mktemp("data"), env=env) as server:
         yield server.url

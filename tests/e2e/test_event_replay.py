@@ -16,6 +16,7 @@ from pixelpool.testing.server import ServerProcess
 JOB = {"prompt": "a harbour", "width": 64, "height": 64, "steps": 6, "seed": 3}
 SLOW = {**JOB, "width": 256, "height": 256, "steps": 24}
 TERMINAL = ("completed", "failed", "cancelled")
+EVERY_STEP = {"PIXELPOOL_SCHEDULER__PROGRESS_INTERVAL_MS": "0"}  # these tests count steps
 
 SseEvent = tuple[int, str, dict[str, Any]]
 
@@ -92,7 +93,7 @@ def check_resumed(resumed: list[SseEvent], after: int, step: int) -> None:
 
 def test_events_replay_after_a_clean_restart(models_dir: Path, tmp_path: Path) -> None:
     # Events are written only at shutdown here: a stop must write every one of them.
-    lazy = {"PIXELPOOL_STORAGE__EVENTS_FLUSH_S": "3600"}
+    lazy = {"PIXELPOOL_STORAGE__EVENTS_FLUSH_S": "3600", **EVERY_STEP}
     with ServerProcess(models_dir, tmp_path, env=lazy) as first:
         done = enqueue(first.url, JOB)
         before = sse(first.url, done)
@@ -102,7 +103,7 @@ def test_events_replay_after_a_clean_restart(models_dir: Path, tmp_path: Path) -
     assert [kind for _, kind, _ in before][-1] == "completed"
     middle = next(i for i, kind, d in before if kind == "progress" and d["step"] == 3)
 
-    with ServerProcess(models_dir, tmp_path) as second:
+    with ServerProcess(models_dir, tmp_path, env=EVERY_STEP) as second:
         # A finished job: exactly the events after the id, as they were sent live.
         assert sse(second.url, done, last=middle) == [e for e in before if e[0] > middle]
         with connect(second.url.replace("http://", "ws://") + "/api/ws") as ws:
@@ -119,7 +120,7 @@ def test_events_replay_after_a_clean_restart(models_dir: Path, tmp_path: Path) -
 
 
 def test_events_replay_after_a_crash(models_dir: Path, tmp_path: Path) -> None:
-    first = ServerProcess(models_dir, tmp_path).start()
+    first = ServerProcess(models_dir, tmp_path, env=EVERY_STEP).start()
     try:
         slow = enqueue(first.url, SLOW)
         seen = sse(first.url, slow, until=reached(3))
@@ -128,7 +129,7 @@ def test_events_replay_after_a_crash(models_dir: Path, tmp_path: Path) -> None:
     finally:
         first.stop()
 
-    with ServerProcess(models_dir, tmp_path) as again:
+    with ServerProcess(models_dir, tmp_path, env=EVERY_STEP) as again:
         resumed = sse(again.url, slow, last=seen[-1][0])
         everything = sse(again.url, slow)
     check_resumed(resumed, seen[-1][0], seen[-1][2]["step"])

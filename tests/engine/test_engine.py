@@ -26,7 +26,7 @@ async def _engine(**scheduler: Any) -> tuple[Any, Recorder]:
 
 def test_jobs_batch_and_report_progress(models_dir: Path) -> None:
     async def go() -> None:
-        engine, rec = await _engine(max_batch=4)
+        engine, rec = await _engine(max_batch=4, progress_interval_ms=0)
         try:
             # Occupy the worker so the next three queue up and leave as one batch.
             engine.submit(make_task(models_dir, "first", steps=8, width=128, height=128))

@@ -31,6 +31,7 @@ from pixelpool.engine.messages import (
     RunBatch,
     Stop,
 )
+from pixelpool.engine.progress import INTERVAL_S, CoalescedProgress
 
 log = logging.getLogger("pixelpool.worker")
 
@@ -207,10 +208,13 @@ class Worker:
                 self.send(BatchStarted(run.batch_id, time.perf_counter() - started))
                 live = [i.job_id for i in items]
 
-                def progress(
+                def send_progress(
                     step: int, total: int, stage: str, previews: list[Any] | None = None
                 ) -> None:
                     self.send(Progress(run.batch_id, live, step, total, stage, previews))
+
+                interval = self.options.get("progress_interval_s", INTERVAL_S)
+                progress = CoalescedProgress(send_progress, interval)
 
                 def cancel() -> bool:
                     return all(job_id in self._cancelled for job_id in live)
