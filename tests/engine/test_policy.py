@@ -13,6 +13,7 @@ from pixelpool.config import SchedulerSettings
 from pixelpool.engine import policy
 from pixelpool.engine.policy import FairShare, Queue
 from pixelpool.engine.slot import Slot
+from pixelpool.engine.task import Task
 from pixelpool.testing.fakes import fake_slots, fake_task
 
 GIB = 1 << 30
@@ -243,6 +244,16 @@ def test_auto_window_waits_for_companions_only_after_a_bigger_batch() -> None:
     assert plan is not None and len(plan.batch) == 8 and plan.wait_s == 0
     other = fake_slots(2)[1]  # what one device ran says nothing about another
     assert queue.plan(other, 10.0).wait_s == 0  # type: ignore[union-attr]
+
+
+def test_keys_read_back_from_the_store_are_hashable() -> None:
+    task = fake_task("a")
+    task = Task(**{**task.__dict__, "batch_key": ["Txt2Img", 64, [["lora", 1.0]], {"a": [1]}]})
+    assert task.batch_key == ("Txt2Img", 64, (("lora", 1.0),), (("a", (1,)),))
+    queue = Queue(SchedulerSettings())
+    queue.add(task)
+    queue.ran("fake0", task.group, 2, 1.0)
+    assert queue.plan(fake_slots(1)[0], 0.0) is not None
 
 
 def test_auto_window_remembers_only_recent_groups() -> None:

@@ -29,12 +29,25 @@ class Task:
     max_batch: int | None = None  # lowered after an out-of-memory error
     cancel_requested: bool = False  # cancelled while running: never run again
 
+    def __post_init__(self) -> None:
+        # A key read back from the job store is JSON (lists): make it hashable again.
+        self.batch_key = frozen(self.batch_key)
+
     def bytes_for(self, batch: int) -> int:
         return self.model_bytes + batch * self.item_bytes
 
     @property
     def group(self) -> tuple[Any, ...]:
         return (self.family, self.op, self.model["path"], self.batch_key)
+
+
+def frozen(value: Any) -> Any:
+    """`value` with every list (and dict) turned into a tuple, recursively: hashable."""
+    if isinstance(value, list | tuple):
+        return tuple(frozen(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, frozen(v)) for k, v in value.items()))
+    return value
 
 
 class EngineListener(Protocol):
