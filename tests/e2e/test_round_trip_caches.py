@@ -174,6 +174,10 @@ def test_enhance_with_cached_latents_equals_the_latents_path(
     assert np.array_equal(fox16, ours16)
 
 
+def _field(resp: httpx.Response) -> str:
+    return resp.json()["detail"][0]["field"]
+
+
 def test_malformed_entries_are_422_naming_the_entry(
     server: Server, xl_caches: dict[str, Any]
 ) -> None:
@@ -190,14 +194,14 @@ def test_malformed_entries_are_422_naming_the_entry(
         entries[index].update(change)
         resp = _generate(server, server.alice, {**XL, "clip_embeddings": entries})
         assert resp.status_code == 422, resp.text
-        assert resp.json()["field"] == field and field in resp.json()["error"], resp.text
+        assert _field(resp) == field and field in resp.json()["error"], resp.text
     resp = _generate(server, server.alice, {**XL, "clip_embeddings": good[:3]})
-    assert resp.status_code == 422 and resp.json()["field"] == "clip_embeddings"
+    assert resp.status_code == 422 and _field(resp) == "clip_embeddings"
     resp = httpx.post(f"{server.url}/api/enhance", headers=server.alice, files={
         "latent_data": ("l", b"\0" * 10), "params": (None, json.dumps(
             {"prompt": "x", "model": "demo-sdxl", "cached_latents": {"dtype": "fp32",
              "shape": [1, 4, 8, 8]}}))})  # fmt: skip
-    assert resp.status_code == 422 and resp.json()["field"] == "latent_data", resp.text
+    assert resp.status_code == 422 and _field(resp) == "latent_data", resp.text
 
 
 def test_infotext_pasted_back_reproduces_the_image(server: Server) -> None:
@@ -211,4 +215,4 @@ def test_infotext_pasted_back_reproduces_the_image(server: Server) -> None:
     other = _generate(server, server.alice, {"infotext": text, "seed": 100})
     assert "Seed: 100" in Image.open(io.BytesIO(other.content)).info["parameters"]
     bad = _generate(server, server.alice, {"infotext": "just a prompt, no parameters"})
-    assert bad.status_code == 422 and bad.json()["field"] == "infotext", bad.text
+    assert bad.status_code == 422 and _field(bad) == "infotext", bad.text
