@@ -119,8 +119,10 @@ def test_embeddings_sent_back_give_the_same_image(
 ) -> None:
     entries = xl_caches["alice"]["clip_embeddings"]["entries"]
     body = {**XL, "prompt": "ignored: the embeddings win", "clip_embeddings": entries}
-    again = decode(_generate(server, server.alice, body))
-    assert np.array_equal(again, xl_caches["image"])
+    resp = _generate(server, server.alice, body)
+    assert np.array_equal(decode(resp), xl_caches["image"])
+    view = httpx.get(f"{server.url}/api/job/{resp.headers['x-job-id']}", headers=server.alice)
+    assert view.json()["clip_embeddings"] == "used"
     plain = decode(_generate(server, server.alice, {**XL, "prompt": body["prompt"]}))
     assert not np.array_equal(plain, xl_caches["image"])  # the prompt alone differs
 
@@ -142,8 +144,10 @@ def test_sd1_entries_on_request_and_ignored_by_sdxl(
     )
     assert np.array_equal(back, sd_image)
     # SD 1.x embeddings sent to the SDXL model: ignored, the prompt is encoded as usual
-    fallback = decode(_generate(server, server.alice, {**XL, "clip_embeddings": entries}))
-    assert np.array_equal(fallback, xl_caches["image"])
+    resp = _generate(server, server.alice, {**XL, "clip_embeddings": entries})
+    assert np.array_equal(decode(resp), xl_caches["image"])
+    view = httpx.get(f"{server.url}/api/job/{resp.headers['x-job-id']}", headers=server.alice)
+    assert view.json()["clip_embeddings"].startswith("ignored: SD 1.x embeddings"), view.text
 
 
 def _enhance(server: Server, params: dict[str, Any], **files: bytes) -> np.ndarray:
@@ -159,12 +163,12 @@ def test_enhance_with_cached_latents_equals_the_latents_path(
     cache = xl_caches["alice"]["latent_cache"]
     raw = base64.b64decode(cache["data"])
     params = {"prompt": XL["prompt"], "model": "demo-sdxl", "hires_steps": 2, "seed": 5,
-              "denoising_strength": 0.5, "upscaler": "lanczos"}  # fmt: skip
+              "denoising_strength": 0.5, "hires_width": 64, "hires_height": 64}  # fmt: skip
     meta = {"dtype": cache["dtype"], "shape": cache["shape"]}
     fox = _enhance(server, {**params, "cached_latents": meta}, latent_data=raw)
     array = np.frombuffer(raw, np.float32).reshape(cache["shape"])
     ours = _enhance(server, params, latent_data=encode_latents(array, {}, "safetensors"))
-    assert fox.shape == (128, 128, 3) and np.array_equal(fox, ours)
+    assert fox.shape == (64, 64, 3) and np.array_equal(fox, ours)
     # fp16, as FoxBurrow sends them, is accepted too
     half = array.astype(np.float16)
     fox16 = _enhance(server, {**params, "cached_latents": {**meta, "dtype": "fp16"}},

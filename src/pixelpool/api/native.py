@@ -163,7 +163,10 @@ def job_view(state: AppState, record: JobRecord) -> dict[str, Any]:
         progress = step / total if total else 0.0
     run_s = record.result.get("run_s")
     end = record.finished or now
+    info = record.result.get("info") or {}
+    extra = {"clip_embeddings": info["clip_embeddings"]} if "clip_embeddings" in info else {}
     return {
+        **extra,  # what became of the client's cached text embeddings
         "job_id": record.id,
         "op": record.spec.op,
         "model": record.spec.model["name"],
