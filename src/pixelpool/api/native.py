@@ -77,7 +77,7 @@ class GenerateRequest(RequestModel):
     )
     infotext: str | None = Field(
         None,
-        max_length=65536,
+        max_length=infotext.MAX_CHARS,
         description="A1111 `parameters` text (as in pixelpool's PNGs): its prompt, steps, "
         "sampler, cfg, seed, size, model, LoRAs, variation seed and hi-res fields fill the "
         "fields this request does not give",

@@ -10,6 +10,8 @@ from typing import Any
 _FIELD = re.compile(r'\s*([\w .\-/+]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 _LORA = re.compile(r"(\S+):\s*(-?[\d.]+)")
 _SIZE = re.compile(r"^(\d+)x(\d+)$")
+MAX_CHARS = 32768
+MAX_FIELDS_LINE = 4096  # the field pattern is quadratic in a line's length: bounded
 
 
 class InfotextError(Exception):
@@ -21,7 +23,7 @@ def parse_infotext(text: str) -> dict[str, Any]:
     lines = text.strip().split("\n")
     last = lines[-1] if lines else ""
     fields: dict[str, Any] = {}
-    if len(_FIELD.findall(last)) >= 3:
+    if len(last) <= MAX_FIELDS_LINE and len(_FIELD.findall(last)) >= 3:
         for key, value in _FIELD.findall(last):
             fields[key.strip()] = value.strip()
         lines = lines[:-1]
@@ -62,6 +64,8 @@ def request_fields(text: str) -> dict[str, Any]:
     """The native request fields the text gives (prompt, negative_prompt, steps, sampler,
     scheduler, cfg_scale, seed, width/height, model, loras, variation seed, and the hi-res
     fix's base size, steps, upscaler and denoising strength as `hires_*`/`base_*`)."""
+    if len(text) > MAX_CHARS:
+        raise InfotextError(f"longer than {MAX_CHARS} characters")
     parsed = parse_infotext(text)
     if "Steps" not in parsed:
         raise InfotextError("no A1111 parameters line (Steps: ..., Sampler: ..., Seed: ...)")
