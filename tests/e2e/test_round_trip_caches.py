@@ -150,11 +150,12 @@ def test_sd1_entries_on_request_and_ignored_by_sdxl(
     assert view.json()["clip_embeddings"].startswith("ignored: SD 1.x embeddings"), view.text
 
 
-def _enhance(server: Server, params: dict[str, Any], **files: bytes) -> np.ndarray:
+def _enhance(server: Server, params: dict[str, Any], **files: bytes) -> str:
     parts = {name: (name, data, "application/octet-stream") for name, data in files.items()}
-    resp = httpx.post(f"{server.url}/api/enhance", data={"params": json.dumps(params)},
+    resp = httpx.post(f"{server.url}/api/enqueue/enhance", data={"params": json.dumps(params)},
                       files=parts, headers=server.alice, timeout=120)  # fmt: skip
-    return decode(resp)
+    assert resp.status_code == 200, resp.text
+    return resp.json()["job_id"]
 
 
 def test_enhance_with_cached_latents_equals_the_latents_path(
@@ -165,16 +166,18 @@ def test_enhance_with_cached_latents_equals_the_latents_path(
     params = {"prompt": XL["prompt"], "model": "demo-sdxl", "hires_steps": 2, "seed": 5,
               "denoising_strength": 0.5, "hires_width": 64, "hires_height": 64}  # fmt: skip
     meta = {"dtype": cache["dtype"], "shape": cache["shape"]}
-    fox = _enhance(server, {**params, "cached_latents": meta}, latent_data=raw)
     array = np.frombuffer(raw, np.float32).reshape(cache["shape"])
-    ours = _enhance(server, params, latent_data=encode_latents(array, {}, "safetensors"))
+    half = array.astype(np.float16)  # as FoxBurrow sends them
+    jobs = [  # queued together: they run as one batch
+        _enhance(server, {**params, "cached_latents": meta}, latent_data=raw),
+        _enhance(server, params, latent_data=encode_latents(array, {}, "safetensors")),
+        _enhance(server, {**params, "cached_latents": {**meta, "dtype": "fp16"}},
+                 latent_data=half.tobytes()),
+        _enhance(server, params, latent_data=encode_latents(half.astype(np.float32), {},
+                                                            "safetensors")),
+    ]  # fmt: skip
+    fox, ours, fox16, ours16 = (_result(server, server.alice, job) for job in jobs)
     assert fox.shape == (64, 64, 3) and np.array_equal(fox, ours)
-    # fp16, as FoxBurrow sends them, is accepted too
-    half = array.astype(np.float16)
-    fox16 = _enhance(server, {**params, "cached_latents": {**meta, "dtype": "fp16"}},
-                     latent_data=half.tobytes())  # fmt: skip
-    ours16 = _enhance(server, params, latent_data=encode_latents(
-        half.astype(np.float32), {}, "safetensors"))  # fmt: skip
     assert np.array_equal(fox16, ours16)
 
 
