@@ -223,3 +223,14 @@ def test_infotext_pasted_back_reproduces_the_image(server: Server) -> None:
     assert "Seed: 100" in Image.open(io.BytesIO(other.content)).info["parameters"]
     bad = _generate(server, server.alice, {"infotext": "just a prompt, no parameters"})
     assert bad.status_code == 422 and _field(bad) == "infotext", bad.text
+
+
+def test_hires_infotext_pasted_back_reproduces_the_image(server: Server) -> None:
+    body = {**SD, "width": 96, "height": 96, "hires_steps": 2, "hires_denoising_strength": 0.6}
+    first = httpx.post(f"{server.url}/api/generate-hires", json=body, headers=server.alice,
+                       timeout=120)  # fmt: skip
+    text = Image.open(io.BytesIO(first.content)).info["parameters"]
+    assert "Hires resize: 96x96" in text, text
+    again = httpx.post(f"{server.url}/api/generate-hires", json={"infotext": text},
+                       headers=server.alice, timeout=120)  # fmt: skip
+    assert np.array_equal(decode(again), decode(first))

@@ -1,6 +1,6 @@
 """Round-trip caches inside one batch: a job asking for its caches, one sending cached
 embeddings (stored as the API stores them) and a plain one each give the image they give
-alone, and the embeddings a job returns are the ones it was conditioned on."""
+alone."""
 
 from __future__ import annotations
 
