@@ -13,6 +13,7 @@ from pydantic import Field, model_validator
 from pixelpool.api import openapi_docs as docs
 from pixelpool.api import ops, visibility
 from pixelpool.api.auth import Caller, Principal
+from pixelpool.api.diffusion import caches
 from pixelpool.api.errors import ApiError
 from pixelpool.api.state import AppState, get_state
 from pixelpool.api.validation import Name, Prompt, RequestModel, check_id
@@ -122,8 +123,6 @@ def _spec(state: AppState, req: GenerateRequest) -> Any:
 
 
 async def _build(state: AppState, req: GenerateRequest, owner: str | None) -> Any:
-    from pixelpool.api.diffusion import caches  # the diffusion package imports this module
-
     spec = _spec(state, req)
     await caches.attach(state, spec, req, owner)
     return spec

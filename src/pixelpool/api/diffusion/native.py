@@ -173,7 +173,9 @@ async def _hires_latents(request: Request, state: AppState, owner: str | None) -
     fields.setdefault("model", None)
     fields["model"] = fields["model"] or meta.get("model")
     size = (meta["latent_width"], meta["latent_height"])
-    return specs.hires_spec(state, fields, latents=(path, size), latent_meta=meta)
+    spec = specs.hires_spec(state, fields, latents=(path, size), latent_meta=meta)
+    await caches.attach(state, spec, req, owner)
+    return spec
 
 
 def _add(
