@@ -243,7 +243,7 @@ def attach(pipe: Any, batch: list[WorkItem], results: list[Result], got: Collect
         if embeds is not None:
             result.caches["clip_embeddings"] = clip_entries(pipe, embeds)
         latents = _find(got.latents, item)
-        if latents is not None:
+        if latents is not None and latents.ndim == 4:  # not packed (FLUX) latents
             data, dtype = _bytes(latents)
             result.caches["latent_cache"] = {"data": data, "dtype": dtype,
                                              "shape": list(latents.shape)}  # fmt: skip
