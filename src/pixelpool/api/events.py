@@ -36,10 +36,13 @@ router = APIRouter(prefix="/api", tags=["events"])
 KEEPALIVE_S = 15.0
 STATUS_UPDATE_S = 5.0
 WS_UNAUTHORIZED = 4401
+CACHE_EVENTS = frozenset({"clip_embeddings", "latent_cache"})
 
 
 def public(event: Event) -> Event:
-    return {k: v for k, v in event.items() if k != "owner"}
+    """What a client sees; cache messages exactly in FoxBurrow's shape (no event id)."""
+    hidden = ("owner", "id") if event.get("type") in CACHE_EVENTS else ("owner",)
+    return {k: v for k, v in event.items() if k not in hidden}
 
 
 def final_event(record: JobRecord) -> Event:
@@ -125,16 +128,22 @@ class Subscription:
     live events queued meanwhile then reach the client in order, each once. `lock`
     keeps one sender at a time (the replay or the pump)."""
 
-    def __init__(self, caller: Principal) -> None:
+    def __init__(self, caller: Principal, caches: bool = False) -> None:
         self.caller = caller
+        self.caches = caches  # wants the caller's jobs' round-trip caches (FoxBurrow)
         self.everything = True
         self.job_ids: set[str] = set()
         self.sent: dict[str, int] = {}
         self.lock = asyncio.Lock()
 
     def accepts(self, event: Event) -> bool:
+        if event.get("type") in CACHE_EVENTS:  # the owner's own connections only
+            return event.get("owner") == self.caller.name and self._follows(event)
         if not self.caller.may_see(event.get("owner")):
             return False
+        return self._follows(event)
+
+    def _follows(self, event: Event) -> bool:
         return self.everything or event.get("job_id") in self.job_ids
 
 
@@ -180,9 +189,10 @@ async def websocket(ws: WebSocket) -> None:
     if caller is None:
         return
     await ws.accept()
-    sub = Subscription(caller)
-    queue = state.bus.subscribe(sub.accepts)
+    sub = Subscription(caller, _truthy(ws.query_params.get("caches")))
+    queue = state.bus.subscribe(sub.accepts, large=True)
     sender = asyncio.create_task(_pump(ws, state, sub, queue))
+    listening = Listening(state, caller.name, sub)
     try:
         while True:
             frame = await ws.receive()
@@ -193,12 +203,45 @@ async def websocket(ws: WebSocket) -> None:
             except ValueError:
                 await _reply(ws, sub, {"type": "error", "error": "messages must be JSON objects"})
                 continue
+            if isinstance(message, dict) and isinstance(message.get("caches"), bool):
+                sub.caches = message["caches"]  # on a subscribe message
+                listening.update()
             await _handle(ws, state, sub, message)
     except (WebSocketDisconnect, RuntimeError):
         pass
     finally:
+        listening.close()
         sender.cancel()
         state.bus.unsubscribe(queue)
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+class Listening:
+    """Counts, per owner, the open connections that want caches (`?caches=1`, or a
+    subscribe message with `"caches": true`): jobs an owner submits while it has one
+    carry `emit_caches`."""
+
+    def __init__(self, state: AppState, owner: str | None, sub: Subscription) -> None:
+        self.state, self.owner, self.sub = state, owner, sub
+        self.counted = False
+        self.update()
+
+    def update(self) -> None:
+        listeners = self.state.cache_listeners
+        if self.sub.caches and not self.counted:
+            listeners[self.owner] += 1
+        elif not self.sub.caches and self.counted:
+            listeners[self.owner] -= 1
+            if listeners[self.owner] <= 0:
+                del listeners[self.owner]
+        self.counted = self.sub.caches
+
+    def close(self) -> None:
+        self.sub.caches = False
+        self.update()
 
 
 async def _reply(ws: WebSocket, sub: Subscription, message: Event) -> None:

@@ -8,16 +8,18 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from pixelpool.api import openapi_docs as docs
 from pixelpool.api import ops, visibility
 from pixelpool.api.auth import Caller, Principal
+from pixelpool.api.diffusion import caches
 from pixelpool.api.errors import ApiError
 from pixelpool.api.state import AppState, get_state
 from pixelpool.api.validation import Name, Prompt, RequestModel, check_id
 from pixelpool.api.vision import native as vision_native
 from pixelpool.api.waiting import wait_or_cancel
+from pixelpool.families.diffusion import infotext
 from pixelpool.jobs.spec import JobRecord, JobStatus
 
 router = APIRouter(prefix="/api", tags=["native"])
@@ -66,18 +68,63 @@ class GenerateRequest(RequestModel):
     )
     preview: bool = Field(False, description="send preview images on the job's events")
     preview_every: int = Field(1, ge=1, le=1000, description="steps between previews")
+    clip_embeddings: list[dict[str, Any]] | None = Field(
+        None,
+        description="FoxBurrow's cached text embeddings (from a `clip_embeddings` WebSocket "
+        "message): used instead of encoding the prompt when they fit the model",
+    )
+    emit_caches: bool = Field(
+        False, description="send this job's clip_embeddings and latent_cache on the WebSocket"
+    )
+    infotext: str | None = Field(
+        None,
+        max_length=infotext.MAX_CHARS,
+        description="A1111 `parameters` text (as in pixelpool's PNGs): its prompt, steps, "
+        "sampler, cfg, seed, size, model, LoRAs, variation seed and hi-res fields fill the "
+        "fields this request does not give",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_infotext(cls, data: Any) -> Any:
+        """The fields `infotext` gives, under the ones the request gives itself."""
+        if not isinstance(data, dict) or not isinstance(data.get("infotext"), str):
+            return data
+        try:
+            parsed = infotext.request_fields(data["infotext"])
+        except infotext.InfotextError as exc:
+            raise ApiError(422, f"infotext: {exc}", "infotext") from exc
+        given = {k: v for k, v in parsed.items() if k in cls.model_fields}
+        if "model_hash" in parsed:
+            given["model_hash"] = parsed["model_hash"]
+        merged = {**given, **data}
+        if "model_hash" in merged and "model" in data:
+            merged.pop("model_hash")
+        return merged
+
+    model_hash: str | None = Field(
+        None, description="with infotext: the model by A1111 hash when its name is not installed"
+    )
+
+
+API_ONLY = {"vae_tile_width", "vae_tile_height", "regional_prompting", "preview", "preview_every",
+            "clip_embeddings", "emit_caches", "infotext", "model_hash"}  # fmt: skip
 
 
 def _spec(state: AppState, req: GenerateRequest) -> Any:
     if req.regional_prompting:
         raise ApiError(422, "regional_prompting: not supported", "regional_prompting")
-    fields = req.model_dump(
-        exclude={"vae_tile_width", "vae_tile_height", "regional_prompting", "preview",
-                 "preview_every"}
-    )  # fmt: skip
+    fields = req.model_dump(exclude=API_ONLY)
+    fields["model"] = ops.infotext_model(state, req.model, req.model_hash)
     spec = ops.txt2img_spec(state, **fields)
     if req.preview:
         ops.enable_previews(state, spec, req.preview_every)
+    return spec
+
+
+async def _build(state: AppState, req: GenerateRequest, owner: str | None) -> Any:
+    spec = _spec(state, req)
+    await caches.attach(state, spec, req, owner)
     return spec
 
 
@@ -115,7 +162,10 @@ def job_view(state: AppState, record: JobRecord) -> dict[str, Any]:
         progress = step / total if total else 0.0
     run_s = record.result.get("run_s")
     end = record.finished or now
+    info = record.result.get("info") or {}
+    extra = {"clip_embeddings": info["clip_embeddings"]} if "clip_embeddings" in info else {}
     return {
+        **extra,  # what became of the client's cached text embeddings
         "job_id": record.id,
         "op": record.spec.op,
         "model": record.spec.model["name"],
@@ -182,7 +232,7 @@ async def rescan_models(state: State, caller: Caller) -> dict[str, int]:
 )
 async def generate(req: GenerateRequest, request: Request, state: State, caller: Caller) -> Any:
     caller.require("generate")
-    record = await ops.submit(state, _spec(state, req), caller.owner)
+    record = await ops.submit(state, await _build(state, req, caller.owner), caller.owner)
     return await result_response(state, await wait_or_cancel(state, request, record.id))
 
 
@@ -205,7 +255,8 @@ async def enqueue(
             f"operation: unknown operation {operation!r}; valid: {', '.join(OPERATIONS)}",
             "operation",
         )
-    record = await ops.submit(state, _spec(state, req), caller.owner, idempotency_key)
+    spec = await _build(state, req, caller.owner)
+    record = await ops.submit(state, spec, caller.owner, idempotency_key)
     return {"job_id": record.id}
 
 

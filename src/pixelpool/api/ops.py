@@ -51,6 +51,20 @@ def resolve_model(
         raise field_error(field, str(exc)) from exc
 
 
+def infotext_model(state: AppState, name: str | None, model_hash: str | None) -> str | None:
+    """The model an infotext names: by name when installed, else by its A1111 hash."""
+    if not model_hash or not name:
+        return name
+    try:
+        state.registry.resolve(name, "diffusion")
+        return name
+    except (ModelNotFound, WrongFamily):
+        try:
+            return state.registry.resolve(model_hash, "diffusion").qualified_name
+        except (ModelNotFound, WrongFamily):
+            return name  # the 404 then names the model the text gave
+
+
 def check_text_field(field: str, value: Any) -> None:
     """A name from any dialect: a string, printable, no path outside its folder (422)."""
     if not isinstance(value, str):
@@ -287,6 +301,8 @@ def enable_previews(state: AppState, spec: JobSpec, every: int) -> None:
 async def submit(
     state: AppState, spec: JobSpec, owner: str | None = None, idempotency_key: str | None = None
 ) -> JobRecord:
+    if "emit_caches" in spec.params and owner in state.cache_listeners:
+        spec.params["emit_caches"] = True  # its owner has a WebSocket asking for caches
     try:
         return await state.jobs.submit(spec, owner, idempotency_key)
     except QueueFull as exc:

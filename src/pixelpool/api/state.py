@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
@@ -34,6 +35,8 @@ class AppState:
     limiter: RateLimiter = field(default_factory=RateLimiter)
     # Per-key default models set with /switch-model by non-admin keys (until restart).
     preferences: dict[str, str] = field(default_factory=dict)
+    # Per owner: open WebSocket connections that asked for round-trip caches.
+    cache_listeners: Counter[str | None] = field(default_factory=Counter)
 
     def default_model(self) -> str | None:
         """The model a request without one gets: the caller's own choice, else the

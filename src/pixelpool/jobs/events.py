@@ -44,6 +44,7 @@ class EventBus:
         self._ids = itertools.count(max(first_id or 0, clock_id()))
         self._log = log
         self._subscribers: set[tuple[asyncio.Queue[Event], Callable[[Event], bool]]] = set()
+        self._large: set[asyncio.Queue[Event]] = set()  # also take `broadcast` events
         self._logs: dict[str, deque[Event]] = {}
         self._truncated: set[str] = set()  # jobs whose memory log lost its oldest events
         self._finished: dict[str, float] = {}
@@ -72,6 +73,16 @@ class EventBus:
             if accepts(event):
                 # A stalled subscriber loses live events (it can replay them) rather
                 # than stalling the server.
+                with contextlib.suppress(asyncio.QueueFull):
+                    queue.put_nowait(event)
+        return event
+
+    def broadcast(self, event: Event) -> Event:
+        """A live-only event (a job's caches: megabytes): to the subscribers that asked for
+        such events, never logged nor kept for replay."""
+        event = {**event, "id": next(self._ids)}
+        for queue, accepts in list(self._subscribers):
+            if queue in self._large and accepts(event):
                 with contextlib.suppress(asyncio.QueueFull):
                     queue.put_nowait(event)
         return event
@@ -117,13 +128,19 @@ class EventBus:
             self._truncated.add(job_id)
         self._logs[job_id] = deque(events, maxlen=self._per_job)
 
-    def subscribe(self, accepts: Callable[[Event], bool]) -> asyncio.Queue[Event]:
+    def subscribe(
+        self, accepts: Callable[[Event], bool], large: bool = False
+    ) -> asyncio.Queue[Event]:
+        """Live events `accepts` takes; with `large`, `broadcast` ones too."""
         queue: asyncio.Queue[Event] = asyncio.Queue(self._queue_size)
         self._subscribers.add((queue, accepts))
+        if large:
+            self._large.add(queue)
         return queue
 
     def unsubscribe(self, queue: asyncio.Queue[Event]) -> None:
         self._subscribers = {s for s in self._subscribers if s[0] is not queue}
+        self._large.discard(queue)
 
     async def purge(self) -> int:
         """Apply the store's retention (the maintenance sweep calls this)."""

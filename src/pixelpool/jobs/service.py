@@ -303,10 +303,23 @@ class JobService:
             log.exception("storing result of %s failed", job_id)
             await self._finish(job_id, JobStatus.failed, error=f"storing result failed: {exc}")
             return
+        if result.caches:
+            await self._send_caches(record, result.caches)
         # A JSON result (tags) is its info; images, latents and arrays are artifacts.
         payload = {"kind": kind, "artifacts": described, "seeds": result.seeds, "info": info,
                    "run_s": run_s}  # fmt: skip
         await self._finish(job_id, JobStatus.completed, result=payload)
+
+    async def _send_caches(self, record: JobRecord, caches: dict[str, Any]) -> None:
+        """The job's round-trip caches (FoxBurrow's `clip_embeddings`, `latent_cache`) to
+        its owner's live connections, before `completed`; never stored (megabytes)."""
+        try:
+            messages = await asyncio.to_thread(cache_messages, caches)
+        except Exception:
+            log.exception("job %s: encoding its caches failed; not sent", record.id)
+            return
+        for kind, body in messages:
+            self.bus.broadcast({"type": kind, "job_id": record.id, **body, "owner": record.owner})
 
     async def _finish(self, job_id: str, status: JobStatus, **fields: Any) -> None:
         """The job's final state: in memory, to waiters and subscribers, and to the store.
@@ -407,3 +420,19 @@ class JobService:
             else:
                 del self._unsaved[job_id]
         await self.bus.close()
+
+
+def cache_messages(caches: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Result.caches -> WebSocket message bodies, raw bytes as base64 text."""
+    out: list[tuple[str, dict[str, Any]]] = []
+    entries = caches.get("clip_embeddings")
+    if entries:
+        out.append(("clip_embeddings", {"entries": [
+            {**e, "data": base64.b64encode(e["data"]).decode("ascii")} for e in entries
+        ]}))  # fmt: skip
+    latents = caches.get("latent_cache")
+    if latents:
+        out.append(
+            ("latent_cache", {**latents, "data": base64.b64encode(latents["data"]).decode("ascii")})
+        )
+    return out

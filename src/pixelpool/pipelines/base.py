@@ -54,6 +54,9 @@ class Result:
     seeds: list[int] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
     arrays: dict[str, Any] = field(default_factory=dict)
+    # Sent to the job's owner on its WebSocket connections, never stored (diffusion:
+    # `clip_embeddings` entries and `latent_cache`, for clients that asked for them).
+    caches: dict[str, Any] = field(default_factory=dict)
 
 
 class Family(Protocol):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import re
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -20,11 +19,11 @@ from pixelpool.api.auth import Caller
 from pixelpool.api.errors import ApiError, field_error
 from pixelpool.api.selfhosted import State
 from pixelpool.api.uploads import check_image, max_input_pixels
+from pixelpool.families.diffusion.infotext import parse_infotext
 from pixelpool.families.diffusion.samplers import SAMPLERS, SCHEDULES
 from pixelpool.registry.entry import ModelEntry
 
 router = APIRouter(tags=["AUTOMATIC1111"])
-_FIELD = re.compile(r'\s*([\w .\-/+]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 
 
 def title(state: State, entry: ModelEntry) -> tuple[str, str | None, str | None]:
@@ -128,27 +127,6 @@ async def interrupt(request: Request, state: State, caller: Caller) -> None:
                 await state.jobs.cancel(job_id)
             except KeyError:
                 continue
-
-
-def parse_infotext(text: str) -> dict[str, Any]:
-    """A1111's `parameters` text -> {Prompt, Negative prompt, Steps, Sampler, ...}."""
-    lines = text.strip().split("\n")
-    last = lines[-1] if lines else ""
-    fields: dict[str, Any] = {}
-    if len(_FIELD.findall(last)) >= 3:
-        for key, value in _FIELD.findall(last):
-            fields[key.strip()] = value.strip()
-        lines = lines[:-1]
-    prompt, negative, in_negative = [], [], False
-    for line in lines:
-        if line.startswith("Negative prompt:"):
-            in_negative, line = True, line.removeprefix("Negative prompt:").strip()
-        (negative if in_negative else prompt).append(line)
-    parsed = {"Prompt": "\n".join(prompt), "Negative prompt": "\n".join(negative), **fields}
-    if "Size" in fields and "x" in fields["Size"]:
-        width, _, height = fields["Size"].partition("x")
-        parsed["Size-1"], parsed["Size-2"] = width, height
-    return parsed
 
 
 def _read_text(data: bytes, max_pixels: int) -> tuple[str, dict[str, Any]]:

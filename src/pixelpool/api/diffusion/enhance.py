@@ -8,6 +8,7 @@ latents are what is enhanced, and the input size is theirs.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import Request
@@ -15,12 +16,14 @@ from pydantic import Field
 
 from pixelpool.api import openapi_docs as docs
 from pixelpool.api import ops
-from pixelpool.api.diffusion import inputs, specs
+from pixelpool.api.diffusion import caches, inputs, specs
 from pixelpool.api.errors import field_error
 from pixelpool.api.native import GenerateRequest
 from pixelpool.api.state import AppState
 from pixelpool.api.uploads import store_image
 from pixelpool.api.validation import Name, Prompt, check_prompts
+from pixelpool.families.diffusion import clip_cache
+from pixelpool.families.diffusion.latent_format import encode_latents
 from pixelpool.families.diffusion.params import EnhanceParams
 from pixelpool.jobs.spec import JobSpec
 from pixelpool.registry.entry import ModelEntry
@@ -44,6 +47,17 @@ class EnhanceRequest(GenerateRequest):
     upscaler: Name | None = Field(
         None, description="an upscale model, or 'lanczos'; default: the first installed"
     )
+    cached_latents: dict[str, Any] | None = Field(
+        None,
+        description="FoxBurrow: {dtype, shape: [1, 4, h, w]} of the raw tensor bytes sent as "
+        "the `latent_data` part (as a `latent_cache` WebSocket message gives them)",
+    )
+
+
+def _raw_latents(meta: dict[str, Any], data: bytes) -> bytes:
+    """FoxBurrow's raw latents as the safetensors the latent path reads."""
+    array = clip_cache.parse_cached_latents(meta, data)
+    return encode_latents(array, {}, "safetensors")
 
 
 def _aliased(params: dict[str, Any]) -> dict[str, Any]:
@@ -98,16 +112,21 @@ def _one(files: dict[str, list[bytes]], names: tuple[str, ...]) -> bytes | None:
 async def build(request: Request, state: AppState, owner: str | None) -> JobSpec:
     params, files = await inputs.read_multipart(request, ("image", *LATENT_FIELDS))
     req: EnhanceRequest = inputs.validate(EnhanceRequest, _aliased(params))
-    request_fields = inputs.request_fields(req)
+    request_fields = inputs.request_fields(req, state)
     check_prompts(state.settings.limits, req.prompt, req.negative_prompt)
     if req.subseed_strength:
         raise field_error("subseed_strength", "variation seeds are not supported for enhance")
     image, latents = _one(files, ("image",)), _one(files, LATENT_FIELDS)
     latent_field = next((n for n in LATENT_FIELDS if files[n]), LATENT_FIELDS[0])
+    if req.cached_latents is not None:
+        try:
+            latents = await asyncio.to_thread(_raw_latents, req.cached_latents, latents or b"")
+        except clip_cache.CacheError as exc:
+            raise field_error(exc.field, exc.message) from exc
     if image is None and latents is None:
         raise field_error("image", "is required: send an image file (or `latent_data`)")
     meta = await inputs.check_latents(latents, latent_field) if latents is not None else {}
-    entry = ops.resolve_model(state, req.model or meta.get("model"))  # 404s before storing
+    entry = ops.resolve_model(state, request_fields["model"] or meta.get("model"))  # 404 first
     upscaler = resolve_upscaler(state, req.upscaler)
     strength = 0.33 if req.denoising_strength is None else req.denoising_strength
     if strength <= 0:
@@ -135,14 +154,17 @@ async def build(request: Request, state: AppState, owner: str | None) -> JobSpec
     fields.update(ops.sampling_fields(state, entry, specs.sampling_request(sampling)))
     fields.update(strength=strength, upscaler=upscaler)
     priority, output_format = specs.job_options(request_fields)
-    return ops.build_spec("enhance", entry, EnhanceParams, fields, priority, output_format)
+    spec = ops.build_spec("enhance", entry, EnhanceParams, fields, priority, output_format)
+    await caches.attach(state, spec, req, owner)
+    return spec
 
 
 BODY = docs.multipart_body(
     {
         "image": "the input image: PNG, JPEG or WebP (optional when latents are sent)",
         "latent_data": "optional: the image's latents, safetensors or FXLT "
-        "(also accepted as `cached_latents`)",
+        "(also accepted as `cached_latents`); raw tensor bytes when the params give "
+        "`cached_latents` {dtype, shape}",
         "cached_latents": "the same as `latent_data` (FoxBurrow's older name)",
     },
     {"params": {"type": "string", "description": "JSON object: the EnhanceRequest fields"}},

@@ -16,6 +16,8 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
 from pixelpool.api.errors import ApiError, field_error
+from pixelpool.api.native import API_ONLY
+from pixelpool.api.ops import infotext_model
 from pixelpool.api.state import AppState
 from pixelpool.api.uploads import store_blob
 from pixelpool.api.validation import parse_json, validate_form
@@ -33,12 +35,15 @@ def validate(model: type[BaseModel], data: Any, text: bool = False) -> Any:
         raise RequestValidationError(exc.errors()) from exc
 
 
-def request_fields(req: BaseModel) -> dict[str, Any]:
-    """A request's fields for a spec builder, without those that only the API reads."""
-    skip = {"vae_tile_width", "vae_tile_height", "regional_prompting", "preview", "preview_every"}
+def request_fields(req: BaseModel, state: AppState | None = None) -> dict[str, Any]:
+    """A request's fields for a spec builder, without those that only the API reads; with
+    `state`, `model` is resolved as an infotext names it (by hash if not by name)."""
     if getattr(req, "regional_prompting", False):
         raise field_error("regional_prompting", "not supported")
-    return req.model_dump(exclude=skip)
+    fields = req.model_dump(exclude=API_ONLY | {"cached_latents"})
+    if state is not None and "model" in fields:
+        fields["model"] = infotext_model(state, fields["model"], getattr(req, "model_hash", None))
+    return fields
 
 
 async def read_multipart(

@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from pixelpool.api import openapi_docs as docs
 from pixelpool.api import ops, visibility
 from pixelpool.api.auth import Caller
-from pixelpool.api.diffusion import enhance, inputs, specs
+from pixelpool.api.diffusion import caches, enhance, inputs, specs
 from pixelpool.api.errors import field_error
 from pixelpool.api.job_routes import Builder, add_job_routes
 from pixelpool.api.native import GenerateRequest
@@ -73,7 +73,10 @@ class LatentsHiresQuery(HiresRequest):
 
 
 _validate = inputs.validate
-_fields = inputs.request_fields
+
+
+def _fields(req: BaseModel, state: AppState) -> dict[str, Any]:
+    return inputs.request_fields(req, state)
 
 
 async def _json(request: Request, model: type[BaseModel]) -> Any:
@@ -89,7 +92,7 @@ async def _multipart(request: Request) -> tuple[Img2ImgRequest, list[bytes], lis
 def _image_builder(op: str) -> Builder:
     async def build(request: Request, state: AppState, owner: str | None) -> JobSpec:
         req, images, masks = await _multipart(request)
-        fields = _fields(req)
+        fields = _fields(req, state)
         mask_id = fields.pop("mask_id", None)
         if mask_id is not None and masks:
             raise field_error("mask_id", "send a `mask` file or a mask_id, not both")
@@ -104,21 +107,28 @@ def _image_builder(op: str) -> Builder:
         if mask_id is not None:
             masks = [await chain.mask_from_id(state, mask_id, owner, stored[0][1])]
         mask_paths = [(await store_image(state, m, "mask", owner))[0] for m in masks]
-        return specs.img2img_spec(state, fields, stored, mask_paths, op)
+        spec = specs.img2img_spec(state, fields, stored, mask_paths, op)
+        await caches.attach(state, spec, req, owner)
+        return spec
 
     return build
 
 
 async def _hires(request: Request, state: AppState, owner: str | None) -> JobSpec:
-    return specs.hires_spec(state, _fields(await _json(request, HiresRequest)))
+    req = await _json(request, HiresRequest)
+    spec = specs.hires_spec(state, _fields(req, state))
+    await caches.attach(state, spec, req, owner)
+    return spec
 
 
 async def _generate_latents(request: Request, state: AppState, owner: str | None) -> JobSpec:
     req = await _json(request, LatentsRequest)
-    fields = _fields(req)
+    fields = _fields(req, state)
     fields["latent_format"] = req.latent_format or format_for(request.headers.get("accept"))
-    specs.check_latent_model(ops.resolve_model(state, req.model))
-    return ops.txt2img_spec(state, **fields)
+    specs.check_latent_model(ops.resolve_model(state, fields["model"]))
+    spec = ops.txt2img_spec(state, **fields)
+    await caches.attach(state, spec, req, owner)
+    return spec
 
 
 async def _uploaded_latents(
@@ -156,14 +166,16 @@ async def _hires_latents(request: Request, state: AppState, owner: str | None) -
             query.setdefault(alias, query.pop(f"hires_{alias}"))
     req = _validate(LatentsHiresQuery, query, text=True)
     path, meta, fmt = await _uploaded_latents(request, state, owner)
-    fields = _fields(req)
+    fields = _fields(req, state)
     fields["latent_format"] = req.latent_format or (
         "fxlt" if "x-fox-latent" in request.headers.get("accept", "") else fmt
     )
     fields.setdefault("model", None)
     fields["model"] = fields["model"] or meta.get("model")
     size = (meta["latent_width"], meta["latent_height"])
-    return specs.hires_spec(state, fields, latents=(path, size), latent_meta=meta)
+    spec = specs.hires_spec(state, fields, latents=(path, size), latent_meta=meta)
+    await caches.attach(state, spec, req, owner)
+    return spec
 
 
 def _add(

@@ -66,6 +66,11 @@ class DiffusionParams(OpParams):
     loras: list[LoraRef] = Field(default_factory=list)
     subseed: int | None = Field(None, ge=1, le=MAX_SEED)
     subseed_strength: float = Field(0.0, ge=0, le=1)
+    prompt_cache: str | None = Field(
+        None, description="path of the client's text embeddings (clip_embeddings) to use"
+    )
+    prompt_cache_tokens: int = Field(0, ge=0, description="their token count (batch key)")
+    emit_caches: bool = Field(False, description="return text embeddings and latents")
 
     @model_validator(mode="before")
     @classmethod
@@ -88,7 +93,7 @@ class DiffusionParams(OpParams):
         """Jobs with equal keys can share one forward pass."""
         return (
             type(self).__name__, self.width, self.height, self.steps, self.cfg_scale,
-            self.sampler, self.scheduler, self.lora_key(),
+            self.sampler, self.scheduler, self.lora_key(), self.prompt_cache_tokens,
         )  # fmt: skip
 
 

@@ -12,6 +12,7 @@ import torch
 from pixelpool.families.diffusion.params import DiffusionParams
 from pixelpool.families.diffusion.samplers import scheduler_config
 from pixelpool.pipelines.base import CancelFn, Cancelled, ProgressFn
+from pixelpool.pipelines.diffusion import caches
 from pixelpool.pipelines.diffusion.previews import Previewer
 
 
@@ -44,6 +45,7 @@ def step_callback(
 
     def on_step(_pipe: Any, step: int, _t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         done = step + 1
+        caches.record_latents(kwargs.get("latents"))
         previews = None
         if previewer is not None and previewer.due(done, total):
             latents = kwargs.get("latents")

@@ -16,6 +16,7 @@ import torch
 
 from pixelpool.families.diffusion.params import DiffusionParams
 from pixelpool.families.diffusion.prompts import BREAK, is_plain, parse_weighted
+from pixelpool.pipelines.diffusion import caches
 
 CHUNK = 75  # tokens per chunk between BOS and EOS
 
@@ -128,9 +129,14 @@ def prompt_embeddings(pipe: Any, params: list[DiffusionParams]) -> dict[str, Any
 
 
 def prompt_inputs(pipe: Any, params: list[DiffusionParams]) -> dict[str, Any]:
-    """Keyword arguments that give `pipe` the batch's prompts."""
+    """Keyword arguments that give `pipe` the batch's prompts (the clients' cached
+    embeddings where they sent them; see caches.py)."""
     texts = [p.prompt for p in params] + [p.negative_prompt for p in params]
-    if needs_embeddings(pipe, texts):
+    needs = needs_embeddings(pipe, texts)
+    cached = caches.batch_prompts(pipe, params, prompt_embeddings, needs)
+    if cached is not None:
+        return cached
+    if needs:
         return prompt_embeddings(pipe, params)
     return {
         "prompt": [p.prompt for p in params],

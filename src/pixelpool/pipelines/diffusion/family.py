@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pixelpool.pipelines.base import CancelFn, Loaded, ProgressFn, Result, WorkItem
-from pixelpool.pipelines.diffusion import enhance, hires, img2img, latents, txt2img
+from pixelpool.pipelines.diffusion import caches, enhance, hires, img2img, latents, txt2img
 from pixelpool.pipelines.diffusion.loader import load_pipeline, module_bytes, torch_dtype
 
 RunFn = Callable[[Loaded, list[WorkItem], ProgressFn, CancelFn], list[Result]]
@@ -40,7 +40,10 @@ class DiffusionFamily:
         op = batch[0].op
         if op not in OPERATIONS:
             raise ValueError(f"diffusion cannot run operation {op!r}")
-        return OPERATIONS[op](loaded, batch, progress, cancel)
+        with caches.collecting() as got:
+            results = OPERATIONS[op](loaded, batch, progress, cancel)
+        caches.attach(loaded.obj, batch, results, got)
+        return results
 
 
 FAMILY = DiffusionFamily()
