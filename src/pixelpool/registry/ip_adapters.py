@@ -92,7 +92,9 @@ def _encoders(folder: Path) -> dict[Path, tuple[int, int]]:
     return found
 
 
-def _nearest(path: Path, encoders: dict[Path, tuple[int, int]], width: int, plus: bool) -> Path | None:
+def _nearest(
+    path: Path, encoders: dict[Path, tuple[int, int]], width: int, plus: bool
+) -> Path | None:
     """The encoder whose width fits, nearest to the file (its own folder first)."""
     fitting = [e for e, (hidden, proj) in encoders.items() if (hidden if plus else proj) == width]
 
