@@ -21,7 +21,10 @@ from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWi
 ENCODER_WIDTH = 32  # the encoder's hidden size and projection size
 IMAGE_SIZE = 32
 PLUS_TOKENS = 4
-ARCH_METADATA = {"sd15": "stable-diffusion-v1/ip-adapter", "sdxl": "stable-diffusion-xl-v1-base/ip-adapter"}  # fmt: skip
+ARCH_METADATA = {
+    "sd15": "stable-diffusion-v1/ip-adapter",
+    "sdxl": "stable-diffusion-xl-v1-base/ip-adapter",
+}
 
 
 def write_image_encoder(directory: Path, seed: int = 0) -> Path:
