@@ -13,6 +13,8 @@ from pydantic import Field
 from pixelpool.api import openapi_docs as docs
 from pixelpool.api import ops, visibility
 from pixelpool.api.auth import Caller, Principal
+from pixelpool.api.diffusion import references
+from pixelpool.api.diffusion.references import IPAdapterRequest
 from pixelpool.api.errors import ApiError
 from pixelpool.api.state import AppState, get_state
 from pixelpool.api.validation import Name, Prompt, RequestModel, check_id
@@ -66,16 +68,24 @@ class GenerateRequest(RequestModel):
     )
     preview: bool = Field(False, description="send preview images on the job's events")
     preview_every: int = Field(1, ge=1, le=1000, description="steps between previews")
+    ip_adapter: IPAdapterRequest | None = Field(
+        None, description="reference images guiding the result (generate, img2img, inpaint)"
+    )
 
 
-def _spec(state: AppState, req: GenerateRequest) -> Any:
+async def _spec(state: AppState, req: GenerateRequest, owner: str | None) -> Any:
     if req.regional_prompting:
         raise ApiError(422, "regional_prompting: not supported", "regional_prompting")
     fields = req.model_dump(
         exclude={"vae_tile_width", "vae_tile_height", "regional_prompting", "preview",
-                 "preview_every"}
+                 "preview_every", "ip_adapter"}
     )  # fmt: skip
     spec = ops.txt2img_spec(state, **fields)
+    if req.ip_adapter is not None:
+        ref = req.ip_adapter
+        spec = await references.from_encoded(
+            state, spec, owner, ref.images, name=ref.name, scale=ref.scale
+        )
     if req.preview:
         ops.enable_previews(state, spec, req.preview_every)
     return spec
@@ -182,7 +192,7 @@ async def rescan_models(state: State, caller: Caller) -> dict[str, int]:
 )
 async def generate(req: GenerateRequest, request: Request, state: State, caller: Caller) -> Any:
     caller.require("generate")
-    record = await ops.submit(state, _spec(state, req), caller.owner)
+    record = await ops.submit(state, await _spec(state, req, caller.owner), caller.owner)
     return await result_response(state, await wait_or_cancel(state, request, record.id))
 
 
@@ -205,7 +215,8 @@ async def enqueue(
             f"operation: unknown operation {operation!r}; valid: {', '.join(OPERATIONS)}",
             "operation",
         )
-    record = await ops.submit(state, _spec(state, req), caller.owner, idempotency_key)
+    spec = await _spec(state, req, caller.owner)
+    record = await ops.submit(state, spec, caller.owner, idempotency_key)
     return {"job_id": record.id}
 
 

@@ -33,11 +33,17 @@ def validate(model: type[BaseModel], data: Any, text: bool = False) -> Any:
         raise RequestValidationError(exc.errors()) from exc
 
 
-def request_fields(req: BaseModel) -> dict[str, Any]:
-    """A request's fields for a spec builder, without those that only the API reads."""
-    skip = {"vae_tile_width", "vae_tile_height", "regional_prompting", "preview", "preview_every"}
+def request_fields(req: BaseModel, references: bool = False) -> dict[str, Any]:
+    """A request's fields for a spec builder, without those that only the API reads.
+
+    `ip_adapter` is left out too: the routes that take references (`references`) read
+    it themselves; the others refuse it rather than ignore it."""
+    skip = {"vae_tile_width", "vae_tile_height", "regional_prompting", "preview", "preview_every",
+            "ip_adapter"}  # fmt: skip
     if getattr(req, "regional_prompting", False):
         raise field_error("regional_prompting", "not supported")
+    if not references and getattr(req, "ip_adapter", None) is not None:
+        raise field_error("ip_adapter", "reference images work with generate, img2img, inpaint")
     return req.model_dump(exclude=skip)
 
 
