@@ -54,12 +54,14 @@ class IPAdapterEntry:
     variant: Variant
     size_bytes: int
     mtime_ns: int
+    encoder_bytes: int
     encoder_mtime_ns: int
 
     @property
     def key(self) -> str:
         """Changes whenever the adapter or its encoder does: workers cache by it."""
-        return f"{self.path}:{self.size_bytes}:{self.mtime_ns}:{self.encoder_mtime_ns}"
+        return (f"{self.path}:{self.size_bytes}:{self.mtime_ns}:{self.image_encoder}:"
+                f"{self.encoder_bytes}:{self.encoder_mtime_ns}")  # fmt: skip
 
     def to_wire(self, scale: float, images: list[str]) -> dict[str, Any]:
         """What a job's params carry (an IPAdapterRef) for these reference images."""
@@ -150,6 +152,7 @@ def ip_adapter_entry(
         variant="plus" if plus else "base",
         size_bytes=st.st_size,
         mtime_ns=st.st_mtime_ns,
+        encoder_bytes=sum(f.stat().st_size for f in files),
         encoder_mtime_ns=max((f.stat().st_mtime_ns for f in files), default=0),
     )
 

@@ -28,6 +28,7 @@ DEFAULT_SCALE = 0.7
 MAX_SCALE = 10.0
 MAX_REFERENCES = 16
 FOLDER_HINT = "install one under models/ip-adapter/ with its image_encoder/ beside it"
+ARCHITECTURES = frozenset({"sd15", "sdxl"})  # UNet models: diffusers' IP-Adapter loader
 
 
 class IPAdapterRequest(RequestModel):
@@ -46,6 +47,8 @@ def resolve(
     """The adapter for `model` (a spec's model): 404 for an unknown name, 422 for another
     architecture or when none is installed (naming `field`, the references')."""
     arch = model.get("architecture")
+    if arch not in ARCHITECTURES:
+        raise field_error(field, f"reference images work with SD 1.x and SDXL models, not {arch}")
     if name:
         try:
             adapter = state.registry.resolve_ip_adapter(name)
