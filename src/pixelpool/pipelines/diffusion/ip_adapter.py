@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 from diffusers.models.embeddings import ImageProjection
-from transformers import CLIPVisionModelWithProjection
+from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
 from pixelpool.families.diffusion.params import DiffusionParams, IPAdapterRef
 from pixelpool.pipelines.diffusion.images import open_image
@@ -67,6 +67,13 @@ def _load(pipe: Any, ref: IPAdapterRef) -> _Adapter:
         ref.image_encoder, dtype=pipe.dtype, local_files_only=True
     ).to(pipe.device)
     pipe.register_modules(image_encoder=encoder)
+    size = encoder.config.image_size
+    processor = getattr(pipe, "feature_extractor", None)
+    crop = getattr(processor, "crop_size", None)
+    height = crop.get("height") if isinstance(crop, dict) else getattr(crop, "height", None)
+    if processor is not None and height != size:
+        # one kept from an adapter whose encoder took another size: as diffusers makes it
+        pipe.register_modules(feature_extractor=CLIPImageProcessor(size=size, crop_size=size))
     path = Path(ref.path)
     pipe.load_ip_adapter(
         str(path.parent), subfolder="", weight_name=path.name, image_encoder_folder=None,
