@@ -2,7 +2,10 @@
 
 `/health` also carries what the self-hosted desktop client reads (`status` is
 `healthy` once a worker is up and a model is installed, else `no_model_loaded`;
-`current_model`, `available_models`, GPU facts). No model work, no database.
+`current_model`, `available_models`, GPU facts; `ip_adapter_loaded`: an IP-Adapter
+for the current model's architecture is installed, so a `reference_image` is used
+rather than refused; the worker loads it with the first such request). No model
+work, no database.
 """
 
 from __future__ import annotations
@@ -29,6 +32,15 @@ def current_model(state: AppState) -> str | None:
         return None
 
 
+def ip_adapter_ready(state: AppState) -> bool:
+    """Whether a request without a model that sends a reference image gets an IP-Adapter."""
+    try:
+        entry = state.registry.default_entry(state.default_model())
+    except LookupError:  # no model, or a default of another family
+        return False
+    return state.registry.ip_adapter(entry.architecture) is not None
+
+
 def loaded_paths(devices: list[dict[str, Any]]) -> set[str]:
     """Paths of the models some device holds (any tier)."""
     return {m["key"] for d in devices for m in d.get("cache", {}).get("models", [])}
@@ -47,7 +59,7 @@ def health_body(state: AppState) -> dict[str, Any]:
         "available_models": names,
         "loaded_models": len(loaded_paths(devices)),
         "queue_depth": state.scheduler.queue_depth(),
-        "ip_adapter_loaded": False,
+        "ip_adapter_loaded": ip_adapter_ready(state),
         "cuda_available": bool(gpus),
         "gpu_name": gpus[0]["name"] if gpus else None,
         "vram_allocated_gb": round(

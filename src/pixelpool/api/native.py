@@ -13,7 +13,8 @@ from pydantic import Field, model_validator
 from pixelpool.api import openapi_docs as docs
 from pixelpool.api import ops, visibility
 from pixelpool.api.auth import Caller, Principal
-from pixelpool.api.diffusion import caches
+from pixelpool.api.diffusion import caches, references
+from pixelpool.api.diffusion.references import IPAdapterRequest
 from pixelpool.api.errors import ApiError
 from pixelpool.api.state import AppState, get_state
 from pixelpool.api.validation import Name, Prompt, RequestModel, check_id
@@ -68,6 +69,9 @@ class GenerateRequest(RequestModel):
     )
     preview: bool = Field(False, description="send preview images on the job's events")
     preview_every: int = Field(1, ge=1, le=1000, description="steps between previews")
+    ip_adapter: IPAdapterRequest | None = Field(
+        None, description="reference images guiding the result (generate, img2img, inpaint)"
+    )
     clip_embeddings: list[dict[str, Any]] | None = Field(
         None,
         description="FoxBurrow's cached text embeddings (from a `clip_embeddings` WebSocket "
@@ -108,22 +112,27 @@ class GenerateRequest(RequestModel):
 
 
 API_ONLY = {"vae_tile_width", "vae_tile_height", "regional_prompting", "preview", "preview_every",
-            "clip_embeddings", "emit_caches", "infotext", "model_hash"}  # fmt: skip
+            "clip_embeddings", "emit_caches", "infotext", "model_hash", "ip_adapter"}  # fmt: skip
 
 
-def _spec(state: AppState, req: GenerateRequest) -> Any:
+async def _spec(state: AppState, req: GenerateRequest, owner: str | None) -> Any:
     if req.regional_prompting:
         raise ApiError(422, "regional_prompting: not supported", "regional_prompting")
     fields = req.model_dump(exclude=API_ONLY)
     fields["model"] = ops.infotext_model(state, req.model, req.model_hash)
     spec = ops.txt2img_spec(state, **fields)
+    if req.ip_adapter is not None:
+        ref = req.ip_adapter
+        spec = await references.from_encoded(
+            state, spec, owner, ref.images, name=ref.name, scale=ref.scale
+        )
     if req.preview:
         ops.enable_previews(state, spec, req.preview_every)
     return spec
 
 
 async def _build(state: AppState, req: GenerateRequest, owner: str | None) -> Any:
-    spec = _spec(state, req)
+    spec = await _spec(state, req, owner)
     await caches.attach(state, spec, req, owner)
     return spec
 

@@ -16,7 +16,8 @@ from pydantic import Field
 from pixelpool.api import openapi_docs as docs
 from pixelpool.api import ops
 from pixelpool.api.auth import Caller
-from pixelpool.api.errors import ApiError, ErrorInfo, add_error_format, field_error
+from pixelpool.api.diffusion import references
+from pixelpool.api.errors import ApiError, ErrorInfo, add_error_format
 from pixelpool.api.health import current_model, loaded_paths
 from pixelpool.api.runs import b64, run_images
 from pixelpool.api.state import AppState, get_state
@@ -28,7 +29,6 @@ State = Annotated[AppState, Depends(get_state)]
 PATHS = frozenset({"/generate", "/models", "/loras", "/switch-model"})
 REPORTED_PARAMS = ("prompt", "negative_prompt", "width", "height", "steps", "cfg_scale", "sampler",
                    "scheduler")  # fmt: skip
-NO_IP_ADAPTER = "no IP-Adapter is installed on this server; send the request without it"
 
 
 class GenerateRequest(RequestModel):
@@ -44,8 +44,11 @@ class GenerateRequest(RequestModel):
     seed: int | None = Field(None, description="absent, 0 or -1: random")
     lora_name: Name | None = None
     lora_scale: float | None = None
-    reference_image: str | None = Field(None, description="base64 image for an IP-Adapter")
-    ip_adapter_scale: float | None = None
+    reference_image: str | None = Field(
+        None, description="base64 image: guides the image through the IP-Adapter installed "
+        "for the model's architecture (422 when none is)",
+    )  # fmt: skip
+    ip_adapter_scale: float | None = Field(None, description="default 0.7; 0: no effect")
 
 
 class SwitchRequest(RequestModel):
@@ -76,16 +79,23 @@ def _loras(req: GenerateRequest) -> list[dict[str, Any]] | None:
 async def generate(req: GenerateRequest, request: Request, state: State, caller: Caller) -> Any:
     """One image: `{image (base64), seed, parameters}`."""
     caller.require("generate")
-    if req.reference_image:
-        raise field_error("reference_image", NO_IP_ADAPTER)
     spec = ops.txt2img_spec(
         state, prompt=req.prompt, negative_prompt=req.negative_prompt or "", model=req.model,
         width=req.width, height=req.height, steps=req.steps, cfg_scale=req.cfg_scale,
         seed=req.seed, loras=_loras(req),
     )  # fmt: skip
+    if req.reference_image:
+        scale = references.DEFAULT_SCALE if req.ip_adapter_scale is None else req.ip_adapter_scale
+        spec = await references.from_encoded(
+            state, spec, caller.owner, [req.reference_image], scale=scale,
+            field="reference_image", name_field="reference_image", scale_field="ip_adapter_scale",
+        )  # fmt: skip
     (out,) = await run_images(state, request, [spec], caller.owner)
     used = {k: spec.params.get(k) for k in REPORTED_PARAMS}
     parameters = {"model": spec.model["name"], **used, "seed": out.seed}
+    if spec.params.get("ip_adapter"):
+        parameters["ip_adapter"] = spec.params["ip_adapter"]["name"]
+        parameters["ip_adapter_scale"] = spec.params["ip_adapter"]["scale"]
     return {"image": b64(out.data), "seed": out.seed, "parameters": parameters}
 
 

@@ -9,6 +9,12 @@ from pathlib import Path
 
 from pixelpool.registry.entry import ModelEntry
 from pixelpool.registry.fingerprint import FingerprintCache, hash_model
+from pixelpool.registry.ip_adapters import (
+    IPAdapterEntry,
+    IPAdapterNotFound,
+    scan_ip_adapters,
+)
+from pixelpool.registry.ip_adapters import pick as pick_ip_adapter
 from pixelpool.registry.loras import LoraEntry, LoraNotFound, scan_loras
 from pixelpool.registry.preview_decoders import PreviewDecoderEntry, pick, scan_preview_decoders
 from pixelpool.registry.scan import scan_models
@@ -49,6 +55,7 @@ class Registry:
         self._entries: dict[str, ModelEntry] = {}
         self._loras: dict[str, LoraEntry] = {}
         self._preview_decoders: list[PreviewDecoderEntry] = []
+        self._ip_adapters: list[IPAdapterEntry] = []
         self._fingerprints: dict[Path, str] = {}
         self._lock = threading.Lock()
         self._hash_thread: threading.Thread | None = None
@@ -57,12 +64,14 @@ class Registry:
 
     def scan(self) -> ScanResult:
         """Rescan models (and LoRAs and preview decoders, so the periodic rescan picks
-        them all up); the counts are the models'."""
+        them all up, and IP-Adapters); the counts are the models'."""
         found = {e.qualified_name: e for e in scan_models(self.models_dir)}
         self.scan_loras()
         decoders = scan_preview_decoders(self.models_dir)
+        adapters = scan_ip_adapters(self.models_dir)
         with self._lock:
             self._preview_decoders = decoders
+            self._ip_adapters = adapters
         return self._replace("_entries", found)
 
     def scan_loras(self) -> ScanResult:
@@ -113,6 +122,25 @@ class Registry:
     def preview_decoder(self, architecture: str) -> PreviewDecoderEntry | None:
         """The TAESD decoder previews of a model of `architecture` use, if one is installed."""
         return pick(self.preview_decoders(), architecture)
+
+    def ip_adapters(self) -> list[IPAdapterEntry]:
+        """IP-Adapters found under ip-adapter/ (never offered as generation models)."""
+        with self._lock:
+            return list(self._ip_adapters)
+
+    def resolve_ip_adapter(self, name: str) -> IPAdapterEntry:
+        """By name (path under ip-adapter/ without .safetensors) or file name."""
+        key = name.strip().removesuffix(".safetensors")
+        entries = self.ip_adapters()
+        for by in (lambda e: e.name, lambda e: e.path.stem):
+            hits = [e for e in entries if by(e) == key]
+            if len(hits) == 1:
+                return hits[0]
+        raise IPAdapterNotFound(name)
+
+    def ip_adapter(self, architecture: str) -> IPAdapterEntry | None:
+        """The IP-Adapter a request naming none uses on a model of `architecture`, if any."""
+        return pick_ip_adapter(self.ip_adapters(), architecture)
 
     def entries(self) -> list[ModelEntry]:
         with self._lock:

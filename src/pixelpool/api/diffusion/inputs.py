@@ -35,12 +35,19 @@ def validate(model: type[BaseModel], data: Any, text: bool = False) -> Any:
         raise RequestValidationError(exc.errors()) from exc
 
 
-def request_fields(req: BaseModel, state: AppState | None = None) -> dict[str, Any]:
+def request_fields(
+    req: BaseModel, state: AppState | None = None, references: bool = False
+) -> dict[str, Any]:
     """A request's fields for a spec builder, without those that only the API reads; with
-    `state`, `model` is resolved as an infotext names it (by hash if not by name)."""
+    `state`, `model` is resolved as an infotext names it (by hash if not by name).
+
+    `ip_adapter` is left out too: the routes that take references (`references`) read
+    it themselves; the others refuse it rather than ignore it."""
     if getattr(req, "regional_prompting", False):
         raise field_error("regional_prompting", "not supported")
-    fields = req.model_dump(exclude=API_ONLY | {"cached_latents"})
+    if not references and getattr(req, "ip_adapter", None) is not None:
+        raise field_error("ip_adapter", "reference images work with generate, img2img, inpaint")
+    fields = req.model_dump(exclude=API_ONLY | {"cached_latents", "ip_adapter"})
     if state is not None and "model" in fields:
         fields["model"] = infotext_model(state, fields["model"], getattr(req, "model_hash", None))
     return fields

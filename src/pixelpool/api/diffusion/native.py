@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from pixelpool.api import openapi_docs as docs
 from pixelpool.api import ops, visibility
 from pixelpool.api.auth import Caller
-from pixelpool.api.diffusion import caches, enhance, inputs, specs
+from pixelpool.api.diffusion import caches, enhance, inputs, references, specs
 from pixelpool.api.errors import field_error
 from pixelpool.api.job_routes import Builder, add_job_routes
 from pixelpool.api.native import GenerateRequest
@@ -75,24 +75,45 @@ class LatentsHiresQuery(HiresRequest):
 _validate = inputs.validate
 
 
-def _fields(req: BaseModel, state: AppState) -> dict[str, Any]:
-    return inputs.request_fields(req, state)
+def _fields(req: BaseModel, state: AppState, references: bool = False) -> dict[str, Any]:
+    return inputs.request_fields(req, state, references)
 
 
 async def _json(request: Request, model: type[BaseModel]) -> Any:
     return _validate(model, parse_json(await request.body()))
 
 
-async def _multipart(request: Request) -> tuple[Img2ImgRequest, list[bytes], list[bytes]]:
-    """`params` (JSON) and the `image` / `mask` files of a multipart request."""
-    params, files = await inputs.read_multipart(request, ("image", "mask"))
-    return _validate(Img2ImgRequest, params), files["image"], files["mask"]
+async def _multipart(
+    request: Request,
+) -> tuple[Img2ImgRequest, list[bytes], list[bytes], list[bytes]]:
+    """`params` (JSON) and the `image` / `mask` / `reference` files of a multipart request."""
+    params, files = await inputs.read_multipart(request, ("image", "mask", "reference"))
+    req = _validate(Img2ImgRequest, params)
+    return req, files["image"], files["mask"], files["reference"]
+
+
+async def _with_references(
+    state: AppState, spec: JobSpec, req: Img2ImgRequest, files: list[bytes], owner: str | None
+) -> JobSpec:
+    """`reference` files (or `ip_adapter.images` in the params) guide the result."""
+    ref = req.ip_adapter or references.IPAdapterRequest()
+    if files and ref.images:
+        raise field_error("reference", "send `reference` files or ip_adapter.images, not both")
+    if files:
+        return await references.from_uploads(
+            state, spec, owner, files, name=ref.name, scale=ref.scale
+        )
+    if req.ip_adapter is not None:
+        return await references.from_encoded(
+            state, spec, owner, ref.images, name=ref.name, scale=ref.scale
+        )
+    return spec
 
 
 def _image_builder(op: str) -> Builder:
     async def build(request: Request, state: AppState, owner: str | None) -> JobSpec:
-        req, images, masks = await _multipart(request)
-        fields = _fields(req, state)
+        req, images, masks, refs = await _multipart(request)
+        fields = _fields(req, state, references=True)
         mask_id = fields.pop("mask_id", None)
         if mask_id is not None and masks:
             raise field_error("mask_id", "send a `mask` file or a mask_id, not both")
@@ -109,7 +130,7 @@ def _image_builder(op: str) -> Builder:
         mask_paths = [(await store_image(state, m, "mask", owner))[0] for m in masks]
         spec = specs.img2img_spec(state, fields, stored, mask_paths, op)
         await caches.attach(state, spec, req, owner)
-        return spec
+        return await _with_references(state, spec, req, refs, owner)
 
     return build
 
@@ -185,7 +206,11 @@ def _add(
 
 
 _IMAGES = docs.multipart_body(
-    {"image": "the input image(s): PNG, JPEG or WebP", "mask": "inpaint: white = repaint"},
+    {
+        "image": "the input image(s): PNG, JPEG or WebP",
+        "mask": "inpaint: white = repaint",
+        "reference": "reference image(s) for the IP-Adapter (`ip_adapter` in params: name, scale)",
+    },
     {"params": {"type": "string", "description": "JSON object: the Img2ImgRequest fields"}},
     required=["image"],
     many=True,
@@ -232,6 +257,21 @@ async def lora_list(state: State, caller: Caller) -> list[dict[str, Any]]:
         }
         for lora in state.registry.loras()
     ]
+
+
+@router.get("/ip-adapter-list", responses=docs.native(*docs.AUTH))
+async def ip_adapter_list(state: State, caller: Caller) -> list[dict[str, Any]]:
+    """Installed IP-Adapters; `default` marks the one a request naming none gets on a
+    model of its architecture."""
+    listed = []
+    for adapter in state.registry.ip_adapters():
+        default = state.registry.ip_adapter(adapter.architecture or "")
+        listed.append({
+            **references.describe(adapter),
+            "path": visibility.shown_path(state, adapter.path, caller),
+            "default": default is not None and default.name == adapter.name,
+        })  # fmt: skip
+    return listed
 
 
 @router.post("/rescan-loras", responses=docs.native(*docs.SCOPED))

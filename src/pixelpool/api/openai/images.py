@@ -2,7 +2,9 @@
 
 Edits with a mask are inpainting (the mask's transparent, or white, areas are
 repainted); without a mask, and variations, are img2img. Both stream like
-generations (`image_edit.*` events for edits).
+generations (`image_edit.*` events for edits). An edit with several `image[]` edits
+the first; when an IP-Adapter is installed for the model's architecture the others
+are its reference images (`ip_adapter_scale`), else several images are a 400.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from starlette.datastructures import UploadFile
 from pixelpool.api import openapi_docs as docs
 from pixelpool.api import ops
 from pixelpool.api.auth import Caller, Principal
+from pixelpool.api.diffusion import references
 from pixelpool.api.diffusion.specs import img2img_spec
 from pixelpool.api.errors import ApiError, field_error
 from pixelpool.api.openai.plan import (
@@ -145,14 +148,21 @@ async def edits(request: Request, state: State, caller: Caller) -> Any:
     caller.require("generate")
     req, files = await _form(request, EditRequest)
     check_prompts(state.settings.limits, req.prompt, req.negative_prompt)
-    ops.resolve_model(state, model_name(state, req.model))  # a 404 before storing uploads
+    entry = ops.resolve_model(state, model_name(state, req.model))  # a 404 before storing
+    extra = files.get("image", [])[1:]
+    adapter = state.registry.ip_adapter(entry.architecture) if extra else None
+    if adapter is not None:  # the first image is edited, the others guide it
+        files = {**files, "image": files["image"][:1]}
     images, masks = await _inputs(state, files, caller.owner, mask_allowed=True)
     if req.mask_id is not None:
         masks = [await _mask_by_id(state, req.mask_id, caller.owner, images, len(masks))]
     op = "inpaint" if masks else "img2img"
+    refs = await references.store_uploads(state, extra, "image", caller.owner, first=1)
+    scale = references.DEFAULT_SCALE if req.ip_adapter_scale is None else req.ip_adapter_scale
 
     def build(fields: dict[str, Any]) -> Any:
-        return img2img_spec(state, {**fields, "strength": req.strength}, images, masks, op)
+        spec = img2img_spec(state, {**fields, "strength": req.strength}, images, masks, op)
+        return spec if adapter is None else references.attach(spec, adapter, scale, refs)
 
     plan = plan_images(state, req, req.prompt, build)
     return await _answer(state, request, plan, caller, req, "image_edit")

@@ -114,6 +114,10 @@ class EditRequest(ImageOptions, StreamOptions):
     strength: float | None = Field(None, ge=0, le=1, description="default 0.75")
     input_fidelity: Literal["low", "high"] | None = Field(None, description="accepted")
     safety_identifier: str | None = None
+    ip_adapter_scale: float | None = Field(
+        None, ge=0, le=10, description="pixelpool: with several `image[]` and an IP-Adapter "
+        "installed for the model, how strongly the extra images guide the result (0.7)",
+    )  # fmt: skip
     mask_id: str | None = Field(
         None,
         description="the mask by id instead of a `mask` file: a segment job "

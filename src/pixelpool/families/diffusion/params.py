@@ -35,6 +35,27 @@ class LoraRef(BaseModel):
     weight: float = Field(1.0, ge=-10, le=10)
 
 
+class IPAdapterRef(BaseModel):
+    """An IP-Adapter resolved by the registry, with this request's scale and reference images.
+
+    The worker loads the adapter (and its image encoder) once per model, by key, and sets
+    the scale per call; each job of a batch brings its own references."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    path: str = Field(description="the weight file (.safetensors)")
+    image_encoder: str = Field(description="the CLIP vision encoder's directory")
+    key: str = Field(description="changes when the files change: the adapter cache key")
+    scale: float = Field(0.7, ge=0, le=10)
+    images: list[str] = Field(min_length=1, max_length=16, description="stored reference paths")
+
+    def batch_key(self) -> tuple[Any, ...]:
+        """Jobs share a call only with the same adapter, scale and reference count (each
+        job's embeddings are stacked, so their token counts must agree)."""
+        return (self.key, self.scale, len(self.images))
+
+
 class PreviewDecoderRef(BaseModel):
     """A TAESD decoder resolved by the registry for previews; the worker caches it by key."""
 
@@ -64,6 +85,7 @@ class DiffusionParams(OpParams):
         None, description="TAESD decoder for previews; none: a latent-to-RGB approximation"
     )
     loras: list[LoraRef] = Field(default_factory=list)
+    ip_adapter: IPAdapterRef | None = Field(None, description="reference images (IP-Adapter)")
     subseed: int | None = Field(None, ge=1, le=MAX_SEED)
     subseed_strength: float = Field(0.0, ge=0, le=1)
     prompt_cache: str | None = Field(
@@ -94,6 +116,7 @@ class DiffusionParams(OpParams):
         return (
             type(self).__name__, self.width, self.height, self.steps, self.cfg_scale,
             self.sampler, self.scheduler, self.lora_key(), self.prompt_cache_tokens,
+            self.ip_adapter.batch_key() if self.ip_adapter else None,
         )  # fmt: skip
 
 

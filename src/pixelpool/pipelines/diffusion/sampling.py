@@ -17,7 +17,7 @@ from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting, Dif
 
 from pixelpool.families.diffusion.params import DiffusionParams
 from pixelpool.pipelines.base import CancelFn, Loaded, ProgressFn
-from pixelpool.pipelines.diffusion import lora, previews
+from pixelpool.pipelines.diffusion import ip_adapter, lora, previews
 from pixelpool.pipelines.diffusion.common import cpu_generators, make_scheduler, step_callback
 from pixelpool.pipelines.diffusion.embeddings import prompt_inputs
 from pixelpool.pipelines.diffusion.invariance import padded_small_matmuls
@@ -103,9 +103,14 @@ def call(
     first = params[0]
     steps = first.steps if steps is None else steps
     preview = previews.for_batch(loaded, params, kwargs.get("width"), kwargs.get("height"))
-    with configured(loaded, pipe, first), torch.inference_mode():
+    with (
+        configured(loaded, pipe, first),
+        torch.inference_mode(),
+        ip_adapter.applied(loaded.obj, pipe, params) as references,
+    ):
         return pipe(
             **prompt_inputs(pipe, params),
+            **references,
             num_inference_steps=steps,
             guidance_scale=first.cfg_scale,
             generator=cpu_generators(seeds),

@@ -6,7 +6,7 @@ from typing import Any
 
 from pixelpool.families.diffusion.params import DiffusionParams, Txt2ImgParams
 from pixelpool.pipelines.base import CancelFn, Loaded, ProgressFn, Result, WorkItem
-from pixelpool.pipelines.diffusion import sampling
+from pixelpool.pipelines.diffusion import ip_adapter, sampling
 from pixelpool.pipelines.diffusion.common import to_uint8
 
 
@@ -65,4 +65,4 @@ def result_info(p: DiffusionParams) -> dict[str, Any]:
         info["loras"] = [{"name": lora.name, "weight": lora.weight} for lora in p.loras]
     if p.subseed and p.subseed_strength:
         info.update(subseed=p.subseed, subseed_strength=p.subseed_strength)
-    return info
+    return {**info, **ip_adapter.result_info(p.ip_adapter)}
