@@ -29,6 +29,7 @@ def worker_options(settings: Settings, device: DeviceInfo) -> dict[str, Any]:
         "memory_limit_bytes": gib(cfg.memory_limit_gb) if cfg else None,
         "pinned": [],  # resolved to paths and sent by the app once the registry is up
         "log_level": settings.server.log_level,
+        "log_format": settings.server.log_format,
     }
 
 

@@ -17,6 +17,7 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import Any
 
+from pixelpool import logs
 from pixelpool.engine.messages import (
     Admin,
     AdminDone,
@@ -203,8 +204,9 @@ class Worker:
             self.send(ItemFailed(job_id, "cancelled before start", "cancelled"))
         try:
             if items:
+                source = self.cache.tier_of(run.model["path"]) or "disk"
                 loaded = self._loaded(run.family, run.model)
-                self.send(BatchStarted(run.batch_id, time.perf_counter() - started))
+                self.send(BatchStarted(run.batch_id, time.perf_counter() - started, source))
                 live = [i.job_id for i in items]
 
                 def progress(
@@ -250,7 +252,7 @@ def lower_priority(increment: int) -> None:
 
 def worker_main(device: dict[str, Any], options: dict[str, Any], conn: Connection) -> None:
     """Process entry point (forked from the fork server: a clean process per device)."""
-    logging.basicConfig(level=options.get("log_level", "INFO").upper())
+    logs.configure(options.get("log_level", "info"), options.get("log_format", "text"))
     lower_priority(WORKER_NICE)
     if device["kind"] != "cuda":
         os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
