@@ -11,13 +11,15 @@ uvicorn's access log line reads (job ids, key name, route, duration).
 
 from __future__ import annotations
 
+import re
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
+import fastapi.routing
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.routing import Match
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pixelpool.api import openapi_docs as docs
@@ -31,18 +33,27 @@ UNMATCHED = "<unmatched>"
 router = APIRouter(tags=["admin"])
 
 
+def _patterns(app: Any) -> list[tuple[re.Pattern[str], str]]:
+    """Every route's template and its regex, built once per app (routers flattened)."""
+    cached = getattr(app.state, "route_patterns", None)
+    if cached is None:
+        flatten = getattr(fastapi.routing, "iter_route_contexts", list)
+        templates = [getattr(route, "path", None) for route in flatten(app.routes)]
+        cached = [(compile_path(t)[0], t) for t in templates if isinstance(t, str)]
+        app.state.route_patterns = cached
+    return cached
+
+
 def _template(scope: Scope) -> str:
-    """The route template that served (or would serve) the request."""
-    route = scope.get("route")
-    path = getattr(route, "path", None)
+    """The route template that served the request, or (refused before routing) the first
+    whose pattern matches its path."""
+    path = getattr(scope.get("route"), "path", None)
     if isinstance(path, str):
         return path
     app = scope.get("app")
-    for candidate in getattr(getattr(app, "router", None), "routes", ()):
-        match, _ = candidate.matches(scope)
-        if match is Match.FULL:
-            return getattr(candidate, "path", UNMATCHED)
-    return UNMATCHED
+    if app is None:
+        return UNMATCHED
+    return next((t for pattern, t in _patterns(app) if pattern.match(scope["path"])), UNMATCHED)
 
 
 class RequestObserver:

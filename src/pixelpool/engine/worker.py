@@ -250,9 +250,22 @@ def lower_priority(increment: int) -> None:
         log.debug("could not lower the worker's CPU priority")
 
 
+def no_progress_bars() -> None:
+    """Progress bars are for a terminal: among JSON log lines they would break the lines."""
+    from diffusers.utils import logging as diffusers_logging
+    from huggingface_hub.utils import disable_progress_bars
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    disable_progress_bars()
+
+
 def worker_main(device: dict[str, Any], options: dict[str, Any], conn: Connection) -> None:
     """Process entry point (forked from the fork server: a clean process per device)."""
     logs.configure(options.get("log_level", "info"), options.get("log_format", "text"))
+    if options.get("log_format") == "json":
+        no_progress_bars()
     lower_priority(WORKER_NICE)
     if device["kind"] != "cuda":
         os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
