@@ -20,6 +20,7 @@ import logging
 import sys
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pythonjsonlogger.json import JsonFormatter
@@ -68,6 +69,11 @@ class JsonLines(JsonFormatter):
 
     def __init__(self) -> None:
         super().__init__(JSON_FIELDS, rename_fields=JSON_RENAME)
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        """ISO 8601 in UTC with milliseconds: what log pipelines parse without a hint."""
+        moment = datetime.fromtimestamp(record.created, tz=UTC)
+        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
     def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
         # uvicorn's formatters add these for colour; they say nothing in JSON.
