@@ -3,6 +3,8 @@ read /metrics (a policy test with the real key store; the e2e test covers the se
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -17,7 +19,7 @@ from pixelpool.api.metrics import Metrics
 from pixelpool.config import Settings
 from pixelpool.engine.messages import BatchDone, BatchStarted, Ready
 from pixelpool.jobs.keys import KeyStore
-from pixelpool.testing.fakes import fake_slots
+from pixelpool.testing.fakes import fake_slots, fake_task
 
 TOKEN = "metrics-" + "t" * 20
 
@@ -83,3 +85,28 @@ def test_a_metrics_token_closes_metrics_even_without_auth(tmp_path: Path) -> Non
 def test_the_metrics_token_must_be_long_enough() -> None:
     with pytest.raises(ValueError, match="metrics_token"):
         Settings.model_validate({"server": {"metrics_token": "short"}})
+
+
+def test_the_dashboard_and_the_docs_use_the_names_the_server_exports() -> None:
+    metrics = Metrics()
+    state = SimpleNamespace(
+        scheduler=SimpleNamespace(
+            slots=fake_slots(1), queue=SimpleNamespace(tasks=lambda: [fake_task("j", owner="alice")])
+        )
+    )
+    metrics.bind(state)  # type: ignore[arg-type]
+    families = {f.name for f in text_string_to_metric_families(
+        generate_latest(metrics.registry).decode()
+    )}  # fmt: skip
+    # Present only with a CUDA device (NVML): named by the docs, used by the dashboard.
+    families |= {"pixelpool_device_memory_used_bytes", "pixelpool_device_memory_total_bytes",
+                 "pixelpool_device_utilization_ratio"}  # fmt: skip
+    docs = Path(__file__).parents[2] / "docs"
+    dashboard = (docs / "grafana-dashboard.json").read_text()
+    json.loads(dashboard)
+    used = {re.sub(r"_(bucket|sum|count|total)$", "", n)
+            for n in re.findall(r"pixelpool_\w+", dashboard)}  # fmt: skip
+    assert used and used <= families, used - families
+    named = re.findall(r"`(pixelpool_\w+)`", (docs / "operations.md").read_text())
+    listed = {re.sub(r"_total$", "", n) for n in named}
+    assert listed == {f for f in families if f.startswith("pixelpool_")}
