@@ -89,11 +89,8 @@ def test_the_metrics_token_must_be_long_enough() -> None:
 
 def test_the_dashboard_and_the_docs_use_the_names_the_server_exports() -> None:
     metrics = Metrics()
-    state = SimpleNamespace(
-        scheduler=SimpleNamespace(
-            slots=fake_slots(1), queue=SimpleNamespace(tasks=lambda: [fake_task("j", owner="alice")])
-        )
-    )
+    queue = SimpleNamespace(tasks=lambda: [fake_task("j", owner="alice")])
+    state = SimpleNamespace(scheduler=SimpleNamespace(slots=fake_slots(1), queue=queue))
     metrics.bind(state)  # type: ignore[arg-type]
     families = {f.name for f in text_string_to_metric_families(
         generate_latest(metrics.registry).decode()
