@@ -61,6 +61,8 @@ data_dir = "data"           # job store, artifacts, fingerprint cache
 models_dir = "models"       # <family>/... diffusers dirs or .safetensors files
 cors_origins = []
 # default_model = "demo-sd"
+log_format = "text"         # "json": one JSON object a line (docs/operations.md)
+# metrics_token = "..."      (a bearer token for /metrics only; at least 16 characters)
 
 [auth]
 # Clients send "Authorization: Bearer <key>" or "?apikey=<key>".
