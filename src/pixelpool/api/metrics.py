@@ -143,6 +143,7 @@ class Metrics:
         ProcessCollector(registry=r)  # process_*: this (the HTTP) process
         # Each device's last cache counts, to turn snapshots into increments.
         self._cache_seen: dict[str, dict[str, int]] = {}
+        self._http_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def bind(self, state: AppState) -> None:
         """Once the app's state exists: gauges read at scrape time from it."""
@@ -208,8 +209,17 @@ class Metrics:
     # --- the HTTP layer ------------------------------------------------------------
 
     def http_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.http_requests.labels(method, route, str(status)).inc()
-        self.http_seconds.labels(route).observe(seconds)
+        """Per request, so the labelled children are looked up once and kept (bounded:
+        route templates times methods times statuses)."""
+        key = (method, route, status)
+        children = self._http_children.get(key)
+        if children is None:
+            children = self._http_children[key] = (
+                self.http_requests.labels(method, route, str(status)),
+                self.http_seconds.labels(route),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def refused(self, key: str | None) -> None:
         self.rate_limited.labels(key or "").inc()
