@@ -97,6 +97,7 @@ class AccessFields(logging.Filter):
         args = record.args
         if isinstance(args, tuple) and len(args) == 5:
             record.client, record.method, record.path, _, record.status = args
+        record.job_note = ""  # the text format's suffix
         info = request_info.get()
         if info is not None:
             record.route = info.route
@@ -106,6 +107,7 @@ class AccessFields(logging.Filter):
                 record.job_ids = list(info.job_ids)
                 if len(info.job_ids) == 1:
                     record.job_id = info.job_ids[0]
+                record.job_note = " job " + ",".join(info.job_ids)
         return True
 
 
@@ -143,4 +145,7 @@ def uvicorn_log_config(fmt: LogFormat) -> dict[str, Any]:
         handler["filters"] = [*handler.get("filters", []), *extra]
     if fmt == "json":
         config["formatters"] = {name: {"()": JsonLines} for name in config["formatters"]}
+    else:  # uvicorn's line, then the jobs the request touched
+        access = config["formatters"]["access"]
+        access["fmt"] = access["fmt"] + "%(job_note)s"
     return config

@@ -69,3 +69,20 @@ def test_access_records_carry_the_request_fields() -> None:
     assert body["job_id"] == "job-1" and body["job_ids"] == ["job-1"]
     assert (body["key"], body["route"], body["status"]) == ("alice", "/api/job/{job_id}", 200)
     logs.note_job("job-2")  # outside a request: nothing to note, no error
+
+
+def test_text_access_lines_end_with_the_job_ids() -> None:
+    from uvicorn.logging import AccessFormatter
+
+    formatter = AccessFormatter(logs.uvicorn_log_config("text")["formatters"]["access"]["fmt"])
+    record = _record('%s - "%s %s HTTP/%s" %d', "127.0.0.1:1", "POST", "/api/enqueue/x",
+                     "1.1", 200)  # fmt: skip
+    reset = logs.request_info.set(logs.RequestInfo(job_ids=["a1", "b2"]))
+    try:
+        logs.AccessFields().filter(record)
+    finally:
+        logs.request_info.reset(reset)
+    assert formatter.format(record).endswith(" 200 OK job a1,b2")
+    bare = _record('%s - "%s %s HTTP/%s" %d', "127.0.0.1:1", "GET", "/health", "1.1", 200)
+    logs.AccessFields().filter(bare)
+    assert formatter.format(bare).endswith(" 200 OK")
