@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
+from prometheus_client.registry import Collector
 
 from pixelpool.engine.messages import AdminDone, BatchDone, BatchStarted, Ready, RunBatch
 from pixelpool.jobs.spec import JobRecord
@@ -144,12 +145,16 @@ class Metrics:
         # Each device's last cache counts, to turn snapshots into increments.
         self._cache_seen: dict[str, dict[str, int]] = {}
         self._http_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._state_collector: Collector | None = None
 
     def bind(self, state: AppState) -> None:
         """Once the app's state exists: gauges read at scrape time from it."""
         from pixelpool.api.metrics_state import StateCollector
 
-        self.registry.register(StateCollector(state))
+        if self._state_collector is not None:  # the app started again: read the new state
+            self.registry.unregister(self._state_collector)
+        self._state_collector = StateCollector(state)
+        self.registry.register(self._state_collector)
 
     # --- the job service's events ---------------------------------------------------
 

@@ -11,6 +11,7 @@ import logging
 import os
 import queue
 import resource
+import sys
 import threading
 import time
 import traceback
@@ -252,13 +253,16 @@ def lower_priority(increment: int) -> None:
 
 def no_progress_bars() -> None:
     """Progress bars are for a terminal: among JSON log lines they would break the lines."""
-    from diffusers.utils import logging as diffusers_logging
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # read by libraries imported later
+    from diffusers.utils import logging as diffusers_logging  # which ignores the variable
     from huggingface_hub.utils import disable_progress_bars
-    from transformers.utils import logging as transformers_logging
 
     diffusers_logging.disable_progress_bar()
-    transformers_logging.disable_progress_bar()
     disable_progress_bars()
+    if "transformers" in sys.modules:  # imported already: it has read the variable
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
 
 
 def worker_main(device: dict[str, Any], options: dict[str, Any], conn: Connection) -> None:

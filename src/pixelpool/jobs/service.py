@@ -34,9 +34,9 @@ __all__ = ["JobService", "NoDeviceFits", "NoDeviceServes", "QueueFull"]
 log = logging.getLogger(__name__)
 
 FINISHED_KEPT = 1000
+WRITE_RETRY_S = (0.05, 0.5, 2.0)  # waits between tries of a store write
 # Called with (record, event type, event fields) for every event a job publishes.
 JobObserver = Callable[[JobRecord, str, dict[str, Any]], None]
-WRITE_RETRY_S = (0.05, 0.5, 2.0)  # waits between tries of a store write
 
 
 class QueueFull(Exception):
