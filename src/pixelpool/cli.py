@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import logging
 import secrets
 import socket
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from pixelpool import redact
+from pixelpool import logs
 from pixelpool.cli_keys import keys_app
 from pixelpool.config import ConfigError, Settings, load_settings
 from pixelpool.jobs import datalock
@@ -62,6 +61,8 @@ data_dir = "data"           # job store, artifacts, fingerprint cache
 models_dir = "models"       # <family>/... diffusers dirs or .safetensors files
 cors_origins = []
 # default_model = "demo-sd"
+log_format = "text"         # "json": one JSON object a line (docs/operations.md)
+# metrics_token = "..."      (a bearer token for /metrics only; at least 16 characters)
 
 [auth]
 # Clients send "Authorization: Bearer <key>" or "?apikey=<key>".
@@ -181,17 +182,14 @@ def serve(
     except datalock.DataDirBusy as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    logging.basicConfig(
-        level=settings.server.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    redact.install()  # no key, token or bearer value in any log line
+    # Text or JSON lines; no key, token or bearer value in any log line.
+    logs.configure(settings.server.log_level, settings.server.log_format)
     uvicorn.run(
         create_app(settings),
         host=settings.server.host,
         port=settings.server.port,
         log_level=settings.server.log_level,
-        log_config=redact.uvicorn_log_config(),
+        log_config=logs.uvicorn_log_config(settings.server.log_format),
         timeout_graceful_shutdown=10,
     )
     data_lock.release()

@@ -47,6 +47,10 @@ class ServerSettings(_Section):
     default_model: str | None = None
     max_body_bytes: int = Field(50 * 1024 * 1024, ge=1024)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # text: for a terminal; json: one JSON object a line (server, workers, access log).
+    log_format: Literal["text", "json"] = "text"
+    # A bearer token that may read /metrics only (besides admin keys); a secret.
+    metrics_token: str | None = Field(None, min_length=16)
 
 
 class AuthSettings(_Section):

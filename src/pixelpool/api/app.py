@@ -22,6 +22,7 @@ from pixelpool.api import (
     infer,
     keys,
     native,
+    observe,
     openai,
     openapi_docs,
     selfhosted,
@@ -33,6 +34,7 @@ from pixelpool.api.errors import ErrorInfo, install_error_handlers, render_error
 from pixelpool.api.guard import AuthGate
 from pixelpool.api.limits import BodyLimitMiddleware
 from pixelpool.api.memory import trim_when_idle
+from pixelpool.api.metrics import Metrics
 from pixelpool.api.state import AppState
 from pixelpool.api.vision import artifacts as vision_artifacts
 from pixelpool.api.vision import dialect as vision_dialect
@@ -129,7 +131,11 @@ async def _serving(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
     scheduler = build_scheduler(settings, jobs)
     jobs.attach(scheduler)
     keys = KeyStore(keys_path(data_dir))
-    state = AppState(settings, registry, jobs, scheduler, bus, keys)
+    metrics: Metrics = app.state.metrics
+    state = AppState(settings, registry, jobs, scheduler, bus, keys, metrics=metrics)
+    jobs.observers.append(metrics.on_job_event)
+    scheduler.watchers.append(metrics.on_worker_message)
+    metrics.bind(state)
     app.state.pixelpool = state
     await scheduler.start()
     await jobs.recover()
@@ -165,7 +171,9 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    # The last added runs first: CORS, then the credential check, then the body limit.
+    app.state.metrics = metrics = Metrics()  # this app's own registry
+    # The last added runs first: the request observer (metrics, access log fields), CORS,
+    # then the credential check, then the body limit.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.server.max_body_bytes)
     app.add_middleware(AuthGate)
     if settings.server.cors_origins:
@@ -175,6 +183,7 @@ def create_app(settings: Settings) -> FastAPI:
             allow_methods=["*"],
             allow_headers=["*"],
         )
+    app.add_middleware(observe.RequestObserver, metrics=metrics)
     install_error_handlers(app)
     app.add_exception_handler(StoreBusy, _store_busy)  # type: ignore[arg-type]
     app.include_router(health.router)
@@ -188,6 +197,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(keys.router)
     app.include_router(infer.router)
+    app.include_router(observe.router)
     openai.install(app)
     selfhosted.install(app)
     a1111.install(app)

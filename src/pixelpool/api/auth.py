@@ -48,8 +48,10 @@ PUBLIC_PATHS = frozenset(
 # Route templates that need the admin scope (every method): server-wide settings.
 ADMIN_PATHS = frozenset(
     {"/api/rescan-models", "/api/rescan-loras", "/api/models/{op}", "/api/keys",
-     "/api/keys/{name}", "/models/load", "/models/unload", "/models/unload-all"}
+     "/api/keys/{name}", "/models/load", "/models/unload", "/models/unload-all",
+     "/metrics"}
 )  # fmt: skip
+METRICS_PATH = "/metrics"  # also open to `server.metrics_token`, which opens nothing else
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class Principal:
 
 
 ANONYMOUS = Principal(None, ALL_SCOPES)
+METRICS_READER = Principal("metrics-token", frozenset())  # may read /metrics, nothing else
 
 
 def presented_token(request: HTTPConnection) -> str | None:
@@ -165,6 +168,21 @@ def authenticate_token(state: AppState, token: str | None) -> Principal:
     raise _unauthorized()
 
 
+def metrics_reader(state: AppState, path: str, token: str | None) -> Principal | None:
+    """METRICS_READER when `path` is /metrics and `token` is `server.metrics_token` (compared
+    in constant time); else None, and the usual admin check applies. With a metrics token
+    set, /metrics needs it (or an admin credential) even when auth is otherwise off."""
+    expected = state.settings.server.metrics_token
+    if path != METRICS_PATH or not expected:
+        return None
+    presented = hashlib.sha256((token or "").encode()).digest()
+    if hmac.compare_digest(presented, hashlib.sha256(expected.encode()).digest()):
+        return METRICS_READER
+    if not auth_enabled(state):
+        raise _unauthorized("missing or invalid metrics token")
+    return None
+
+
 def enforce_rate_limit(state: AppState, principal: Principal) -> None:
     """429 with Retry-After once the principal's bucket is empty (anonymous: no limit)."""
     if principal.name is None:
@@ -175,6 +193,7 @@ def enforce_rate_limit(state: AppState, principal: Principal) -> None:
     )
     wait = state.limiter.take(principal.name, per_min, auth.rate_limit_burst)
     if wait > 0:
+        state.metrics.refused(principal.name)
         retry = max(1, math.ceil(wait))
         raise ApiError(
             429,

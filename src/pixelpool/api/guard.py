@@ -23,6 +23,7 @@ from pixelpool.api.auth import (
     auth_enabled,
     authenticate_token,
     enforce_rate_limit,
+    metrics_reader,
     presented_token,
 )
 from pixelpool.api.errors import ApiError
@@ -55,6 +56,9 @@ def check(state: AppState, scope: Scope) -> Principal | None:
     token = presented_token(HTTPConnection(scope))
     if scope["path"] in PUBLIC_PATHS:
         return _optional(state, token)
+    reader = metrics_reader(state, scope["path"], token)
+    if reader is not None:
+        return reader
     principal = authenticate_token(state, token)
     enforce_rate_limit(state, principal)
     if admin_only(scope["path"]):

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 
+from pixelpool.api.metrics import Metrics
 from pixelpool.api.ratelimit import RateLimiter
 from pixelpool.config import Settings
 from pixelpool.engine.scheduler import Scheduler
@@ -33,6 +34,7 @@ class AppState:
     keys: KeyStore
     started: float = field(default_factory=time.time)
     limiter: RateLimiter = field(default_factory=RateLimiter)
+    metrics: Metrics = field(default_factory=Metrics)  # the app's own (see create_app)
     # Per-key default models set with /switch-model by non-admin keys (until restart).
     preferences: dict[str, str] = field(default_factory=dict)
     # Per owner: open WebSocket connections that asked for round-trip caches.

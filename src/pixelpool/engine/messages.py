@@ -70,6 +70,7 @@ class Progress:
 class BatchStarted:
     batch_id: str
     model_load_s: float
+    source: str = ""  # where the model came from: device (cached), ram, or disk
 
 
 @dataclass

@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 
 WATCHDOG_S = 1.0
 RESTART_BACKOFF_MAX_S = 30.0
+# Sees each batch the scheduler starts (its RunBatch) and every message from a worker;
+# metrics are counted from these in this process, so workers need no metrics code.
+Watcher = Callable[[Slot, object], None]
 
 
 class NoDeviceFits(ValueError):
@@ -80,6 +83,7 @@ class Scheduler:
         # Deaths per device since its worker last finished a batch: the respawn backoff
         # grows with these, not with every restart in the server's life.
         self._crashes: dict[str, int] = {}
+        self.watchers: list[Watcher] = []
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -213,11 +217,13 @@ class Scheduler:
         slot.batch_started = now
         head = batch[0]
         items = [WorkItem(t.job_id, t.op, t.params) for t in batch]
+        run = RunBatch(slot.batch_id, head.family, head.model, items)
         try:
-            slot.handle.send(RunBatch(slot.batch_id, head.family, head.model, items))
+            slot.handle.send(run)
         except (OSError, RuntimeError) as exc:
             log.warning("cannot reach worker %s: %s", slot.device_id, exc)
             return  # the exit callback re-queues the batch
+        self._watch(slot, run)
         for task in batch:
             self.listener.job_started(task.job_id, slot.device_id, len(batch))
 
@@ -261,6 +267,7 @@ class Scheduler:
         if slot is None:  # from a worker already replaced
             return
         slot.last_seen = self._clock()
+        self._watch(slot, message)
         match message:
             case Ready(budget_bytes=budget, cache=cache):
                 slot.ready, slot.budget_bytes, slot.cache = True, budget, cache
@@ -300,6 +307,13 @@ class Scheduler:
                 _, future = self._admin.pop(request_id, (None, None))
                 if future is not None and not future.done():
                     future.set_result({"device": slot.device_id, "error": error, "cache": cache})
+
+    def _watch(self, slot: Slot, message: object) -> None:
+        for watch in self.watchers:
+            try:
+                watch(slot, message)
+            except Exception:  # a metric must never disturb scheduling
+                log.exception("watching %s from %s failed", type(message).__name__, slot.device_id)
 
     def _settle(self, slot: Slot, job_id: str) -> None:
         """The job has its outcome: a worker dying later must not run it again."""

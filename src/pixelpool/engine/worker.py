@@ -11,12 +11,14 @@ import logging
 import os
 import queue
 import resource
+import sys
 import threading
 import time
 import traceback
 from multiprocessing.connection import Connection
 from typing import Any
 
+from pixelpool import logs
 from pixelpool.engine.messages import (
     Admin,
     AdminDone,
@@ -204,8 +206,9 @@ class Worker:
             self.send(ItemFailed(job_id, "cancelled before start", "cancelled"))
         try:
             if items:
+                source = self.cache.tier_of(run.model["path"]) or "disk"
                 loaded = self._loaded(run.family, run.model)
-                self.send(BatchStarted(run.batch_id, time.perf_counter() - started))
+                self.send(BatchStarted(run.batch_id, time.perf_counter() - started, source))
                 live = [i.job_id for i in items]
 
                 def send_progress(
@@ -252,9 +255,25 @@ def lower_priority(increment: int) -> None:
         log.debug("could not lower the worker's CPU priority")
 
 
+def no_progress_bars() -> None:
+    """Progress bars are for a terminal: among JSON log lines they would break the lines."""
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # read by libraries imported later
+    from diffusers.utils import logging as diffusers_logging  # which ignores the variable
+    from huggingface_hub.utils import disable_progress_bars
+
+    diffusers_logging.disable_progress_bar()
+    disable_progress_bars()
+    if "transformers" in sys.modules:  # imported already: it has read the variable
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+
+
 def worker_main(device: dict[str, Any], options: dict[str, Any], conn: Connection) -> None:
     """Process entry point (forked from the fork server: a clean process per device)."""
-    logging.basicConfig(level=options.get("log_level", "INFO").upper())
+    logs.configure(options.get("log_level", "info"), options.get("log_format", "text"))
+    if options.get("log_format") == "json":
+        no_progress_bars()
     lower_priority(WORKER_NICE)
     if device["kind"] != "cuda":
         os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")

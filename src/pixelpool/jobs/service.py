@@ -13,6 +13,7 @@ import secrets
 import sqlite3
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from pixelpool import families
@@ -22,8 +23,10 @@ from pixelpool.engine.task import Task
 from pixelpool.jobs.artifacts import ArtifactStore
 from pixelpool.jobs.encode import NPY_MEDIA_TYPE, encode_arrays, encode_image, encode_result
 from pixelpool.jobs.events import EventBus
+from pixelpool.jobs.lifecycle import log_job_event
 from pixelpool.jobs.spec import JobRecord, JobSpec, JobStatus
 from pixelpool.jobs.store import JobStore
+from pixelpool.logs import note_job
 from pixelpool.pipelines.base import Result
 
 __all__ = ["JobService", "NoDeviceFits", "NoDeviceServes", "QueueFull"]
@@ -32,6 +35,8 @@ log = logging.getLogger(__name__)
 
 FINISHED_KEPT = 1000
 WRITE_RETRY_S = (0.05, 0.5, 2.0)  # waits between tries of a store write
+# Called with (record, event type, event fields) for every event a job publishes.
+JobObserver = Callable[[JobRecord, str, dict[str, Any]], None]
 
 
 class QueueFull(Exception):
@@ -66,6 +71,8 @@ class JobService:
         # Finished jobs whose final state the store refused: reported from here.
         self._unsaved: dict[str, JobRecord] = {}
         self.write_retry_s: tuple[float, ...] = WRITE_RETRY_S
+        # Lifecycle logs, and metrics when the app adds them: see `_publish`.
+        self.observers: list[JobObserver] = [log_job_event]
 
     def attach(self, scheduler: Scheduler) -> None:
         self.scheduler = scheduler
@@ -74,6 +81,13 @@ class JobService:
 
     async def submit(
         self, spec: JobSpec, owner: str | None = None, idempotency_key: str | None = None
+    ) -> JobRecord:
+        record = await self._submit(spec, owner, idempotency_key)
+        note_job(record.id)  # the request's access log line names the job
+        return record
+
+    async def _submit(
+        self, spec: JobSpec, owner: str | None, idempotency_key: str | None
     ) -> JobRecord:
         if idempotency_key:
             existing = await self.store.by_idempotency_key(owner, idempotency_key)
@@ -377,6 +391,11 @@ class JobService:
         )  # fmt: skip
 
     def _publish(self, record: JobRecord, kind: str, **extra: Any) -> None:
+        for observe in self.observers:
+            try:
+                observe(record, kind, extra)
+            except Exception:  # a log or metric must never lose a job's event
+                log.exception("observing job %s (%s) failed", record.id, kind)
         event = {
             "type": kind,
             "job_id": record.id,
