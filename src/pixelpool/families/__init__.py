@@ -14,7 +14,9 @@ FAMILIES: dict[str, FamilyDescription] = {
     d.DESCRIPTION.name: d.DESCRIPTION for d in (diffusion, upscale, bgremove, tag, vision)
 }
 # Folders the registry reads for something other than a family's models.
-RESERVED_FOLDERS = frozenset({"loras", "vae_approx", "VAE-approx", "other"})
+RESERVED_FOLDERS = frozenset(
+    {"loras", "vae_approx", "VAE-approx", "other", "controlnet", "ControlNet"}
+)
 
 
 def get(name: str) -> FamilyDescription:

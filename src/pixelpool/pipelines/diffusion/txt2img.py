@@ -6,7 +6,7 @@ from typing import Any
 
 from pixelpool.families.diffusion.params import DiffusionParams, Txt2ImgParams
 from pixelpool.pipelines.base import CancelFn, Loaded, ProgressFn, Result, WorkItem
-from pixelpool.pipelines.diffusion import sampling
+from pixelpool.pipelines.diffusion import controlnet, sampling
 from pixelpool.pipelines.diffusion.common import to_uint8
 
 
@@ -36,6 +36,8 @@ def generate(
     noise = sampling.variation_noise(latent_shape(pipe, width, height), seeds, params)
     if noise is not None:
         overrides["latents"] = noise
+    pipe, control = controlnet.prepare(loaded, "txt2img", pipe, params)
+    overrides.update(control)
     return sampling.call(
         loaded, pipe, params, seeds, progress, cancel, total=first.steps, stage=stage,
         width=width, height=height, output_type=output_type, **overrides,
