@@ -13,6 +13,7 @@ from pydantic import Field
 from pixelpool.api import openapi_docs as docs
 from pixelpool.api import ops, visibility
 from pixelpool.api.auth import Caller, Principal
+from pixelpool.api.diffusion.controlnet import ControlNetRequest, attach
 from pixelpool.api.errors import ApiError
 from pixelpool.api.state import AppState, get_state
 from pixelpool.api.validation import Name, Prompt, RequestModel, check_id
@@ -66,6 +67,18 @@ class GenerateRequest(RequestModel):
     )
     preview: bool = Field(False, description="send preview images on the job's events")
     preview_every: int = Field(1, ge=1, le=1000, description="steps between previews")
+    controlnets: list[ControlNetRequest] = Field(
+        [], description="ControlNets with their control images (txt2img, img2img, inpaint)"
+    )
+
+
+async def _build(state: AppState, req: GenerateRequest, owner: str | None) -> Any:
+    """The txt2img spec, with the request's ControlNets (their images stored) attached."""
+    spec = _spec(state, req)
+    if req.controlnets:
+        entry = ops.resolve_model(state, req.model)
+        spec = await attach(state, entry, spec, req.controlnets, owner)
+    return spec
 
 
 def _spec(state: AppState, req: GenerateRequest) -> Any:
@@ -73,7 +86,7 @@ def _spec(state: AppState, req: GenerateRequest) -> Any:
         raise ApiError(422, "regional_prompting: not supported", "regional_prompting")
     fields = req.model_dump(
         exclude={"vae_tile_width", "vae_tile_height", "regional_prompting", "preview",
-                 "preview_every"}
+                 "preview_every", "controlnets"}
     )  # fmt: skip
     spec = ops.txt2img_spec(state, **fields)
     if req.preview:
@@ -182,7 +195,7 @@ async def rescan_models(state: State, caller: Caller) -> dict[str, int]:
 )
 async def generate(req: GenerateRequest, request: Request, state: State, caller: Caller) -> Any:
     caller.require("generate")
-    record = await ops.submit(state, _spec(state, req), caller.owner)
+    record = await ops.submit(state, await _build(state, req, caller.owner), caller.owner)
     return await result_response(state, await wait_or_cancel(state, request, record.id))
 
 
@@ -205,7 +218,8 @@ async def enqueue(
             f"operation: unknown operation {operation!r}; valid: {', '.join(OPERATIONS)}",
             "operation",
         )
-    record = await ops.submit(state, _spec(state, req), caller.owner, idempotency_key)
+    spec = await _build(state, req, caller.owner)
+    record = await ops.submit(state, spec, caller.owner, idempotency_key)
     return {"job_id": record.id}
 
 

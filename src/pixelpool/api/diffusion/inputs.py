@@ -33,11 +33,15 @@ def validate(model: type[BaseModel], data: Any, text: bool = False) -> Any:
         raise RequestValidationError(exc.errors()) from exc
 
 
-def request_fields(req: BaseModel) -> dict[str, Any]:
-    """A request's fields for a spec builder, without those that only the API reads."""
-    skip = {"vae_tile_width", "vae_tile_height", "regional_prompting", "preview", "preview_every"}
+def request_fields(req: BaseModel, controlnets: bool = False) -> dict[str, Any]:
+    """A request's fields for a spec builder, without those that only the API reads
+    (ControlNets are attached to the built spec, where the op takes them)."""
+    skip = {"vae_tile_width", "vae_tile_height", "regional_prompting", "preview", "preview_every",
+            "controlnets"}  # fmt: skip
     if getattr(req, "regional_prompting", False):
         raise field_error("regional_prompting", "not supported")
+    if getattr(req, "controlnets", None) and not controlnets:
+        raise field_error("controlnets", "not supported for this operation")
     return req.model_dump(exclude=skip)
 
 

@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from pixelpool.api import openapi_docs as docs
 from pixelpool.api import ops, visibility
 from pixelpool.api.auth import Caller
-from pixelpool.api.diffusion import enhance, inputs, specs
+from pixelpool.api.diffusion import controlnet, enhance, inputs, specs
 from pixelpool.api.errors import field_error
 from pixelpool.api.job_routes import Builder, add_job_routes
 from pixelpool.api.native import GenerateRequest
@@ -89,13 +89,14 @@ async def _multipart(request: Request) -> tuple[Img2ImgRequest, list[bytes], lis
 def _image_builder(op: str) -> Builder:
     async def build(request: Request, state: AppState, owner: str | None) -> JobSpec:
         req, images, masks = await _multipart(request)
-        fields = _fields(req)
+        fields = _fields(req, controlnets=True)
         mask_id = fields.pop("mask_id", None)
         if mask_id is not None and masks:
             raise field_error("mask_id", "send a `mask` file or a mask_id, not both")
         check_prompts(state.settings.limits, req.prompt, req.negative_prompt)
         specs.check_mask_count(op, len(images), len(masks) + (mask_id is not None))
-        ops.resolve_model(state, req.model)  # a 404 before anything is stored
+        entry = ops.resolve_model(state, req.model)  # a 404 before anything is stored
+        controlnet.resolve_controlnets(state, entry, req.controlnets)  # so are bad ControlNets
         stored = []
         for i, data in enumerate(images):
             name = "image" if len(images) == 1 else f"image[{i}]"
@@ -104,7 +105,8 @@ def _image_builder(op: str) -> Builder:
         if mask_id is not None:
             masks = [await chain.mask_from_id(state, mask_id, owner, stored[0][1])]
         mask_paths = [(await store_image(state, m, "mask", owner))[0] for m in masks]
-        return specs.img2img_spec(state, fields, stored, mask_paths, op)
+        spec = specs.img2img_spec(state, fields, stored, mask_paths, op)
+        return await controlnet.attach(state, entry, spec, req.controlnets, owner)
 
     return build
 
@@ -115,10 +117,12 @@ async def _hires(request: Request, state: AppState, owner: str | None) -> JobSpe
 
 async def _generate_latents(request: Request, state: AppState, owner: str | None) -> JobSpec:
     req = await _json(request, LatentsRequest)
-    fields = _fields(req)
+    fields = _fields(req, controlnets=True)
     fields["latent_format"] = req.latent_format or format_for(request.headers.get("accept"))
-    specs.check_latent_model(ops.resolve_model(state, req.model))
-    return ops.txt2img_spec(state, **fields)
+    entry = ops.resolve_model(state, req.model)
+    specs.check_latent_model(entry)
+    spec = ops.txt2img_spec(state, **fields)
+    return await controlnet.attach(state, entry, spec, req.controlnets, owner)
 
 
 async def _uploaded_latents(
@@ -219,6 +223,21 @@ async def lora_list(state: State, caller: Caller) -> list[dict[str, Any]]:
             "trigger_words": list(lora.trigger_words),
         }
         for lora in state.registry.loras()
+    ]
+
+
+@router.get("/controlnet-list", responses=docs.native(*docs.AUTH))
+async def controlnet_list(state: State, caller: Caller) -> list[dict[str, Any]]:
+    """ControlNets under models/controlnet/: names for a request's `controlnets[i].model`."""
+    return [
+        {
+            "name": cn.name,
+            "path": visibility.shown_path(state, cn.path, caller),
+            "architecture": cn.architecture,
+            "union": cn.union,
+            "size_bytes": cn.size_bytes,
+        }
+        for cn in state.registry.controlnets()
     ]
 
 
