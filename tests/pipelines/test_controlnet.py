@@ -61,12 +61,11 @@ def _kw(p: dict[str, Any]) -> dict[str, Any]:
     )  # fmt: skip
 
 
-def _direct(cls: Any, model: Path, *controlnets: Path) -> Any:
+def _direct(cls: Any, model: Loaded, *controlnets: Path) -> Any:
+    """diffusers' own ControlNet pipeline on the model's weights (shared, not reloaded:
+    it only reads them) with freshly loaded ControlNets."""
     nets = [ControlNetModel.from_pretrained(c, local_files_only=True) for c in controlnets]
-    extra = {"safety_checker": None} if "XL" not in cls.__name__ else {}
-    pipe = cls.from_pretrained(
-        model, controlnet=nets[0] if len(nets) == 1 else nets, local_files_only=True, **extra
-    )
+    pipe = cls.from_pipe(model.obj, controlnet=nets[0] if len(nets) == 1 else nets)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -79,12 +78,10 @@ def test_registry_scan(root: Path, refs: dict) -> None:
     assert found == {"a": "sd15", "b": "sd15", "xl": "sdxl"}
 
 
-def test_txt2img_parity_and_changes_the_image(
-    sd: Loaded, root: Path, refs: dict, models_dir: Path
-) -> None:
+def test_txt2img_parity_and_changes_the_image(sd: Loaded, root: Path, refs: dict) -> None:
     cn = _cn(refs, root, "a", conditioning_scale=0.8, guidance_end=0.6)
     (ours,) = run(sd, "txt2img", {**P, "controlnets": [cn]})
-    direct = _direct(StableDiffusionControlNetPipeline, models_dir / MODELS["sd15"],
+    direct = _direct(StableDiffusionControlNetPipeline, sd,
                      root / "controlnet/a")  # fmt: skip
     ref = direct(image=Image.open(cn["image"]), width=64, height=48,
                  controlnet_conditioning_scale=0.8, control_guidance_end=0.6, **_kw(P))  # fmt: skip
@@ -93,10 +90,10 @@ def test_txt2img_parity_and_changes_the_image(
     assert max_diff(ours.images[0], plain.images[0]) > 10
 
 
-def test_two_controlnets_at_once(sd: Loaded, root: Path, refs: dict, models_dir: Path) -> None:
+def test_two_controlnets_at_once(sd: Loaded, root: Path, refs: dict) -> None:
     cns = [_cn(refs, root, "a", 0, conditioning_scale=0.5), _cn(refs, root, "b", 1)]
     (ours,) = run(sd, "txt2img", {**P, "controlnets": cns})
-    direct = _direct(StableDiffusionControlNetPipeline, models_dir / MODELS["sd15"],
+    direct = _direct(StableDiffusionControlNetPipeline, sd,
                      root / "controlnet/a", root / "controlnet/b")  # fmt: skip
     images = [Image.open(c["image"]) for c in cns]
     ref = direct(image=images, width=64, height=48, controlnet_conditioning_scale=[0.5, 1.0],
@@ -113,12 +110,12 @@ def test_batch_invariance_with_own_control_images(sd: Loaded, root: Path, refs: 
         assert np.array_equal(alone.images[0], batched.images[0])
 
 
-def test_img2img_and_inpaint_parity(sd: Loaded, root: Path, refs: dict, models_dir: Path) -> None:
+def test_img2img_and_inpaint_parity(sd: Loaded, root: Path, refs: dict) -> None:
     cn = _cn(refs, root, "a")
     init, mask = root / "init.png", root / "mask.png"
     p = {**P, "images": [str(init)], "strength": 1.0, "controlnets": [cn]}
     (ours,) = run(sd, "img2img", p)
-    direct = _direct(StableDiffusionControlNetImg2ImgPipeline, models_dir / MODELS["sd15"],
+    direct = _direct(StableDiffusionControlNetImg2ImgPipeline, sd,
                      root / "controlnet/a")  # fmt: skip
     # diffusers' img2img/inpaint default scale is 0.8; ours is 1.0 everywhere (as A1111's)
     ref = direct(image=Image.open(init), control_image=Image.open(cn["image"]), strength=1.0,
@@ -147,7 +144,7 @@ def test_sdxl_parity(root: Path, refs: dict, models_dir: Path) -> None:
     xl = load(models_dir / MODELS["sdxl"], "sdxl")
     cn = _cn(refs, root, "xl", conditioning_scale=0.7)
     (ours,) = run(xl, "txt2img", {**P, "controlnets": [cn]})
-    direct = _direct(StableDiffusionXLControlNetPipeline, models_dir / MODELS["sdxl"],
+    direct = _direct(StableDiffusionXLControlNetPipeline, xl,
                      root / "controlnet/xl")  # fmt: skip
     ref = direct(image=Image.open(cn["image"]), width=64, height=48,
                  controlnet_conditioning_scale=0.7, **_kw(P))  # fmt: skip

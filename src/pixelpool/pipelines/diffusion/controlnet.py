@@ -13,19 +13,10 @@ import weakref
 from collections import OrderedDict
 from typing import Any
 
+import diffusers
 import numpy as np
 import torch
-from diffusers import (
-    ControlNetModel,
-    DiffusionPipeline,
-    StableDiffusionControlNetImg2ImgPipeline,
-    StableDiffusionControlNetInpaintPipeline,
-    StableDiffusionControlNetPipeline,
-    StableDiffusionXLControlNetImg2ImgPipeline,
-    StableDiffusionXLControlNetInpaintPipeline,
-    StableDiffusionXLControlNetPipeline,
-)
-from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
+from diffusers import DiffusionPipeline
 from PIL import Image
 
 from pixelpool.families.diffusion.params import ControlNetRef, DiffusionParams
@@ -35,13 +26,14 @@ from pixelpool.pipelines.diffusion.images import open_image
 MAX_MODELS = 4
 MAX_PIPELINES = 4
 
-PIPELINES: dict[tuple[str, str], type[DiffusionPipeline]] = {
-    ("sd15", "txt2img"): StableDiffusionControlNetPipeline,
-    ("sd15", "img2img"): StableDiffusionControlNetImg2ImgPipeline,
-    ("sd15", "inpaint"): StableDiffusionControlNetInpaintPipeline,
-    ("sdxl", "txt2img"): StableDiffusionXLControlNetPipeline,
-    ("sdxl", "img2img"): StableDiffusionXLControlNetImg2ImgPipeline,
-    ("sdxl", "inpaint"): StableDiffusionXLControlNetInpaintPipeline,
+# diffusers imports these on first use: a worker that never sees a ControlNet skips them
+PIPELINES: dict[tuple[str, str], str] = {
+    ("sd15", "txt2img"): "StableDiffusionControlNetPipeline",
+    ("sd15", "img2img"): "StableDiffusionControlNetImg2ImgPipeline",
+    ("sd15", "inpaint"): "StableDiffusionControlNetInpaintPipeline",
+    ("sdxl", "txt2img"): "StableDiffusionXLControlNetPipeline",
+    ("sdxl", "img2img"): "StableDiffusionXLControlNetImg2ImgPipeline",
+    ("sdxl", "inpaint"): "StableDiffusionXLControlNetInpaintPipeline",
 }
 
 _MODELS: weakref.WeakKeyDictionary[Any, OrderedDict[str, Any]] = weakref.WeakKeyDictionary()
@@ -55,7 +47,7 @@ def _load(base: Any, ref: ControlNetRef) -> Any:
     cache = _MODELS.setdefault(base, OrderedDict())
     model = cache.get(ref.key)
     if model is None:
-        model = ControlNetModel.from_pretrained(
+        model = diffusers.ControlNetModel.from_pretrained(
             ref.path, torch_dtype=base.unet.dtype, local_files_only=True
         ).eval()
         cache[ref.key] = model
@@ -75,10 +67,16 @@ def pipeline(loaded: Loaded, kind: str, refs: list[ControlNetRef]) -> DiffusionP
     key = (kind, tuple(ref.key for ref in refs))
     cache = _PIPES.setdefault(base, OrderedDict())
     if key not in cache:
-        cls = PIPELINES.get((loaded.architecture, kind))
-        if cls is None:
+        name = PIPELINES.get((loaded.architecture, kind))
+        if name is None:
             raise ValueError(f"ControlNets are not supported for {loaded.architecture} {kind}")
-        controlnet = models[0] if len(models) == 1 else MultiControlNetModel(models)
+        cls = getattr(diffusers, name)
+        if len(models) == 1:
+            controlnet = models[0]
+        else:
+            from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
+
+            controlnet = MultiControlNetModel(models)
         extra = {"requires_safety_checker": False} if loaded.architecture == "sd15" else {}
         pipe = cls.from_pipe(base, controlnet=controlnet, **extra)
         pipe.set_progress_bar_config(disable=True)
