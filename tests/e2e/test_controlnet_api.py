@@ -2,6 +2,8 @@
 manifest defaults, img2img, the depth preprocessor, and bad input as a 4xx naming the field."""
 
 import base64
+import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -82,8 +84,6 @@ def test_manifest_default_and_data_url(client: httpx.Client) -> None:
 def test_img2img_with_controlnet_and_depth(client: httpx.Client) -> None:
     params = {**BASE, "strength": 0.8, "controlnets": [_cn(preprocessor="depth")]}
     files = [("image", ("in.png", png_bytes(smooth_image(64, 64)), "image/png"))]
-    import json
-
     resp = client.post("/api/img2img", files=files, data={"params": json.dumps(params)})
     assert decode(resp).shape == (64, 64, 3)
     canny = {**BASE, "controlnets": [_cn(preprocessor="canny", canny_low=10, canny_high=50)]}
@@ -102,6 +102,7 @@ def test_img2img_with_controlnet_and_depth(client: httpx.Client) -> None:
         (_cn(preprocessor="sobel"), 422, "controlnets[0].preprocessor"),
         (_cn(guidance_start=0.8, guidance_end=0.5), 422, "controlnets[0].guidance_start"),
         (_cn(conditioning_scale=11), 422, "controlnets[0].conditioning_scale"),
+        ({"image": B64}, 422, "controlnets[0].model"),  # the manifest names one default
     ],
 )  # fmt: skip
 def test_bad_input_names_the_field(
@@ -116,3 +117,14 @@ def test_bad_input_names_the_field(
 def test_not_for_other_ops(client: httpx.Client) -> None:
     resp = client.post("/api/generate-hires", json={**BASE, "controlnets": [_cn()]})
     assert resp.status_code == 422 and "controlnets" in resp.text
+
+
+def test_depth_without_a_depth_model_says_what_to_install(
+    client: httpx.Client, models: Path
+) -> None:
+    shutil.rmtree(models / "vision")
+    assert client.post("/api/rescan-models").status_code == 200
+    resp = client.post("/api/generate", json={**BASE, "controlnets": [_cn(preprocessor="depth")]})
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["detail"][0]["field"] == "controlnets[0].preprocessor"
+    assert "Depth Anything" in resp.text
