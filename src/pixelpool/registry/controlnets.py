@@ -49,7 +49,7 @@ class ControlNetEntry:
     def to_ref(self) -> dict[str, Any]:
         """The fields of a ControlNetRef the registry knows."""
         return {"name": self.name, "path": str(self.path), "key": self.key,
-                "architecture": self.architecture}  # fmt: skip
+                "architecture": self.architecture, "size_bytes": self.size_bytes}  # fmt: skip
 
 
 def architecture(config: dict[str, Any]) -> str:

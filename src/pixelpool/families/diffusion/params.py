@@ -61,6 +61,7 @@ class ControlNetRef(BaseModel):
     path: str
     key: str = Field(description="changes when the files change: the ControlNet cache key")
     architecture: str
+    size_bytes: int = Field(0, ge=0, description="for the memory estimate")
     image: str = Field(description="path of the stored control image")
     conditioning_scale: float = Field(1.0, ge=0, le=10)
     guidance_start: float = Field(0.0, ge=0, le=1)

@@ -65,6 +65,11 @@ def result_info(p: DiffusionParams) -> dict[str, Any]:
     info: dict[str, Any] = {"sampler": p.sampler or "model default"}
     if p.loras:
         info["loras"] = [{"name": lora.name, "weight": lora.weight} for lora in p.loras]
+    if p.controlnets:
+        info["controlnets"] = [
+            {"name": c.name, "conditioning_scale": c.conditioning_scale,
+             "preprocessor": c.preprocessor} for c in p.controlnets
+        ]  # fmt: skip
     if p.subseed and p.subseed_strength:
         info.update(subseed=p.subseed, subseed_strength=p.subseed_strength)
     return info
