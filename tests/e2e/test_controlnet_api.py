@@ -69,8 +69,6 @@ def test_list_and_generate_equals_diffusers(client: httpx.Client, models: Path) 
         generator=torch.Generator("cpu").manual_seed(42),
     )  # fmt: skip
     assert np.abs(ours.astype(int) - np.asarray(ref.images[0]).astype(int)).max() <= 1
-    plain = decode(client.post("/api/generate", json=BASE))
-    assert not np.array_equal(plain, ours)
 
 
 def test_manifest_default_and_data_url(client: httpx.Client) -> None:
@@ -81,13 +79,11 @@ def test_manifest_default_and_data_url(client: httpx.Client) -> None:
     assert np.array_equal(explicit, default)
 
 
-def test_img2img_with_controlnet_and_depth(client: httpx.Client) -> None:
+def test_img2img_with_depth_preprocessor(client: httpx.Client) -> None:
     params = {**BASE, "strength": 0.8, "controlnets": [_cn(preprocessor="depth")]}
     files = [("image", ("in.png", png_bytes(smooth_image(64, 64)), "image/png"))]
     resp = client.post("/api/img2img", files=files, data={"params": json.dumps(params)})
     assert decode(resp).shape == (64, 64, 3)
-    canny = {**BASE, "controlnets": [_cn(preprocessor="canny", canny_low=10, canny_high=50)]}
-    assert decode(client.post("/api/generate", json=canny)).shape == (64, 64, 3)
 
 
 @pytest.mark.parametrize(
