@@ -98,7 +98,7 @@ def canny(image: Image.Image, low: int, high: int) -> Image.Image:
 _DEPTH: dict[str, Any] = {}
 
 
-def depth(image: Image.Image, model_path: str) -> Image.Image:
+def depth(image: Image.Image, model_path: str, device: Any = "cpu") -> Image.Image:
     """Depth Anything's relative depth (near is bright), scaled to 0-255, 3 channels."""
     from transformers import AutoImageProcessor, AutoModelForDepthEstimation
 
@@ -108,9 +108,10 @@ def depth(image: Image.Image, model_path: str) -> Image.Image:
         model = AutoModelForDepthEstimation.from_pretrained(model_path, local_files_only=True)
         _DEPTH[model_path] = (processor, model.eval())
     processor, model = _DEPTH[model_path]
+    model.to(device)
     rgb = image.convert("RGB")
     with torch.inference_mode():
-        out = model(**processor(images=rgb, return_tensors="pt"))
+        out = model(**processor(images=rgb, return_tensors="pt").to(device))
     found = processor.post_process_depth_estimation(out, target_sizes=[(rgb.height, rgb.width)])
     array = found[0]["predicted_depth"].float().cpu().numpy()
     span = float(array.max() - array.min())
@@ -119,7 +120,7 @@ def depth(image: Image.Image, model_path: str) -> Image.Image:
     return Image.fromarray(np.stack([grey] * 3, axis=-1))
 
 
-def control_image(ref: ControlNetRef) -> Image.Image:
+def control_image(ref: ControlNetRef, device: Any = "cpu") -> Image.Image:
     """The control image the ControlNet sees: the upload, through its preprocessor."""
     image = open_image(ref.image).convert("RGB")
     if ref.preprocessor == "canny":
@@ -127,14 +128,14 @@ def control_image(ref: ControlNetRef) -> Image.Image:
     if ref.preprocessor == "depth":
         if not ref.depth_model:
             raise ValueError("preprocessor depth needs a depth model")
-        return depth(image, ref.depth_model)
+        return depth(image, ref.depth_model, device)
     return image
 
 
-def call_kwargs(kind: str, params: list[DiffusionParams]) -> dict[str, Any]:
+def call_kwargs(kind: str, params: list[DiffusionParams], device: Any = "cpu") -> dict[str, Any]:
     """The diffusers arguments for one batch: one control image per image (per ControlNet)."""
     first = params[0]
-    per_image = [[control_image(ref) for ref in p.controlnets] for p in params]
+    per_image = [[control_image(ref, device) for ref in p.controlnets] for p in params]
     single = len(first.controlnets) == 1
     images: list[Any] = [imgs[0] for imgs in per_image] if single else per_image
     scales = [ref.conditioning_scale for ref in first.controlnets]
@@ -155,4 +156,5 @@ def prepare(
     `kind` and its control arguments for this batch."""
     if not params[0].controlnets:
         return pipe, {}
-    return pipeline(loaded, kind, params[0].controlnets), call_kwargs(kind, params)
+    device = loaded.obj.unet.device
+    return pipeline(loaded, kind, params[0].controlnets), call_kwargs(kind, params, device)
