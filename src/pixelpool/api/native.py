@@ -14,6 +14,7 @@ from pixelpool.api import openapi_docs as docs
 from pixelpool.api import ops, visibility
 from pixelpool.api.auth import Caller, Principal
 from pixelpool.api.diffusion import caches, references
+from pixelpool.api.diffusion.controlnet import ControlNetRequest, attach
 from pixelpool.api.diffusion.references import IPAdapterRequest
 from pixelpool.api.errors import ApiError
 from pixelpool.api.state import AppState, get_state
@@ -72,6 +73,9 @@ class GenerateRequest(RequestModel):
     ip_adapter: IPAdapterRequest | None = Field(
         None, description="reference images guiding the result (generate, img2img, inpaint)"
     )
+    controlnets: list[ControlNetRequest] = Field(
+        [], description="ControlNets with their control images (txt2img, img2img, inpaint)"
+    )
     clip_embeddings: list[dict[str, Any]] | None = Field(
         None,
         description="FoxBurrow's cached text embeddings (from a `clip_embeddings` WebSocket "
@@ -112,7 +116,8 @@ class GenerateRequest(RequestModel):
 
 
 API_ONLY = {"vae_tile_width", "vae_tile_height", "regional_prompting", "preview", "preview_every",
-            "clip_embeddings", "emit_caches", "infotext", "model_hash", "ip_adapter"}  # fmt: skip
+            "clip_embeddings", "emit_caches", "infotext", "model_hash", "ip_adapter",
+            "controlnets"}  # fmt: skip
 
 
 async def _spec(state: AppState, req: GenerateRequest, owner: str | None) -> Any:
@@ -132,7 +137,12 @@ async def _spec(state: AppState, req: GenerateRequest, owner: str | None) -> Any
 
 
 async def _build(state: AppState, req: GenerateRequest, owner: str | None) -> Any:
+    """The txt2img spec with what the request attaches: reference images (in `_spec`),
+    ControlNets (their images stored) and the client's cached text embeddings."""
     spec = await _spec(state, req, owner)
+    if req.controlnets:
+        entry = ops.resolve_model(state, ops.infotext_model(state, req.model, req.model_hash))
+        spec = await attach(state, entry, spec, req.controlnets, owner)
     await caches.attach(state, spec, req, owner)
     return spec
 

@@ -15,7 +15,16 @@ FAMILIES: dict[str, FamilyDescription] = {
 }
 # Folders the registry reads for something other than a family's models.
 RESERVED_FOLDERS = frozenset(
-    {"loras", "vae_approx", "VAE-approx", "other", "ip-adapter", "ipadapter"}
+    {
+        "loras",
+        "vae_approx",
+        "VAE-approx",
+        "other",
+        "ip-adapter",
+        "ipadapter",
+        "controlnet",
+        "ControlNet",
+    }
 )
 
 

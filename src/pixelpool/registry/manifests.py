@@ -20,6 +20,11 @@ scheduler = "Karras"
 [presets.hd]                     # selected per request with "quality": "hd"
 steps = 40
 cfg_scale = 6.0
+
+[[controlnets]]                  # taken by a request's controlnets[0] that names no model
+model = "canny-sdxl"
+preprocessor = "canny"
+conditioning_scale = 0.7
 ```
 
 A manifest in the models dir itself names its model with `model = "<name>"`.
@@ -54,6 +59,19 @@ class Defaults(BaseModel):
         return self.model_dump(exclude_none=True)
 
 
+class ControlNetDefault(BaseModel):
+    """A default ControlNet: the i-th one is used by a request's `controlnets[i]` that
+    names no model (the request still sends the control image; its values win)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str
+    conditioning_scale: float | None = Field(None, ge=0, le=10)
+    guidance_start: float | None = Field(None, ge=0, le=1)
+    guidance_end: float | None = Field(None, ge=0, le=1)
+    preprocessor: str | None = None
+
+
 class Manifest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -66,6 +84,7 @@ class Manifest(BaseModel):
     capabilities: tuple[str, ...] = ()
     defaults: Defaults = Defaults()
     presets: dict[str, Defaults] = {}
+    controlnets: tuple[ControlNetDefault, ...] = ()
 
     def model_defaults(self) -> dict[str, Any]:
         """The defaults table plus the top-level negative prompt."""

@@ -7,6 +7,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from pixelpool.registry.controlnets import ControlNetEntry, ControlNetNotFound, scan_controlnets
 from pixelpool.registry.entry import ModelEntry
 from pixelpool.registry.fingerprint import FingerprintCache, hash_model
 from pixelpool.registry.ip_adapters import (
@@ -56,6 +57,7 @@ class Registry:
         self._loras: dict[str, LoraEntry] = {}
         self._preview_decoders: list[PreviewDecoderEntry] = []
         self._ip_adapters: list[IPAdapterEntry] = []
+        self._controlnets: list[ControlNetEntry] = []
         self._fingerprints: dict[Path, str] = {}
         self._lock = threading.Lock()
         self._hash_thread: threading.Thread | None = None
@@ -69,9 +71,11 @@ class Registry:
         self.scan_loras()
         decoders = scan_preview_decoders(self.models_dir)
         adapters = scan_ip_adapters(self.models_dir)
+        controlnets = scan_controlnets(self.models_dir)
         with self._lock:
             self._preview_decoders = decoders
             self._ip_adapters = adapters
+            self._controlnets = controlnets
         return self._replace("_entries", found)
 
     def scan_loras(self) -> ScanResult:
@@ -113,6 +117,21 @@ class Registry:
             if len(hits) == 1:
                 return hits[0]
         raise LoraNotFound(name)
+
+    def controlnets(self) -> list[ControlNetEntry]:
+        """ControlNet directories under controlnet/ (never offered as generation models)."""
+        with self._lock:
+            return list(self._controlnets)
+
+    def resolve_controlnet(self, name: str) -> ControlNetEntry:
+        """By name (path under controlnet/) or by the directory's own name when unique."""
+        key = name.strip().strip("/")
+        entries = self.controlnets()
+        for by in (lambda e: e.name, lambda e: e.path.name):
+            hits = [e for e in entries if by(e) == key]
+            if len(hits) == 1:
+                return hits[0]
+        raise ControlNetNotFound(name)
 
     def preview_decoders(self) -> list[PreviewDecoderEntry]:
         """TAESD decoders found under vae_approx/ (never offered as generation models)."""

@@ -36,18 +36,24 @@ def validate(model: type[BaseModel], data: Any, text: bool = False) -> Any:
 
 
 def request_fields(
-    req: BaseModel, state: AppState | None = None, references: bool = False
+    req: BaseModel,
+    state: AppState | None = None,
+    references: bool = False,
+    controlnets: bool = False,
 ) -> dict[str, Any]:
     """A request's fields for a spec builder, without those that only the API reads; with
     `state`, `model` is resolved as an infotext names it (by hash if not by name).
 
-    `ip_adapter` is left out too: the routes that take references (`references`) read
-    it themselves; the others refuse it rather than ignore it."""
+    `ip_adapter` and `controlnets` are left out too: the routes that take them read them
+    and attach them to the built spec; the others refuse them rather than ignore them."""
     if getattr(req, "regional_prompting", False):
         raise field_error("regional_prompting", "not supported")
     if not references and getattr(req, "ip_adapter", None) is not None:
         raise field_error("ip_adapter", "reference images work with generate, img2img, inpaint")
-    fields = req.model_dump(exclude=API_ONLY | {"cached_latents", "ip_adapter"})
+    if getattr(req, "controlnets", None) and not controlnets:
+        raise field_error("controlnets", "not supported for this operation")
+    skip = API_ONLY | {"cached_latents", "ip_adapter", "controlnets"}
+    fields = req.model_dump(exclude=skip)
     if state is not None and "model" in fields:
         fields["model"] = infotext_model(state, fields["model"], getattr(req, "model_hash", None))
     return fields

@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from pixelpool.api import openapi_docs as docs
 from pixelpool.api import ops, visibility
 from pixelpool.api.auth import Caller
-from pixelpool.api.diffusion import caches, enhance, inputs, references, specs
+from pixelpool.api.diffusion import caches, controlnet, enhance, inputs, references, specs
 from pixelpool.api.errors import field_error
 from pixelpool.api.job_routes import Builder, add_job_routes
 from pixelpool.api.native import GenerateRequest
@@ -75,8 +75,10 @@ class LatentsHiresQuery(HiresRequest):
 _validate = inputs.validate
 
 
-def _fields(req: BaseModel, state: AppState, references: bool = False) -> dict[str, Any]:
-    return inputs.request_fields(req, state, references)
+def _fields(
+    req: BaseModel, state: AppState, references: bool = False, controlnets: bool = False
+) -> dict[str, Any]:
+    return inputs.request_fields(req, state, references, controlnets)
 
 
 async def _json(request: Request, model: type[BaseModel]) -> Any:
@@ -113,13 +115,14 @@ async def _with_references(
 def _image_builder(op: str) -> Builder:
     async def build(request: Request, state: AppState, owner: str | None) -> JobSpec:
         req, images, masks, refs = await _multipart(request)
-        fields = _fields(req, state, references=True)
+        fields = _fields(req, state, references=True, controlnets=True)
         mask_id = fields.pop("mask_id", None)
         if mask_id is not None and masks:
             raise field_error("mask_id", "send a `mask` file or a mask_id, not both")
         check_prompts(state.settings.limits, req.prompt, req.negative_prompt)
         specs.check_mask_count(op, len(images), len(masks) + (mask_id is not None))
-        ops.resolve_model(state, req.model)  # a 404 before anything is stored
+        entry = ops.resolve_model(state, fields.get("model"))  # a 404 before anything is stored
+        controlnet.resolve_controlnets(state, entry, req.controlnets)  # so are bad ControlNets
         stored = []
         for i, data in enumerate(images):
             name = "image" if len(images) == 1 else f"image[{i}]"
@@ -129,6 +132,7 @@ def _image_builder(op: str) -> Builder:
             masks = [await chain.mask_from_id(state, mask_id, owner, stored[0][1])]
         mask_paths = [(await store_image(state, m, "mask", owner))[0] for m in masks]
         spec = specs.img2img_spec(state, fields, stored, mask_paths, op)
+        spec = await controlnet.attach(state, entry, spec, req.controlnets, owner)
         await caches.attach(state, spec, req, owner)
         return await _with_references(state, spec, req, refs, owner)
 
@@ -144,10 +148,12 @@ async def _hires(request: Request, state: AppState, owner: str | None) -> JobSpe
 
 async def _generate_latents(request: Request, state: AppState, owner: str | None) -> JobSpec:
     req = await _json(request, LatentsRequest)
-    fields = _fields(req, state)
+    fields = _fields(req, state, controlnets=True)
     fields["latent_format"] = req.latent_format or format_for(request.headers.get("accept"))
-    specs.check_latent_model(ops.resolve_model(state, fields["model"]))
+    entry = ops.resolve_model(state, fields["model"])
+    specs.check_latent_model(entry)
     spec = ops.txt2img_spec(state, **fields)
+    spec = await controlnet.attach(state, entry, spec, req.controlnets, owner)
     await caches.attach(state, spec, req, owner)
     return spec
 
@@ -272,6 +278,21 @@ async def ip_adapter_list(state: State, caller: Caller) -> list[dict[str, Any]]:
             "default": default is not None and default.name == adapter.name,
         })  # fmt: skip
     return listed
+
+
+@router.get("/controlnet-list", responses=docs.native(*docs.AUTH))
+async def controlnet_list(state: State, caller: Caller) -> list[dict[str, Any]]:
+    """ControlNets under models/controlnet/: names for a request's `controlnets[i].model`."""
+    return [
+        {
+            "name": cn.name,
+            "path": visibility.shown_path(state, cn.path, caller),
+            "architecture": cn.architecture,
+            "union": cn.union,
+            "size_bytes": cn.size_bytes,
+        }
+        for cn in state.registry.controlnets()
+    ]
 
 
 @router.post("/rescan-loras", responses=docs.native(*docs.SCOPED))

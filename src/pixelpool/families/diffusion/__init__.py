@@ -19,6 +19,8 @@ from pixelpool.families.diffusion.params import (
     Txt2ImgParams,
 )
 
+CONTROLNET_TIME = 0.5  # a ControlNet is about half a UNet's compute per step
+
 
 class DiffusionFamily:
     name = "diffusion"
@@ -42,6 +44,10 @@ class DiffusionFamily:
 
     def estimate_cost(self, model: dict[str, Any], params: dict[str, Any]) -> Cost:
         cost = _describe.estimate_cost(model, params)
+        if nets := params.get("controlnets"):  # each runs beside the UNet at every step
+            held = sum(int(net.get("size_bytes") or 0) for net in nets)
+            cost = Cost(cost.model_bytes + held, cost.item_bytes,
+                        cost.seconds * (1 + CONTROLNET_TIME * len(nets)))  # fmt: skip
         upscaler = params.get("upscaler")
         if not upscaler or params.get("latents"):
             return cost

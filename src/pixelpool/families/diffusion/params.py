@@ -66,6 +66,45 @@ class PreviewDecoderRef(BaseModel):
     key: str = Field(description="changes when the files change: the decoder cache key")
 
 
+Preprocessor = Literal["none", "canny", "depth"]
+
+
+class ControlNetRef(BaseModel):
+    """A ControlNet resolved by the registry plus this request's control image and settings.
+
+    The worker loads the model by path and caches it by key; it runs `preprocessor` on the
+    image (canny with `canny_low`/`canny_high`, depth with the vision model at `depth_model`).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    path: str
+    key: str = Field(description="changes when the files change: the ControlNet cache key")
+    architecture: str
+    size_bytes: int = Field(0, ge=0, description="for the memory estimate")
+    image: str = Field(description="path of the stored control image")
+    conditioning_scale: float = Field(1.0, ge=0, le=10)
+    guidance_start: float = Field(0.0, ge=0, le=1)
+    guidance_end: float = Field(1.0, ge=0, le=1)
+    preprocessor: Preprocessor = "none"
+    canny_low: int = Field(100, ge=0, le=255)
+    canny_high: int = Field(200, ge=0, le=255)
+    depth_model: str | None = Field(
+        None, description="path of the depth model (preprocessor depth)"
+    )
+
+    @model_validator(mode="after")
+    def _window(self) -> ControlNetRef:
+        if self.guidance_start >= self.guidance_end:
+            raise ValueError("guidance_start must be below guidance_end")
+        return self
+
+    def share_key(self) -> tuple[Any, ...]:
+        """What images must agree on to share a forward pass (their control images differ)."""
+        return (self.key, self.conditioning_scale, self.guidance_start, self.guidance_end)
+
+
 class DiffusionParams(OpParams):
     """What every sampling operation shares; fully resolved (no defaults left to pick)."""
 
@@ -86,6 +125,7 @@ class DiffusionParams(OpParams):
     )
     loras: list[LoraRef] = Field(default_factory=list)
     ip_adapter: IPAdapterRef | None = Field(None, description="reference images (IP-Adapter)")
+    controlnets: list[ControlNetRef] = Field(default_factory=list)
     subseed: int | None = Field(None, ge=1, le=MAX_SEED)
     subseed_strength: float = Field(0.0, ge=0, le=1)
     prompt_cache: str | None = Field(
@@ -117,6 +157,7 @@ class DiffusionParams(OpParams):
             type(self).__name__, self.width, self.height, self.steps, self.cfg_scale,
             self.sampler, self.scheduler, self.lora_key(), self.prompt_cache_tokens,
             self.ip_adapter.batch_key() if self.ip_adapter else None,
+            tuple(c.share_key() for c in self.controlnets),
         )  # fmt: skip
 
 

@@ -15,7 +15,7 @@ from PIL import Image
 
 from pixelpool.families.diffusion.params import Img2ImgParams
 from pixelpool.pipelines.base import CancelFn, Loaded, ProgressFn, Result, WorkItem
-from pixelpool.pipelines.diffusion import sampling
+from pixelpool.pipelines.diffusion import controlnet, sampling
 from pixelpool.pipelines.diffusion.common import to_uint8
 from pixelpool.pipelines.diffusion.images import (
     open_image,
@@ -60,7 +60,11 @@ def _denoise(
     masked = flat[0][3] is not None
     if masked:
         kwargs["mask_image"] = [f[3] for f in flat]
-    pipe = sampling.derived(loaded, "inpaint" if masked else "img2img")
+    kind = "inpaint" if masked else "img2img"
+    pipe, control = controlnet.prepare(
+        loaded, kind, sampling.derived(loaded, kind), [f[0] for f in flat]
+    )
+    kwargs.update(control)
     if "height" in inspect.signature(pipe.__call__).parameters:  # not SD 1.x/SDXL img2img
         kwargs.update(width=first.width, height=first.height)
     out = sampling.call(

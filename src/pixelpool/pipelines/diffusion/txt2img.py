@@ -6,7 +6,7 @@ from typing import Any
 
 from pixelpool.families.diffusion.params import DiffusionParams, Txt2ImgParams
 from pixelpool.pipelines.base import CancelFn, Loaded, ProgressFn, Result, WorkItem
-from pixelpool.pipelines.diffusion import ip_adapter, sampling
+from pixelpool.pipelines.diffusion import controlnet, ip_adapter, sampling
 from pixelpool.pipelines.diffusion.common import to_uint8
 
 
@@ -36,6 +36,8 @@ def generate(
     noise = sampling.variation_noise(latent_shape(pipe, width, height), seeds, params)
     if noise is not None:
         overrides["latents"] = noise
+    pipe, control = controlnet.prepare(loaded, "txt2img", pipe, params)
+    overrides.update(control)
     return sampling.call(
         loaded, pipe, params, seeds, progress, cancel, total=first.steps, stage=stage,
         width=width, height=height, output_type=output_type, **overrides,
@@ -63,6 +65,11 @@ def result_info(p: DiffusionParams) -> dict[str, Any]:
     info: dict[str, Any] = {"sampler": p.sampler or "model default"}
     if p.loras:
         info["loras"] = [{"name": lora.name, "weight": lora.weight} for lora in p.loras]
+    if p.controlnets:
+        info["controlnets"] = [
+            {"name": c.name, "conditioning_scale": c.conditioning_scale,
+             "preprocessor": c.preprocessor} for c in p.controlnets
+        ]  # fmt: skip
     if p.subseed and p.subseed_strength:
         info.update(subseed=p.subseed, subseed_strength=p.subseed_strength)
     return {**info, **ip_adapter.result_info(p.ip_adapter)}
