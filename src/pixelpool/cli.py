@@ -1,4 +1,5 @@
-"""The `pixelpool` command: init, demo, serve, models list."""
+"""The `pixelpool` command: init, demo, serve, models list (keys: cli_keys.py; generate,
+upscale, tag...: cli_client.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Annotated
 import typer
 
 from pixelpool import logs
+from pixelpool.cli_client import register as register_client_commands
 from pixelpool.cli_keys import keys_app
 from pixelpool.config import ConfigError, Settings, load_settings
 from pixelpool.jobs import datalock
@@ -221,6 +223,8 @@ def models_list(
         typer.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     registry.close()
 
+
+register_client_commands(app)  # after the server commands, so --help lists them first
 
 if __name__ == "__main__":
     app()

@@ -88,7 +88,9 @@ class AsyncClient(Operations, AsyncDriver):
                         else:
                             reply = await self._answer(command, lines)
                     except httpx.TransportError as exc:
-                        error = ConnectionFailed(f"{type(exc).__name__}: {exc}")
+                        error = ConnectionFailed(
+                            f"{self.http.base_url}: {type(exc).__name__}: {exc}"
+                        )
                     except Exception as exc:  # a callback's error, for the flow
                         if not isinstance(command, Await):
                             raise

@@ -38,6 +38,10 @@ def _json(method: str, path: str, **kwargs: Any) -> Flow[Any]:
     return (yield from _send(Request(method, path, **kwargs))).json()
 
 
+def _job(job_id: str) -> Flow[Job]:
+    return Job.from_json((yield from _json("GET", f"/api/job/{job_id}")))
+
+
 class Operations:
     """The native API (`/api`) as methods. Diffusion fields are the server's
     (`docs/api.md`): `model`, `width`, `height`, `steps`, `cfg_scale`, `seed`,
@@ -124,7 +128,7 @@ class Operations:
 
     @operation
     def job(self, job_id: str) -> Flow[Job]:
-        return Job.from_json((yield from _json("GET", f"/api/job/{job_id}")))
+        return (yield from _job(job_id))
 
     @operation
     def result(self, job_id: str, index: int = 0, **options: Any) -> Flow[Any]:
@@ -169,7 +173,7 @@ class Operations:
                 yield Await(called)
 
         yield from intercept(follow(job_id), handle)
-        job = yield from self.job.fn(self, job_id)
+        job = yield from _job(job_id)
         if job.status == "cancelled":
             raise JobCancelled(job)
         if job.status != "completed" and job.status != "expired":

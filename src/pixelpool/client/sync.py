@@ -95,7 +95,9 @@ class Client(Operations, SyncDriver):
                         else:
                             reply = self._answer(command, lines)
                     except httpx.TransportError as exc:
-                        error = ConnectionFailed(f"{type(exc).__name__}: {exc}")
+                        error = ConnectionFailed(
+                            f"{self.http.base_url}: {type(exc).__name__}: {exc}"
+                        )
             finally:
                 flow.close()
 

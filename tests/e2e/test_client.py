@@ -1,0 +1,192 @@
+"""`pixelpool.client` (sync and async) and the `pixelpool generate/upscale/tag`
+commands against one real server (auth on, every progress step sent)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from pixelpool.client import (
+    AsyncClient,
+    BadRequest,
+    Client,
+    Conflict,
+    JobCancelled,
+    NotFound,
+    Progress,
+    Unauthorized,
+)
+from pixelpool.testing.server import ServerProcess
+from pixelpool.testing.tiny_onnx import write_tiny_wd_tagger
+from pixelpool.testing.tiny_upscale import smooth_picture, write_tiny_upscaler
+
+KEY = "client-test-key-0123456789"
+JOB = {"prompt": "a red fox", "width": 64, "height": 64, "steps": 2, "seed": 11,
+       "model": "demo-sd"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def server(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    root = tmp_path_factory.mktemp("client") / "models"
+    shutil.copytree(models_dir, root)
+    write_tiny_upscaler(root / "upscale" / "tiny-esrgan.safetensors", "ESRGAN")
+    write_tiny_wd_tagger(root / "tagger" / "wd-tiny")
+    env = {"PIXELPOOL_AUTH__KEYS": json.dumps([KEY]),
+           "PIXELPOOL_SCHEDULER__PROGRESS_INTERVAL_MS": "0"}  # fmt: skip
+    with ServerProcess(root, tmp_path_factory.mktemp("data"), env=env) as proc:
+        yield proc
+
+
+@pytest.fixture(scope="module")
+def raw(server: ServerProcess) -> Iterator[httpx.Client]:
+    headers = {"Authorization": f"Bearer {KEY}"}
+    with httpx.Client(base_url=server.url, headers=headers, timeout=120) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def expected(raw: httpx.Client) -> bytes:
+    """`/api/generate`'s PNG for JOB, as any client gets it."""
+    resp = raw.post("/api/generate", json=JOB)
+    assert resp.status_code == 200, resp.text
+    return resp.content
+
+
+@pytest.fixture(scope="module")
+def picture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("in") / "in.png"
+    Image.fromarray(smooth_picture(24, 20)).save(path)
+    return path
+
+
+@pytest.fixture()
+def client(server: ServerProcess) -> Iterator[Client]:
+    with Client(server.url, key=KEY) as c:
+        yield c
+
+
+def test_sync_generate_enqueue_wait_events(client: Client, expected: bytes) -> None:
+    image = client.generate(**JOB)
+    assert image.data == expected and image.seed == 11 and image.media_type == "image/png"
+    seen: list[Progress] = []
+    job_id = client.enqueue("generate", **JOB)
+    job = client.wait(job_id, on_progress=seen.append)
+    assert job.status == "completed" and job.id == job_id and job.seeds == [11]
+    assert [(p.step, p.total) for p in seen] == [(1, 2), (2, 2)]
+    assert client.result(job_id).data == expected
+    events = list(client.events(job_id))  # replayed: the job has finished
+    assert events[-1].type == "completed" and events[-1].terminal
+    assert [e.step for e in events if e.type == "progress"] == [1, 2]
+    after = list(client.events(job_id, last_event_id=events[-2].id))  # Last-Event-ID
+    assert [e.id for e in after] == [events[-1].id]
+
+
+def test_async_client_runs_a_job_with_an_async_callback(
+    server: ServerProcess, expected: bytes
+) -> None:
+    async def main() -> None:
+        async with AsyncClient(server.url, key=KEY) as c:
+            assert (await c.generate(**JOB)).data == expected
+            steps: list[int] = []
+
+            async def on_progress(p: Progress) -> None:
+                await asyncio.sleep(0)
+                steps.append(p.step)
+
+            job_id = await c.enqueue("generate", idempotency_key="async-1", **JOB)
+            assert await c.enqueue("generate", idempotency_key="async-1", **JOB) == job_id
+            assert (await c.wait(job_id, on_progress=on_progress)).status == "completed"
+            assert steps == [1, 2]
+            assert [e.type async for e in c.events(job_id)][-1] == "completed"
+            assert (await c.result(job_id)).data == expected
+            assert "demo-sd" in [m.name for m in await c.models()]
+
+    asyncio.run(main())
+
+
+def test_cancel_from_the_progress_callback(client: Client) -> None:
+    job_id = client.enqueue("generate", **{**JOB, "steps": 150})
+
+    def cancel_early(p: Progress) -> None:
+        if p.step == 1:
+            assert client.cancel(job_id) in ("cancelling", "cancelled")
+
+    with pytest.raises(JobCancelled) as caught:
+        client.wait(job_id, on_progress=cancel_early)
+    assert caught.value.job.status == "cancelled" and caught.value.job.step < 150
+    with pytest.raises(Conflict):
+        client.result(job_id)
+
+
+def test_typed_errors_carry_the_servers_field(server: ServerProcess, client: Client) -> None:
+    with pytest.raises(BadRequest) as bad:
+        client.generate(**{**JOB, "width": 65})
+    assert bad.value.status == 422 and bad.value.field == "width" and "width" in bad.value.message
+    with pytest.raises(NotFound) as missing:
+        client.generate(**{**JOB, "model": "no-such-model"})
+    assert missing.value.field == "model"
+    with pytest.raises(NotFound):
+        client.job("0123456789abcdef")
+    with Client(server.url, key="wrong-key") as wrong, pytest.raises(Unauthorized) as denied:
+        wrong.models()
+    assert denied.value.status == 401 and "wrong-key" not in str(denied.value)
+
+
+def pixelpool(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pixelpool.cli", *args],
+        capture_output=True, text=True, timeout=120, env={**_ENV, **(env or {})},
+    )  # fmt: skip
+
+
+_ENV = {k: v for k, v in __import__("os").environ.items() if not k.startswith("PIXELPOOL_")}
+
+
+def test_cli_generate_writes_the_same_png(server: ServerProcess, expected: bytes,
+                                          tmp_path: Path) -> None:  # fmt: skip
+    out = tmp_path / "out.png"
+    args = ["generate", JOB["prompt"], "-o", str(out), "--model", "demo-sd", "--width", "64",
+            "--height", "64", "--steps", "2", "--seed", "11"]  # fmt: skip
+    result = pixelpool(*args, env={"PIXELPOOL_SERVER": server.url, "PIXELPOOL_KEY": KEY})
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes() == expected
+    assert "seed 11" in result.stdout and KEY not in result.stdout + result.stderr
+    refused = pixelpool(*args[:-2], "--width", "65", "--server", server.url, "--key", KEY)
+    assert refused.returncode == 3 and "width" in refused.stderr
+    denied = pixelpool(*args, "--server", server.url, "--key", "wrong-key")
+    assert denied.returncode == 4 and "wrong-key" not in denied.stderr
+    dead = pixelpool(*args, "--server", "http://127.0.0.1:9", "--key", KEY)
+    assert dead.returncode == 5 and "127.0.0.1:9" in dead.stderr
+    assert pixelpool("generate", "no output").returncode == 2
+
+
+def test_cli_upscale_and_tag(server: ServerProcess, raw: httpx.Client, picture: Path,
+                             tmp_path: Path) -> None:  # fmt: skip
+    auth = ("--server", server.url, "--key", KEY)
+    out = tmp_path / "big.png"
+    result = pixelpool("upscale", str(picture), "-o", str(out), "--scale", "2", *auth)
+    assert result.returncode == 0, result.stderr
+    direct = raw.post("/api/upscale", params={"scale": 2}, content=picture.read_bytes())
+    assert direct.status_code == 200, direct.text
+    assert np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(picture_of(direct))))
+    tags = pixelpool("tag", str(picture), *auth)
+    assert tags.returncode == 0, tags.stderr
+    assert json.loads(tags.stdout) == raw.post("/api/tag", content=picture.read_bytes()).json()
+    missing = pixelpool("tag", str(tmp_path / "absent.png"), *auth)
+    assert missing.returncode == 2
+
+
+def picture_of(resp: httpx.Response) -> Path:
+    import io
+
+    return io.BytesIO(resp.content)  # type: ignore[return-value]
