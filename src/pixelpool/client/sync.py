@@ -118,6 +118,8 @@ class Client(Operations, SyncDriver):
             time.sleep(command.seconds)
             return None
         if isinstance(command, Await):
-            command.awaitable.close()  # a coroutine never awaited would warn
+            close = getattr(command.awaitable, "close", None)
+            if close is not None:
+                close()  # a coroutine never awaited would warn
             raise TypeError("an async callback needs AsyncClient")
         raise TypeError(f"unknown command {command!r}")
