@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import Field, ValidationError
@@ -31,6 +32,7 @@ MAX_CONTROLNETS = 4
 PREPROCESSORS = ("none", "canny", "depth")
 OPS = ("txt2img", "img2img", "inpaint")
 _URLSAFE = str.maketrans("-_", "+/")
+Fit = Callable[[int, CheckedImage, tuple[int, int]], CheckedImage]
 
 
 class ControlNetRequest(RequestModel):
@@ -134,9 +136,11 @@ async def attach(
     spec: JobSpec,
     requested: list[ControlNetRequest],
     owner: str | None,
+    fit: Fit | None = None,
 ) -> JobSpec:
     """Add the request's ControlNets to a built spec: resolve, store the control images
-    (each must be the output's size), re-validate the params and the batch key."""
+    (each must be the output's size; with `fit`, a blocking `fit(i, image, size)` makes
+    it so, as the A1111 dialect does), re-validate the params and the batch key."""
     if not requested:
         return spec
     if spec.op not in OPS:
@@ -147,6 +151,8 @@ async def attach(
     for i, req in enumerate(requested):
         field = f"controlnets[{i}].image"
         checked = await asyncio.to_thread(_check, req.image, field, max_input_pixels(state))
+        if fit is not None and (checked.width, checked.height) != size:
+            checked = await asyncio.to_thread(fit, i, checked, size)
         if (checked.width, checked.height) != size:
             raise field_error(field, f"is {checked.width}x{checked.height}; a control image "
                               f"must be the output's size, {size[0]}x{size[1]}")  # fmt: skip
