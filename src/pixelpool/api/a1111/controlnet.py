@@ -2,7 +2,8 @@
 IP-Adapter, for /sdapi/v1/txt2img and /img2img.
 
 Each enabled unit is a ControlNet (module none, canny or a depth module; `weight` is the
-conditioning scale, `threshold_a`/`threshold_b` canny's thresholds) or, with an
+conditioning scale, `threshold_a`/`threshold_b` canny's thresholds, `union_control_type`
+a union ControlNet's control type) or, with an
 IP-Adapter module, the request's reference image (`weight` its scale). A control image
 of another size than the output is fitted as the extension fits it (`resize.py`); in
 img2img a unit without an image takes the init image, as in the extension. Errors name
@@ -36,7 +37,8 @@ IP_MODULES = ("ip-adapter_clip_sd15", "ip-adapter_clip_h", "ip-adapter_clip_sdxl
 CANNY = {"canny_low": ("threshold_a", 100), "canny_high": ("threshold_b", 200)}
 OURS = {"conditioning_scale": "weight", "preprocessor": "module", "canny_low": "threshold_a",
         "canny_high": "threshold_b", "model": "model", "image": "image",
-        "guidance_start": "guidance_start", "guidance_end": "guidance_end"}  # fmt: skip
+        "guidance_start": "guidance_start", "guidance_end": "guidance_end",
+        "control_mode": "union_control_type"}  # fmt: skip
 CONTROL_MODES = ("Balanced", "My prompt is more important", "ControlNet is more important")
 _HASH = re.compile(r"\s*\[[0-9a-fA-F]+\]$")
 
@@ -60,6 +62,7 @@ class Unit(BaseModel):
     guidance_start: float = 0.0
     guidance_end: float = 1.0
     control_mode: str | int = "Balanced"
+    union_control_type: str = "Unknown"  # a union ControlNet's type ("Hard Edge", "Depth"...)
 
 
 @dataclass
@@ -143,9 +146,11 @@ def _add(units: Units, j: int, unit: Unit, at: str, init: str | None) -> None:
     if preprocessor is None:
         valid = ", ".join([*CONTROL_MODULES, *IP_MODULES])
         raise field_error(f"{at}.module", f"unsupported module {unit.module!r}; valid: {valid}")
-    extra = {}
+    extra: dict[str, Any] = {}
     if preprocessor == "canny":
         extra = {k: _threshold(getattr(unit, a), d) for k, (a, d) in CANNY.items()}
+    if unit.union_control_type.lower() != "unknown":
+        extra["control_mode"] = unit.union_control_type
     units.controlnets.append(
         ControlNetRequest(
             model=_model(unit.model, at), image=image, conditioning_scale=unit.weight,
