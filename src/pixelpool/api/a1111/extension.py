@@ -82,7 +82,7 @@ def _sorted(alias_names: bool) -> list[str]:
     return [MODULES[n][0] if alias_names else n for n in ["none", *rest]]
 
 
-@router.get("/controlnet/module_list", responses=responses(*docs.AUTH))
+@router.get("/controlnet/module_list", responses=responses(*docs.AUTH, 422))
 async def module_list(caller: Caller, alias_names: bool = False) -> dict[str, Any]:
     """The modules (preprocessors) units may name; `alias_names`: their UI labels."""
     names = _sorted(alias_names)
