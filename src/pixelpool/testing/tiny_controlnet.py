@@ -21,11 +21,7 @@ def build_tiny_controlnet(model_dir: Path, seed: int = 0) -> ControlNetModel:
     controlnet = ControlNetModel.from_unet(
         unet, conditioning_embedding_out_channels=CONDITIONING_CHANNELS
     )
-    generator = torch.Generator("cpu").manual_seed(seed)
-    with torch.no_grad():
-        for param in controlnet.parameters():
-            if not param.any():
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.3)
+    _randomise_zeros(controlnet, seed)
     return controlnet.eval()
 
 
