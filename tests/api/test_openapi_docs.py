@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from pixelpool.api.a1111.errors import is_a1111
 from pixelpool.api.app import create_app
 from pixelpool.api.selfhosted import PATHS as SELF_HOSTED_PATHS
 from pixelpool.api.vision.dialect import is_vision_path
@@ -26,7 +27,7 @@ OPERATIONS = [
 def _error_schema(path: str) -> str:
     if path == "/v1" or path.startswith("/v1/"):
         return "OpenAIError"
-    if path.startswith("/sdapi/v1/"):
+    if is_a1111(path):  # /sdapi/v1 and the ControlNet extension's /controlnet
         return "A1111Error"
     detail = path in SELF_HOSTED_PATHS or is_vision_path(path)
     return "DetailError" if detail else "NativeError"

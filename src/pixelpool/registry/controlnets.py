@@ -40,6 +40,7 @@ class ControlNetEntry:
     union: bool
     size_bytes: int
     mtime_ns: int
+    control_types: int = 0  # a union ControlNet's number of control types (control_mode)
 
     @property
     def key(self) -> str:
@@ -49,7 +50,8 @@ class ControlNetEntry:
     def to_ref(self) -> dict[str, Any]:
         """The fields of a ControlNetRef the registry knows."""
         return {"name": self.name, "path": str(self.path), "key": self.key,
-                "architecture": self.architecture, "size_bytes": self.size_bytes}  # fmt: skip
+                "architecture": self.architecture, "size_bytes": self.size_bytes,
+                "union": self.union}  # fmt: skip
 
 
 def architecture(config: dict[str, Any]) -> str:
@@ -73,13 +75,15 @@ def controlnet_entry(folder: Path, path: Path) -> ControlNetEntry | None:
     if not any((path / w).is_file() for w in WEIGHT_FILES):
         log.warning("skipping ControlNet %s: no weights file", path)
         return None
+    union = CLASS_NAMES[config["_class_name"]]
     return ControlNetEntry(
         name=path.relative_to(folder).as_posix(),
         path=path.resolve(),
         architecture=architecture(config),
-        union=CLASS_NAMES[config["_class_name"]],
+        union=union,
         size_bytes=sum(st.st_size for st in stats),
         mtime_ns=max(st.st_mtime_ns for st in stats),
+        control_types=int(config.get("num_control_type", 6)) if union else 0,
     )
 
 

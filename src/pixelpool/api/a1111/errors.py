@@ -1,4 +1,5 @@
-"""A1111's error envelope: `{"error", "detail", "body", "errors"}` on every /sdapi path.
+"""A1111's error envelope: `{"error", "detail", "body", "errors"}` on every /sdapi path
+(and the ControlNet extension's /controlnet ones).
 
 A1111 itself answers FastAPI's `{"detail": [...]}` for validation errors and this
 envelope for the rest; here every error (validation 422 included) has this one
@@ -15,10 +16,11 @@ from pixelpool.api import openapi_docs as docs
 from pixelpool.api.errors import ErrorInfo
 
 PREFIX = "/sdapi/v1/"
+EXTENSION = "/controlnet/"  # the ControlNet extension's routes
 
 
 def is_a1111(path: str) -> bool:
-    return path.startswith(PREFIX)
+    return path.startswith((PREFIX, EXTENSION))
 
 
 def envelope(info: ErrorInfo) -> tuple[int, dict[str, Any]]:

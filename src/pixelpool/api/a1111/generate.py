@@ -17,7 +17,7 @@ from PIL import Image
 
 from pixelpool.api import openapi_docs as docs
 from pixelpool.api import ops
-from pixelpool.api.a1111 import running
+from pixelpool.api.a1111 import controlnet, running
 from pixelpool.api.a1111.errors import responses
 from pixelpool.api.a1111.models import Img2ImgRequest, Txt2ImgRequest
 from pixelpool.api.auth import Caller
@@ -162,6 +162,9 @@ async def txt2img(req: Txt2ImgRequest, request: Request, state: State, caller: C
     """Text to image; with `enable_hr`, our hi-res fix (Latent upscalers: latent, else pixel)."""
     caller.require("generate")
     fields = _common(req)
+    units = controlnet.parse(req.alwayson_scripts)
+    if units and req.enable_hr:
+        raise field_error(controlnet.FIELD, "ControlNet units do not work with enable_hr here")
     if req.enable_hr:
         fields = _hires(req, fields)
 
@@ -173,6 +176,7 @@ async def txt2img(req: Txt2ImgRequest, request: Request, state: State, caller: C
             return ops.txt2img_spec(state, **fields, seed=seed)
 
     specs = build_specs(build, resolve_seed(req.seed), _count(state, req), NAMES)
+    specs = await controlnet.attach(state, specs, units, fields["model"], caller.owner)
     outputs = await _run(state, request, specs, caller.owner)
     return _response(req, specs, outputs)
 
@@ -185,6 +189,7 @@ async def img2img(req: Img2ImgRequest, request: Request, state: State, caller: C
         raise field_error("init_images", "is required: send one base64 image")
     n = _count(state, req)
     fields = {**_common(req), "strength": req.denoising_strength}
+    units = controlnet.parse(req.alwayson_scripts, init=req.init_images[0])
     image = await store_image(state, decode_image(req.init_images[0], "init_images"),
                               "init_images", caller.owner)  # fmt: skip
     images = [(image[0], (image[1].width, image[1].height))]
@@ -199,5 +204,6 @@ async def img2img(req: Img2ImgRequest, request: Request, state: State, caller: C
         return img2img_spec(state, {**fields, "seed": seed}, images, masks, op)
 
     specs = build_specs(build, resolve_seed(req.seed), n, {**NAMES, "image": "init_images"})
+    specs = await controlnet.attach(state, specs, units, fields["model"], caller.owner)
     outputs = await _run(state, request, specs, caller.owner)
     return _response(req, specs, outputs)

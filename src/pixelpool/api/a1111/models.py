@@ -41,6 +41,7 @@ class Txt2ImgRequest(A1111Model):
     hr_upscaler: str | None = None
     denoising_strength: float | None = None
     override_settings: dict[str, Any] | None = None
+    alwayson_scripts: dict[str, Any] | None = None  # only `controlnet` is read
     send_images: bool = True
     save_images: bool = False
 

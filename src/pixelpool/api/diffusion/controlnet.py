@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import Field, ValidationError
@@ -24,13 +25,20 @@ from pixelpool.api.validation import Name, RequestModel, validation_error
 from pixelpool.families import vision
 from pixelpool.families.diffusion.params import OP_PARAMS
 from pixelpool.jobs.spec import JobSpec
-from pixelpool.registry.controlnets import ControlNetNotFound
+from pixelpool.registry.controlnets import ControlNetEntry, ControlNetNotFound
 from pixelpool.registry.entry import ModelEntry
 
 MAX_CONTROLNETS = 4
 PREPROCESSORS = ("none", "canny", "depth")
+# a union ControlNet's control types, in xinsir's (and the A1111 extension's) order
+UNION_TYPES = ("openpose", "depth", "softedge", "canny", "normal", "segmentation", "tile",
+               "inpaint")  # fmt: skip
+UNION_ALIASES = {"scribble": 2, "hed": 2, "soft edge": 2, "lineart": 3, "mlsd": 3,
+                 "hardedge": 3, "hard edge": 3, "normalmap": 4, "normal map": 4,
+                 "segment": 5, "seg": 5, "blur": 6, "repaint": 7}  # fmt: skip
 OPS = ("txt2img", "img2img", "inpaint")
 _URLSAFE = str.maketrans("-_", "+/")
+Fit = Callable[[int, CheckedImage, tuple[int, int]], CheckedImage]
 
 
 class ControlNetRequest(RequestModel):
@@ -44,6 +52,11 @@ class ControlNetRequest(RequestModel):
     preprocessor: str | None = Field(None, description="none (default), canny or depth")
     canny_low: int | None = Field(None, ge=0, le=255, description="default 100")
     canny_high: int | None = Field(None, ge=0, le=255, description="default 200")
+    control_mode: int | str | None = Field(
+        None, description="union ControlNets: the control type, a number or a name "
+        "(openpose, depth, softedge, canny, normal, segmentation, tile, inpaint); default: "
+        "from the preprocessor (canny, depth)",
+    )  # fmt: skip
 
 
 def decode_base64(field: str, text: str) -> bytes:
@@ -104,9 +117,6 @@ def resolve_controlnets(
         except ControlNetNotFound as exc:
             raise ApiError(404, f"{at}.model: ControlNet not found: {exc.name}",
                            f"{at}.model") from exc  # fmt: skip
-        if found.union:
-            raise field_error(f"{at}.model", f"{found.name!r} is a union ControlNet; "
-                              "union ControlNets are not supported yet")  # fmt: skip
         if found.architecture != entry.architecture:
             raise field_error(f"{at}.model", f"ControlNet {found.name!r} is for "
                               f"{found.architecture}, but model {entry.name!r} is "
@@ -124,8 +134,38 @@ def resolve_controlnets(
                 raise field_error(f"{at}.{key}", f"must be between {low} and {high}")
         if settings.get("guidance_start", 0.0) >= settings.get("guidance_end", 1.0):
             raise field_error(f"{at}.guidance_start", "must be below guidance_end")
+        settings["control_mode"] = _control_mode(found, settings, at)
         refs.append({**found.to_ref(), **settings})
+    unions = [i for i, ref in enumerate(refs) if ref["union"]]
+    if unions and len(refs) > 1:
+        raise field_error(f"controlnets[{unions[0]}].model",
+                          "a union ControlNet goes alone: one ControlNet per request")  # fmt: skip
     return refs
+
+
+def _control_mode(found: ControlNetEntry, settings: dict[str, Any], at: str) -> int | None:
+    """A union ControlNet's control type: given (number or name), else the preprocessor's."""
+    value = settings.get("control_mode")
+    if not found.union:
+        if value is not None:
+            raise field_error(f"{at}.control_mode", f"{found.name!r} is not a union ControlNet")
+        return None
+    if value is None:
+        value = {"canny": 3, "depth": 1}.get(settings.get("preprocessor", "none"))
+        if value is None:
+            raise field_error(f"{at}.control_mode", f"is required: {found.name!r} is a union "
+                              f"ControlNet; one of {', '.join(UNION_TYPES)}")  # fmt: skip
+    if isinstance(value, str):
+        name = value.strip().lower().replace("_", " ")
+        index = UNION_ALIASES.get(name, UNION_TYPES.index(name) if name in UNION_TYPES else None)
+        if index is None:
+            raise field_error(f"{at}.control_mode", f"unknown control type {value!r}; valid: "
+                              f"{', '.join(UNION_TYPES)} or a number")  # fmt: skip
+        value = index
+    if not 0 <= value < found.control_types:
+        raise field_error(f"{at}.control_mode", f"must be between 0 and "
+                          f"{found.control_types - 1} for {found.name!r}")  # fmt: skip
+    return value
 
 
 async def attach(
@@ -134,9 +174,11 @@ async def attach(
     spec: JobSpec,
     requested: list[ControlNetRequest],
     owner: str | None,
+    fit: Fit | None = None,
 ) -> JobSpec:
     """Add the request's ControlNets to a built spec: resolve, store the control images
-    (each must be the output's size), re-validate the params and the batch key."""
+    (each must be the output's size; with `fit`, a blocking `fit(i, image, size)` makes
+    it so, as the A1111 dialect does), re-validate the params and the batch key."""
     if not requested:
         return spec
     if spec.op not in OPS:
@@ -147,6 +189,8 @@ async def attach(
     for i, req in enumerate(requested):
         field = f"controlnets[{i}].image"
         checked = await asyncio.to_thread(_check, req.image, field, max_input_pixels(state))
+        if fit is not None and (checked.width, checked.height) != size:
+            checked = await asyncio.to_thread(fit, i, checked, size)
         if (checked.width, checked.height) != size:
             raise field_error(field, f"is {checked.width}x{checked.height}; a control image "
                               f"must be the output's size, {size[0]}x{size[1]}")  # fmt: skip

@@ -93,16 +93,23 @@ class ControlNetRef(BaseModel):
     depth_model: str | None = Field(
         None, description="path of the depth model (preprocessor depth)"
     )
+    union: bool = Field(False, description="a union ControlNet (ControlNetUnionModel)")
+    control_mode: int | None = Field(
+        None, ge=0, description="a union ControlNet's control type (0 openpose, 1 depth, ...)"
+    )
 
     @model_validator(mode="after")
     def _window(self) -> ControlNetRef:
         if self.guidance_start >= self.guidance_end:
             raise ValueError("guidance_start must be below guidance_end")
+        if self.union != (self.control_mode is not None):
+            raise ValueError("control_mode is for union ControlNets, and they need one")
         return self
 
     def share_key(self) -> tuple[Any, ...]:
         """What images must agree on to share a forward pass (their control images differ)."""
-        return (self.key, self.conditioning_scale, self.guidance_start, self.guidance_end)
+        return (self.key, self.conditioning_scale, self.guidance_start, self.guidance_end,
+                self.control_mode)  # fmt: skip
 
 
 class DiffusionParams(OpParams):

@@ -4,7 +4,9 @@ A batch's ControlNets (all images of a batch share them, see `batch_key`) turn t
 txt2img, img2img or inpaint pipeline into diffusers' ControlNet variant of it with
 `from_pipe` (same UNet, VAE and text encoders: no copies). Each image brings its own
 control image, run through its preprocessor here, in the worker. Loaded ControlNets
-and the pipelines built on them are kept per loaded model (LRU, small).
+and the pipelines built on them are kept per loaded model (LRU, small). A union
+ControlNet (SDXL's ControlNetUnionModel, alone in its request) takes diffusers' union
+pipelines, with its `control_mode`.
 """
 
 from __future__ import annotations
@@ -35,6 +37,11 @@ PIPELINES: dict[tuple[str, str], str] = {
     ("sdxl", "img2img"): "StableDiffusionXLControlNetImg2ImgPipeline",
     ("sdxl", "inpaint"): "StableDiffusionXLControlNetInpaintPipeline",
 }
+UNION_PIPELINES: dict[tuple[str, str], str] = {
+    ("sdxl", "txt2img"): "StableDiffusionXLControlNetUnionPipeline",
+    ("sdxl", "img2img"): "StableDiffusionXLControlNetUnionImg2ImgPipeline",
+    ("sdxl", "inpaint"): "StableDiffusionXLControlNetUnionInpaintPipeline",
+}
 
 _MODELS: weakref.WeakKeyDictionary[Any, OrderedDict[str, Any]] = weakref.WeakKeyDictionary()
 _PIPES: weakref.WeakKeyDictionary[Any, OrderedDict[tuple[Any, ...], Any]] = (
@@ -47,7 +54,8 @@ def _load(base: Any, ref: ControlNetRef) -> Any:
     cache = _MODELS.setdefault(base, OrderedDict())
     model = cache.get(ref.key)
     if model is None:
-        model = diffusers.ControlNetModel.from_pretrained(
+        cls = diffusers.ControlNetUnionModel if ref.union else diffusers.ControlNetModel
+        model = cls.from_pretrained(
             ref.path, torch_dtype=base.unet.dtype, local_files_only=True
         ).eval()
         cache[ref.key] = model
@@ -67,7 +75,8 @@ def pipeline(loaded: Loaded, kind: str, refs: list[ControlNetRef]) -> DiffusionP
     key = (kind, tuple(ref.key for ref in refs))
     cache = _PIPES.setdefault(base, OrderedDict())
     if key not in cache:
-        name = PIPELINES.get((loaded.architecture, kind))
+        union = refs[0].union
+        name = (UNION_PIPELINES if union else PIPELINES).get((loaded.architecture, kind))
         if name is None:
             raise ValueError(f"ControlNets are not supported for {loaded.architecture} {kind}")
         cls = getattr(diffusers, name)
@@ -136,6 +145,15 @@ def call_kwargs(kind: str, params: list[DiffusionParams], device: Any = "cpu") -
     """The diffusers arguments for one batch: one control image per image (per ControlNet)."""
     first = params[0]
     per_image = [[control_image(ref, device) for ref in p.controlnets] for p in params]
+    if first.controlnets[0].union:  # alone: one control type, an image per batch image
+        ref = first.controlnets[0]
+        return {
+            "control_image": [[imgs[0] for imgs in per_image]],
+            "control_mode": [ref.control_mode],
+            "controlnet_conditioning_scale": ref.conditioning_scale,
+            "control_guidance_start": ref.guidance_start,
+            "control_guidance_end": ref.guidance_end,
+        }
     single = len(first.controlnets) == 1
     images: list[Any] = [imgs[0] for imgs in per_image] if single else per_image
     scales = [ref.conditioning_scale for ref in first.controlnets]
