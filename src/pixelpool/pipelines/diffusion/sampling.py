@@ -108,6 +108,10 @@ def call(
         torch.inference_mode(),
         ip_adapter.applied(loaded.obj, pipe, params) as references,
     ):
+        if hasattr(pipe.scheduler, "noise_sampler_seed"):
+            # DPM++ SDE draws its Brownian noise from the global RNG unless seeded: one
+            # tree per image, seeded by the image's seed.
+            pipe.scheduler.noise_sampler_seed = list(seeds)
         return pipe(
             **prompt_inputs(pipe, params),
             **references,
