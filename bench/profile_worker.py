@@ -54,7 +54,8 @@ def main() -> None:
     loaded = family.load(entry, args.device, "auto")
     params = [
         {"prompt": "a photo of a red fox in the snow", "negative_prompt": "blurry",
-         "width": args.size, "height": args.size, "steps": args.steps, "cfg_scale": 7.0, "seed": seed}
+         "width": args.size, "height": args.size, "steps": args.steps, "cfg_scale": 7.0,
+         "seed": seed}
         for seed in range(1, args.batch + 1)
     ]  # fmt: skip
     items = [WorkItem(f"job{i}", "txt2img", p) for i, p in enumerate(params)]
