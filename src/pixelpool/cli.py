@@ -93,6 +93,8 @@ max_batch = "auto"          # "auto": what the device's memory fits, up to 16; o
 batch_window_ms = "auto"    # "auto": wait briefly for companions when the last batch was
                             # bigger; a number: hold every short batch this long
 progress_interval_ms = 100   # a batch's progress at most this often (0: every step)
+batch_invariant = true      # a seed gives the same image bit for bit in any batch; false:
+                            # whole-batch VAE, faster, images within 1/255 of the solo one
 max_queue = 1000
 max_queue_per_key = 200
 max_retries = 2             # re-runs of a job whose worker died

@@ -101,6 +101,10 @@ class SchedulerSettings(_Section):
     # A worker sends a batch's progress at most this often (previews and the last step
     # of a stage always go out); 0: every step.
     progress_interval_ms: int = Field(100, ge=0, le=10_000)
+    # A seed gives the same image, bit for bit, in any batch (small matmuls padded, the
+    # VAE one image at a time). false: the whole batch goes through the VAE at once and
+    # small matmuls run as they are: images then differ from the solo image by rounding.
+    batch_invariant: bool = True
     max_queue: int = Field(1000, ge=1)
     max_queue_per_key: int = Field(200, ge=1)
     max_retries: int = Field(2, ge=0)

@@ -46,6 +46,9 @@ def test_jobs_batch_and_report_progress(models_dir: Path) -> None:
             while engine.snapshot()[0]["busy"]:  # the cache report follows the last result
                 await asyncio.sleep(0.02)
             assert engine.snapshot()[0]["cache"]["hits"] >= 1
+            # One prompt for all four jobs: encoded once, then the worker's text cache.
+            text = engine.snapshot()[0]["cache"]["text_embeddings"]
+            assert text["misses"] == 2 and text["hits"] == 6  # prompt and negative
         finally:
             await engine.stop()
 

@@ -30,6 +30,7 @@ def worker_options(settings: Settings, device: DeviceInfo) -> dict[str, Any]:
         "pinned": [],  # resolved to paths and sent by the app once the registry is up
         "log_level": settings.server.log_level,
         "progress_interval_s": settings.scheduler.progress_interval_ms / 1000,
+        "batch_invariant": settings.scheduler.batch_invariant,
         "log_format": settings.server.log_format,
     }
 

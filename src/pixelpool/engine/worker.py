@@ -99,8 +99,9 @@ class Worker:
         import torch  # imported here: only worker processes load torch and the device
 
         from pixelpool.engine.cache import ModelCache
-        from pixelpool.pipelines import get_family
+        from pixelpool.pipelines import configure, get_family
 
+        configure(self.options)
         self.torch = torch
         if self.options.get("threads"):
             torch.set_num_threads(int(self.options["threads"]))
@@ -114,12 +115,17 @@ class Worker:
         )
         threading.Thread(target=self._read, name="reader", daemon=True).start()
         threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True).start()
-        self.send(Ready(self.device, os.getpid(), self.cache.budget_bytes, self.cache.snapshot()))
+        self.send(Ready(self.device, os.getpid(), self.cache.budget_bytes, self._snapshot()))
         while (message := self._inbox.get()) is not None:
             if isinstance(message, RunBatch):
                 self._run(message)
             else:
                 self._admin(message)
+
+    def _snapshot(self) -> dict[str, Any]:
+        from pixelpool.pipelines import family_stats
+
+        return {**self.cache.snapshot(), **family_stats()}
 
     def _budget(self) -> int:
         configured = self.options.get("budget_bytes")
@@ -189,7 +195,7 @@ class Worker:
                 error = f"unknown cache operation {message.op!r}"
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
-        self.send(AdminDone(message.request_id, error, self.cache.snapshot()))
+        self.send(AdminDone(message.request_id, error, self._snapshot()))
 
     def _free_memory(self) -> None:
         if self.device["kind"] == "cuda":
@@ -244,7 +250,7 @@ class Worker:
                 )
         finally:
             self._cancelled.difference_update(job_ids)
-        self.send(BatchDone(run.batch_id, time.perf_counter() - started, self.cache.snapshot()))
+        self.send(BatchDone(run.batch_id, time.perf_counter() - started, self._snapshot()))
 
 
 def lower_priority(increment: int) -> None:

@@ -122,15 +122,11 @@ def _load(pipe: Any, p: DiffusionParams) -> tuple[Embeds | None, str]:
 
 
 def _diffusers_encode(pipe: Any, params: list[DiffusionParams]) -> list[Embeds]:
-    """Per job, exactly what diffusers computes from the text (its own encode_prompt)."""
-    encoded = pipe.encode_prompt(
-        prompt=[p.prompt for p in params], device=pipe._execution_device,
-        num_images_per_prompt=1, do_classifier_free_guidance=True,
-        negative_prompt=[p.negative_prompt for p in params],
-    )  # fmt: skip
-    names = (*KEYS, *POOLED)[: len(encoded)]
-    tensors = dict(zip(names, encoded, strict=True))
-    return [{n: t[i : i + 1] for n, t in tensors.items()} for i in range(len(params))]
+    """Per job, exactly what diffusers computes from the text (its own encode_prompt, one
+    prompt at a time, through the model's prompt cache)."""
+    from pixelpool.pipelines.diffusion import text_cache
+
+    return text_cache.per_job(pipe, params)
 
 
 def _pad(pipe: Any, embeds: Embeds, tokens: int, empty: Callable[[], torch.Tensor]) -> Embeds:

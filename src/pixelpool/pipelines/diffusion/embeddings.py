@@ -16,7 +16,7 @@ import torch
 
 from pixelpool.families.diffusion.params import DiffusionParams
 from pixelpool.families.diffusion.prompts import BREAK, is_plain, parse_weighted
-from pixelpool.pipelines.diffusion import caches
+from pixelpool.pipelines.diffusion import caches, text_cache
 
 CHUNK = 75  # tokens per chunk between BOS and EOS
 
@@ -114,7 +114,13 @@ def prompt_embeddings(pipe: Any, params: list[DiffusionParams]) -> dict[str, Any
     # An empty negative prompt is encoded, not zeroed: what diffusers does when given "".
     embeds, pooled = [], []
     for text in texts:
-        e, p = encode_prompt(pipe, text, chunks)
+        e, p = text_cache.encoded(
+            pipe,
+            params[0],
+            text,
+            ("chunked", chunks),
+            lambda t=text: encode_prompt(pipe, t, chunks),
+        )
         embeds.append(e)
         pooled.append(p)
     n = len(params)
@@ -130,7 +136,8 @@ def prompt_embeddings(pipe: Any, params: list[DiffusionParams]) -> dict[str, Any
 
 def prompt_inputs(pipe: Any, params: list[DiffusionParams]) -> dict[str, Any]:
     """Keyword arguments that give `pipe` the batch's prompts (the clients' cached
-    embeddings where they sent them; see caches.py)."""
+    embeddings where they sent them; see caches.py). Prompts are encoded one at a time
+    and kept per model (text_cache.py)."""
     texts = [p.prompt for p in params] + [p.negative_prompt for p in params]
     needs = needs_embeddings(pipe, texts)
     cached = caches.batch_prompts(pipe, params, prompt_embeddings, needs)
@@ -138,6 +145,8 @@ def prompt_inputs(pipe: Any, params: list[DiffusionParams]) -> dict[str, Any]:
         return cached
     if needs:
         return prompt_embeddings(pipe, params)
+    if text_cache.applies(pipe):
+        return text_cache.batch_inputs(pipe, params)
     return {
         "prompt": [p.prompt for p in params],
         "negative_prompt": [p.negative_prompt for p in params],

@@ -6,7 +6,15 @@ from collections.abc import Callable
 from typing import Any
 
 from pixelpool.pipelines.base import CancelFn, Loaded, ProgressFn, Result, WorkItem
-from pixelpool.pipelines.diffusion import caches, enhance, hires, img2img, latents, txt2img
+from pixelpool.pipelines.diffusion import (
+    caches,
+    enhance,
+    hires,
+    img2img,
+    latents,
+    text_cache,
+    txt2img,
+)
 from pixelpool.pipelines.diffusion.loader import load_pipeline, module_bytes, torch_dtype
 
 RunFn = Callable[[Loaded, list[WorkItem], ProgressFn, CancelFn], list[Result]]
@@ -31,6 +39,7 @@ class DiffusionFamily:
     def move(self, loaded: Loaded, device: str) -> Loaded:
         """Between the device and RAM tiers of the model cache."""
         if device != loaded.device:
+            text_cache.clear(loaded.obj)
             loaded.obj.to(device)
         return Loaded(loaded.obj, loaded.size_bytes, loaded.architecture, device, "diffusion")
 
@@ -44,6 +53,10 @@ class DiffusionFamily:
             results = OPERATIONS[op](loaded, batch, progress, cancel)
         caches.attach(loaded.obj, batch, results, got)
         return results
+
+    def stats(self) -> dict[str, Any]:
+        """For the worker's cache snapshot (`/api/status`)."""
+        return {"text_embeddings": text_cache.stats()}
 
 
 FAMILY = DiffusionFamily()

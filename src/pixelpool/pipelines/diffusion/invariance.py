@@ -16,6 +16,11 @@ Elementwise kernels also round the unaligned tail of a tensor differently, which
 real models' widths (multiples of 64) never produce. Measured on the CPU
 (MKL/oneDNN); on GPUs the BLAS chooses kernels by problem size, which this does not
 cover beyond the small-row case.
+
+The setting `scheduler.batch_invariant` (default true) turns both off for throughput:
+the VAE then decodes and encodes the whole batch at once, and small matmuls run as
+they are, so an image made in a batch differs from the solo image by rounding (the
+tests bound it at 1/255 on the tiny models).
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from pixelpool.pipelines import option
 
 MIN_ROWS = 12
 _original_forward = nn.Linear.forward
@@ -54,8 +61,23 @@ def padded_small_matmuls() -> Iterator[None]:
         nn.Linear.forward = _original_forward  # type: ignore[method-assign]
 
 
-def one_image_vae(pipe: Any) -> None:
-    """Make the pipeline's VAE work on one image at a time (batch-invariant, less memory)."""
+def enabled() -> bool:
+    """The worker's `scheduler.batch_invariant` setting."""
+    return bool(option("batch_invariant", True))
+
+
+def one_image_vae(pipe: Any, on: bool = True) -> None:
+    """Make the pipeline's VAE work on one image at a time (batch-invariant, less memory),
+    or, with `on` false, on the whole batch at once."""
     vae = getattr(pipe, "vae", None)
     if vae is not None and hasattr(vae, "use_slicing"):
-        vae.use_slicing = True
+        vae.use_slicing = on
+
+
+@contextlib.contextmanager
+def for_batch(pipe: Any) -> Iterator[None]:
+    """One batch's call, batch-invariant or not as the worker is configured."""
+    on = enabled()
+    one_image_vae(pipe, on)
+    with padded_small_matmuls() if on else contextlib.nullcontext():
+        yield

@@ -17,10 +17,9 @@ from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting, Dif
 
 from pixelpool.families.diffusion.params import DiffusionParams
 from pixelpool.pipelines.base import CancelFn, Loaded, ProgressFn
-from pixelpool.pipelines.diffusion import ip_adapter, lora, previews
+from pixelpool.pipelines.diffusion import invariance, ip_adapter, lora, previews
 from pixelpool.pipelines.diffusion.common import cpu_generators, make_scheduler, step_callback
 from pixelpool.pipelines.diffusion.embeddings import prompt_inputs
-from pixelpool.pipelines.diffusion.invariance import padded_small_matmuls
 
 _AUTO = {"img2img": AutoPipelineForImage2Image, "inpaint": AutoPipelineForInpainting}
 _DERIVED: weakref.WeakKeyDictionary[Any, dict[str, DiffusionPipeline]] = weakref.WeakKeyDictionary()
@@ -41,12 +40,13 @@ def derived(loaded: Loaded, kind: str) -> DiffusionPipeline:
 
 @contextlib.contextmanager
 def configured(loaded: Loaded, pipe: DiffusionPipeline, params: DiffusionParams) -> Iterator[None]:
-    """The batch's sampler and LoRAs for the duration of one call, batch-invariant."""
+    """The batch's sampler and LoRAs for the duration of one call, batch-invariant unless
+    the worker's `batch_invariant` setting is off."""
     original = pipe.scheduler
     pipe.scheduler = make_scheduler(pipe, params)
     lora.activate(loaded.obj, params.loras)
     try:
-        with padded_small_matmuls():
+        with invariance.for_batch(pipe):
             yield
     finally:
         pipe.scheduler = original
@@ -108,6 +108,10 @@ def call(
         torch.inference_mode(),
         ip_adapter.applied(loaded.obj, pipe, params) as references,
     ):
+        if hasattr(pipe.scheduler, "noise_sampler_seed"):
+            # DPM++ SDE draws its Brownian noise from the global RNG unless seeded: one
+            # tree per image, seeded by the image's seed.
+            pipe.scheduler.noise_sampler_seed = list(seeds)
         return pipe(
             **prompt_inputs(pipe, params),
             **references,
