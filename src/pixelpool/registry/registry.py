@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from pixelpool.registry.controlnets import ControlNetEntry, ControlNetNotFound, scan_controlnets
 from pixelpool.registry.entry import ModelEntry
@@ -19,6 +21,8 @@ from pixelpool.registry.ip_adapters import pick as pick_ip_adapter
 from pixelpool.registry.loras import LoraEntry, LoraNotFound, scan_loras
 from pixelpool.registry.preview_decoders import PreviewDecoderEntry, pick, scan_preview_decoders
 from pixelpool.registry.scan import scan_models
+
+E = TypeVar("E", ControlNetEntry, IPAdapterEntry)
 
 log = logging.getLogger(__name__)
 
@@ -125,13 +129,10 @@ class Registry:
 
     def resolve_controlnet(self, name: str) -> ControlNetEntry:
         """By name (path under controlnet/) or by the directory's own name when unique."""
-        key = name.strip().strip("/")
-        entries = self.controlnets()
-        for by in (lambda e: e.name, lambda e: e.path.name):
-            hits = [e for e in entries if by(e) == key]
-            if len(hits) == 1:
-                return hits[0]
-        raise ControlNetNotFound(name)
+        found = _unique(self.controlnets(), name.strip().strip("/"), lambda e: e.path.name)
+        if found is None:
+            raise ControlNetNotFound(name)
+        return found
 
     def preview_decoders(self) -> list[PreviewDecoderEntry]:
         """TAESD decoders found under vae_approx/ (never offered as generation models)."""
@@ -150,12 +151,10 @@ class Registry:
     def resolve_ip_adapter(self, name: str) -> IPAdapterEntry:
         """By name (path under ip-adapter/ without .safetensors) or file name."""
         key = name.strip().removesuffix(".safetensors")
-        entries = self.ip_adapters()
-        for by in (lambda e: e.name, lambda e: e.path.stem):
-            hits = [e for e in entries if by(e) == key]
-            if len(hits) == 1:
-                return hits[0]
-        raise IPAdapterNotFound(name)
+        found = _unique(self.ip_adapters(), key, lambda e: e.path.stem)
+        if found is None:
+            raise IPAdapterNotFound(name)
+        return found
 
     def ip_adapter(self, architecture: str) -> IPAdapterEntry | None:
         """The IP-Adapter a request naming none uses on a model of `architecture`, if any."""
@@ -256,3 +255,13 @@ class Registry:
             if not self._rehash:
                 return
             self._rehash = False
+
+
+def _unique(entries: list[E], key: str, file_name: Callable[[E], str]) -> E | None:
+    """The entry named `key`, else the one whose file or folder is named `key` when
+    exactly one is; None when neither picks one."""
+    for by in (lambda e: e.name, file_name):
+        hits = [e for e in entries if by(e) == key]
+        if len(hits) == 1:
+            return hits[0]
+    return None
