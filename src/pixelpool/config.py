@@ -152,8 +152,17 @@ class DeviceSettings(_Section):
 
 
 class ClusterSettings(_Section):
+    """Where workers run. local: one process per device of this machine. ray: one actor
+    per device on every node of a Ray cluster; ray_address is "auto" (the cluster this
+    machine is a node of), "ray://host:10001" (Ray Client), "host:6379", or empty to
+    start a Ray runtime on this machine. cpu_actors_per_node: CPU workers on each node
+    (default: one on a node without GPUs, none beside GPUs); cpus_per_actor: the Ray
+    CPUs each CPU worker reserves."""
+
     backend: Literal["local", "ray"] = "local"
     ray_address: str | None = None
+    cpu_actors_per_node: int | None = Field(None, ge=0, le=64)
+    cpus_per_actor: float = Field(1.0, gt=0)
 
 
 class Settings(BaseSettings):

@@ -5,8 +5,9 @@ date on every change, and never drifts from what `/api/status` shows.
 
 Device memory: on CUDA devices through NVML (`nvidia-ml-py`, imported on the first
 scrape that has a CUDA worker; NVML does not initialise CUDA, so the HTTP process
-still never touches the device); on every device, the worker process's resident
-memory (`psutil`), which is what a CPU worker's models and batches take.
+still never touches the device); on every device of this host, the worker process's
+resident memory (`WorkerHandle.rss_bytes`), which is what a CPU worker's models and
+batches take. Devices on other machines (the Ray backend) have neither here.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-import psutil
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -52,15 +52,6 @@ class _Nvml:
             log.warning("device memory metrics unavailable (NVML: %s)", exc)
             self._failed = True
             return None
-
-
-def _rss(pid: int | None) -> int | None:
-    if pid is None:
-        return None
-    try:
-        return int(psutil.Process(pid).memory_info().rss)
-    except (psutil.Error, OSError):
-        return None
 
 
 class StateCollector(Collector):
@@ -115,10 +106,10 @@ class StateCollector(Collector):
                 cached.add_metric([device, tier], cache.get(used_key, 0))
                 budget.add_metric([device, tier], cache.get(budget_key, 0))
                 models.add_metric([device, tier], tiers.get(tier, 0))
-            resident = _rss(slot.handle.pid if slot.handle.is_alive() else None)
+            resident = slot.handle.rss_bytes()
             if resident is not None:
                 rss.add_metric([device], resident)
-            if slot.handle.device.kind == "cuda":
+            if slot.handle.device.kind == "cuda" and slot.handle.on_this_host:
                 reading = self.nvml.read(slot.handle.device.index)
                 if reading is not None:
                     used.add_metric([device], reading[0])

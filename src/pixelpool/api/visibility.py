@@ -13,6 +13,9 @@ from typing import Any
 from pixelpool.api.auth import Principal
 from pixelpool.api.state import AppState
 
+# What a device's snapshot says about the machine under it (`WorkerHandle.describe`).
+HOST_KEYS = frozenset({"pid", "node_address", "actor_id"})
+
 
 def sees_all(caller: Principal) -> bool:
     return "admin" in caller.scopes
@@ -37,7 +40,7 @@ def devices(state: AppState, caller: Principal) -> list[dict[str, Any]]:
     owners = {t.job_id: t.owner for slot in state.scheduler.slots for t in slot.batch}
     shown = []
     for device in snapshot:
-        view = {k: v for k, v in device.items() if k != "pid"}
+        view = {k: v for k, v in device.items() if k not in HOST_KEYS}
         view["active_jobs"] = [
             j for j in device.get("active_jobs", []) if caller.may_see(owners.get(j))
         ]

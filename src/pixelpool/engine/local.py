@@ -15,10 +15,12 @@ import threading
 from multiprocessing.connection import Connection
 from typing import Any
 
+import psutil
+
 from pixelpool.engine.devices import DeviceInfo
 from pixelpool.engine.handle import OnExit, OnMessage, WorkerHandle
 from pixelpool.engine.messages import Stop
-from pixelpool.engine.worker import worker_main
+from pixelpool.engine.pipe import worker_main
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,17 @@ class LocalWorker(WorkerHandle):
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
+
+    def describe(self) -> dict[str, Any]:
+        return {"pid": self.pid}
+
+    def rss_bytes(self) -> int | None:
+        if self.pid is None or not self.is_alive():
+            return None
+        try:
+            return int(psutil.Process(self.pid).memory_info().rss)
+        except (psutil.Error, OSError):
+            return None
 
     async def start(self, on_message: OnMessage, on_exit: OnExit) -> None:
         loop = asyncio.get_running_loop()

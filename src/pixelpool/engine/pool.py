@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from pixelpool.config import Settings
-from pixelpool.engine.devices import DeviceInfo, detect_devices, select_devices
-from pixelpool.engine.handle import WorkerHandle
-from pixelpool.engine.local import LocalWorker
+from pixelpool.engine.backend import make_backend
+from pixelpool.engine.devices import DeviceInfo
 from pixelpool.engine.scheduler import Scheduler
 from pixelpool.engine.slot import Slot
 from pixelpool.engine.task import EngineListener
@@ -36,21 +35,24 @@ def worker_options(settings: Settings, device: DeviceInfo) -> dict[str, Any]:
 
 
 def build_scheduler(settings: Settings, listener: EngineListener) -> Scheduler:
-    if settings.cluster.backend != "local":
-        raise NotImplementedError("the ray backend is not available yet; use cluster.backend=local")
-    devices = select_devices(detect_devices(), settings.devices)
+    """One slot per device the backend (`cluster.backend`) finds, behind one scheduler."""
+    backend = make_backend(settings, lambda device: worker_options(settings, device))
+    devices = backend.devices()
     if not devices:
         raise RuntimeError("no device is enabled: enable one under [devices.<id>]")
-
-    def make(device: DeviceInfo) -> WorkerHandle:
-        return LocalWorker(device, worker_options(settings, device))
 
     def slot(device: DeviceInfo) -> Slot:
         config = settings.devices.get(device.id)
         if config is None:
-            return Slot(make(device), ["*"])
+            return Slot(backend.make(device), ["*"])
         served = frozenset(config.families) if config.families is not None else None
-        return Slot(make(device), list(config.capabilities), served)
+        return Slot(backend.make(device), list(config.capabilities), served)
 
     slots = [slot(d) for d in devices]
-    return Scheduler(slots, listener, settings.scheduler, respawn=lambda s: make(s.handle.device))
+    return Scheduler(
+        slots,
+        listener,
+        settings.scheduler,
+        respawn=lambda s: backend.make(s.handle.device),
+        nodes=backend.nodes,
+    )

@@ -68,8 +68,10 @@ class Scheduler:
         settings: SchedulerSettings,
         respawn: Callable[[Slot], WorkerHandle] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        nodes: Callable[[], list[dict[str, Any]]] | None = None,
     ) -> None:
         self.slots = slots
+        self._nodes = nodes
         self.listener = listener
         self.settings = settings
         self._respawn = respawn
@@ -173,6 +175,10 @@ class Scheduler:
     def snapshot(self) -> list[dict[str, Any]]:
         return [slot.snapshot() for slot in self.slots]
 
+    def nodes(self) -> list[dict[str, Any]]:
+        """The machines under the workers, as the backend describes them (local: none)."""
+        return self._nodes() if self._nodes is not None else []
+
     # --- dispatch --------------------------------------------------------------
 
     async def _loop(self) -> None:
@@ -271,7 +277,7 @@ class Scheduler:
         match message:
             case Ready(budget_bytes=budget, cache=cache):
                 slot.ready, slot.budget_bytes, slot.cache = True, budget, cache
-                log.info("worker %s ready (pid %s)", slot.device_id, handle.pid)
+                log.info("worker %s ready %s", slot.device_id, handle.describe())
                 self._wake.set()
             case BatchStarted(model_load_s=load_s):
                 slot.batch_started = self._clock()

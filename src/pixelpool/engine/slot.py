@@ -61,7 +61,7 @@ class Slot:
             "ready": self.ready,
             "busy": self.batch_id is not None,
             "active_jobs": [t.job_id for t in self.batch],
-            "pid": self.handle.pid,
+            **self.handle.describe(),
             "restarts": self.restarts,
             "budget_bytes": self.budget,
             "families": sorted(self.families) if self.families is not None else None,

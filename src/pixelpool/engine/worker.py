@@ -1,8 +1,10 @@
-"""The worker process: owns one device, its model cache, and runs batches.
+"""The worker core: owns one device, its model cache, and runs batches.
 
-A reader thread takes messages from the engine (runs, cache commands,
-cancellations) so that a cancel arrives while a batch is running; the main
-thread runs batches and cache commands one at a time, in arrival order.
+It knows nothing of pipes, processes or clusters: a transport hands it the engine's
+messages (`deliver`, from any thread, so a cancel lands while a batch runs) and gives
+it a `send` callable for its replies. `serve` runs batches and cache commands one at
+a time, in arrival order. Transports: `engine/pipe.py` (a local subprocess) and
+`engine/ray_actor.py` (a Ray actor on any node of a cluster).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import sys
 import threading
 import time
 import traceback
-from multiprocessing.connection import Connection
+from collections.abc import Callable
 from typing import Any
 
 from pixelpool import logs
@@ -25,7 +27,6 @@ from pixelpool.engine.messages import (
     BatchDone,
     BatchStarted,
     CancelJob,
-    Heartbeat,
     ItemFailed,
     ItemResult,
     Progress,
@@ -37,7 +38,6 @@ from pixelpool.engine.progress import INTERVAL_S, CoalescedProgress
 
 log = logging.getLogger("pixelpool.worker")
 
-HEARTBEAT_S = 2.0
 # Workers compute in bursts that can take every core; the HTTP process must still
 # answer /health and status reads at once, so workers yield the CPU to it first.
 WORKER_NICE = 5
@@ -81,22 +81,36 @@ def limit_memory(device: dict[str, Any], limit: int | None) -> None:
     resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
 
 
-class Worker:
-    def __init__(self, device: dict[str, Any], options: dict[str, Any], conn: Connection) -> None:
+Send = Callable[[object], None]
+
+
+class WorkerCore:
+    """One device's worker, whatever carries its messages."""
+
+    def __init__(self, device: dict[str, Any], options: dict[str, Any], send: Send) -> None:
         self.device = device
         self.options = options
-        self.conn = conn
-        self._send_lock = threading.Lock()
+        self.send = send
         self._inbox: queue.Queue[RunBatch | Admin | None] = queue.Queue()
         self._cancelled: set[str] = set()
-        self._stopping = threading.Event()
+        self.stopping = threading.Event()
 
-    def send(self, message: object) -> None:
-        with self._send_lock:
-            self.conn.send(message)
+    def deliver(self, message: object) -> None:
+        """Take one message from the engine (any thread): a cancel or stop acts at once,
+        the rest queue for `serve`."""
+        if isinstance(message, CancelJob):
+            self._cancelled.add(message.job_id)
+        elif isinstance(message, Stop):
+            self.stopping.set()
+            self._inbox.put(None)
+        elif isinstance(message, RunBatch | Admin):
+            self._inbox.put(message)
+        else:
+            log.warning("worker ignored an unknown message %s", type(message).__name__)
 
-    def serve(self) -> None:
-        import torch  # imported here: only worker processes load torch and the device
+    def open(self) -> None:
+        """Import torch, open the device and the model cache, then report Ready."""
+        import torch  # imported here: only workers load torch and the device
 
         from pixelpool.engine.cache import ModelCache
         from pixelpool.pipelines import configure, get_family
@@ -113,9 +127,10 @@ class Worker:
             device=self.torch_device,
             move=lambda loaded, dev: get_family(loaded.family).move(loaded, dev),
         )
-        threading.Thread(target=self._read, name="reader", daemon=True).start()
-        threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True).start()
         self.send(Ready(self.device, os.getpid(), self.cache.budget_bytes, self._snapshot()))
+
+    def serve(self) -> None:
+        """Run queued batches and cache commands until Stop (call `open` first)."""
         while (message := self._inbox.get()) is not None:
             if isinstance(message, RunBatch):
                 self._run(message)
@@ -146,28 +161,6 @@ class Worker:
             if self.device["kind"] == "cpu"
             else int(system_ram_bytes() * RAM_TIER_DEFAULT_FRACTION)
         )
-
-    def _read(self) -> None:
-        while True:
-            try:
-                message = self.conn.recv()
-            except (EOFError, OSError):
-                message = Stop()  # the engine is gone: finish up
-            if isinstance(message, CancelJob):
-                self._cancelled.add(message.job_id)
-            elif isinstance(message, Stop):
-                self._stopping.set()
-                self._inbox.put(None)
-                return
-            else:
-                self._inbox.put(message)
-
-    def _heartbeat(self) -> None:
-        while not self._stopping.wait(HEARTBEAT_S):
-            try:
-                self.send(Heartbeat(time.time()))
-            except OSError:
-                return
 
     def _loaded(self, family_name: str, model: dict[str, Any]) -> Any:
         from pixelpool.pipelines import get_family
@@ -275,8 +268,8 @@ def no_progress_bars() -> None:
         transformers_logging.disable_progress_bar()
 
 
-def worker_main(device: dict[str, Any], options: dict[str, Any], conn: Connection) -> None:
-    """Process entry point (forked from the fork server: a clean process per device)."""
+def prepare_process(device: dict[str, Any], options: dict[str, Any]) -> None:
+    """What every worker process does first, whichever transport started it."""
     logs.configure(options.get("log_level", "info"), options.get("log_format", "text"))
     if options.get("log_format") == "json":
         no_progress_bars()
@@ -284,4 +277,3 @@ def worker_main(device: dict[str, Any], options: dict[str, Any], conn: Connectio
     if device["kind"] != "cuda":
         os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
     limit_memory(device, options.get("memory_limit_bytes"))
-    Worker(device, options, conn).serve()

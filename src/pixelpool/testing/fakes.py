@@ -143,10 +143,6 @@ class FakeWorker(WorkerHandle):
 
     # --- WorkerHandle --------------------------------------------------------------
 
-    @property
-    def pid(self) -> int | None:
-        return None
-
     async def start(self, on_message: OnMessage, on_exit: OnExit) -> None:
         if self.failed_starts > 0:
             self.failed_starts -= 1

@@ -1,0 +1,55 @@
+"""Backends: where workers run. The scheduler sees only the WorkerHandles they make.
+
+`local` runs one subprocess per device of this machine (`engine/local.py`); `ray` one
+actor per device of every node of a Ray cluster (`engine/ray_backend.py`).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any
+
+from pixelpool.config import Settings
+from pixelpool.engine.devices import DeviceInfo, detect_devices, select_devices
+from pixelpool.engine.handle import WorkerHandle
+
+Options = Callable[[DeviceInfo], dict[str, Any]]
+
+
+class Backend(ABC):
+    """Discovers devices and makes one worker handle per device."""
+
+    @abstractmethod
+    def devices(self) -> list[DeviceInfo]:
+        """The devices that get a worker (ids unique across every machine)."""
+
+    @abstractmethod
+    def make(self, device: DeviceInfo) -> WorkerHandle:
+        """A new, not yet started, worker for the device (also to replace a dead one)."""
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """The machines the workers run on, for the status page."""
+        return []
+
+
+class LocalBackend(Backend):
+    def __init__(self, settings: Settings, options: Options) -> None:
+        self.settings = settings
+        self.options = options
+
+    def devices(self) -> list[DeviceInfo]:
+        return select_devices(detect_devices(), self.settings.devices)
+
+    def make(self, device: DeviceInfo) -> WorkerHandle:
+        from pixelpool.engine.local import LocalWorker
+
+        return LocalWorker(device, self.options(device))
+
+
+def make_backend(settings: Settings, options: Options) -> Backend:
+    if settings.cluster.backend == "ray":
+        from pixelpool.engine.ray_backend import RayBackend  # ray is an optional extra
+
+        return RayBackend(settings, options)
+    return LocalBackend(settings, options)

@@ -1,0 +1,123 @@
+"""The Ray transport, worker side: an actor that runs the worker core on its node.
+
+The engine's messages arrive as `deliver` calls (a concurrency group of their own, so
+a cancel lands while a batch runs); everything the core sends, and a heartbeat while
+it is quiet, goes back on one long-lived streaming call, `events`, that the server
+iterates. The actor's death ends that stream with an error: that is how the server
+learns a node or a worker is gone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import queue
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from pixelpool.engine.messages import Heartbeat, RunBatch
+from pixelpool.engine.worker import WorkerCore, prepare_process
+
+log = logging.getLogger("pixelpool.worker")
+
+HEARTBEAT_S = 2.0
+# Ray concurrency groups: the event stream holds one thread for the actor's life;
+# deliveries (runs, cache commands, cancels) take another, so they are never stuck
+# behind a running batch.
+CONCURRENCY = {"events": 1, "control": 1}
+
+
+class WorkerActor:
+    """Made a Ray actor class by `engine/ray_backend.py` (so this module needs no ray)."""
+
+    def __init__(self, device: dict[str, Any], options: dict[str, Any]) -> None:
+        prepare_process(device, options)
+        self._outbox: queue.Queue[object] = queue.Queue()
+        self._stage = Path(tempfile.mkdtemp(prefix="pixelpool-inputs-"))
+        self.core = WorkerCore(device, options, self._outbox.put)
+        threading.Thread(target=self._serve, name="serve", daemon=True).start()
+
+    def _serve(self) -> None:
+        try:
+            self.core.open()
+            self.core.serve()
+        except Exception:
+            log.exception("worker %s failed", self.core.device["id"])
+        finally:
+            self._outbox.put(None)  # ends the event stream: the server sees the exit
+            shutil.rmtree(self._stage, ignore_errors=True)
+
+    def deliver(self, message: object, files: dict[str, bytes] | None = None) -> None:
+        if files and isinstance(message, RunBatch):
+            message = localize(message, files, self._stage)
+        self.core.deliver(message)
+
+    def events(self) -> Iterator[object]:
+        while True:
+            try:
+                message = self._outbox.get(timeout=HEARTBEAT_S)
+            except queue.Empty:
+                yield Heartbeat(time.time())
+                continue
+            if message is None:
+                return
+            yield message
+
+
+def localize(run: RunBatch, files: dict[str, bytes], stage: Path) -> RunBatch:
+    """Write the batch's input files here and point its params at these copies."""
+    local: dict[str, str] = {}
+    for original, data in files.items():
+        name = hashlib.sha256(data).hexdigest()[:32] + Path(original).suffix
+        target = stage / name
+        if not target.exists():
+            partial = target.with_suffix(target.suffix + ".part")
+            partial.write_bytes(data)
+            partial.rename(target)
+        local[original] = str(target)
+    items = [replace(item, params=_swap(item.params, local)) for item in run.items]
+    return replace(run, items=items)
+
+
+def _swap(value: Any, paths: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        return paths.get(value, value)
+    if isinstance(value, dict):
+        return {k: _swap(v, paths) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_swap(v, paths) for v in value)
+    return value
+
+
+def input_files(run: RunBatch, data_dir: Path) -> dict[str, bytes]:
+    """The files under the server's data dir that the batch's params name (uploads,
+    latents, control images, embeddings): a remote node has no such directory."""
+    root = data_dir.resolve()
+    found: dict[str, bytes] = {}
+
+    def walk(value: Any) -> None:
+        if isinstance(value, str):
+            if value in found or len(value) > 4096 or "\n" in value:
+                return
+            try:
+                path = Path(value).resolve()
+                if path.is_relative_to(root) and path.is_file():
+                    found[value] = path.read_bytes()
+            except (OSError, ValueError):
+                return
+        elif isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list | tuple):
+            for v in value:
+                walk(v)
+
+    for item in run.items:
+        walk(item.params)
+    return found

@@ -1,0 +1,247 @@
+"""The Ray backend: one worker actor per device on every node of a Ray cluster.
+
+Devices: each GPU of a node gets an actor (`num_gpus=1`), and CPU actors go where
+`cluster.cpu_actors_per_node` says (by default one on a node without GPUs). Device ids
+name their node, `<node>/cuda0`, `<node>/cpu0`, where the node is its Ray node name
+(`ray start --node-name`; by default its IP address). Actors run the same worker core
+as local workers (`engine/ray_actor.py`); their messages come back on a streaming
+call, so the scheduler sees them exactly as it sees a local worker's.
+
+Every node needs pixelpool installed and the models at the same path as on the
+server; inputs stored in the server's data dir travel with the batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from pixelpool.config import Settings
+from pixelpool.engine.backend import Backend, Options
+from pixelpool.engine.devices import DeviceInfo, detect_devices
+from pixelpool.engine.handle import OnExit, OnMessage, WorkerHandle
+from pixelpool.engine.messages import RunBatch, Stop
+from pixelpool.engine.ray_actor import CONCURRENCY, WorkerActor, input_files
+
+log = logging.getLogger(__name__)
+
+
+@ray.remote(concurrency_groups=CONCURRENCY, max_restarts=0)
+class RemoteWorker(WorkerActor):
+    @ray.method(concurrency_group="control")
+    def deliver(self, message: object, files: dict[str, bytes] | None = None) -> None:
+        super().deliver(message, files)
+
+    @ray.method(concurrency_group="events")
+    def events(self) -> Iterator[object]:
+        yield from super().events()
+
+
+@dataclass(frozen=True)
+class Node:
+    node_id: str
+    name: str
+    address: str
+    cpus: float
+    gpus: int
+
+
+@ray.remote(num_cpus=0)
+def _local_devices() -> tuple[str, list[DeviceInfo]]:
+    """Runs on one node: its host name and devices (nvidia-smi: no CUDA here)."""
+    return socket.gethostname(), detect_devices()
+
+
+def connect(address: str | None) -> None:
+    """Join the cluster at `address` ("auto", "ray://host:10001", "host:6379"), or start
+    a Ray runtime on this machine when it is empty. Once per process."""
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
+    ray.init(address=address or None, include_dashboard=False)
+
+
+def alive_nodes() -> list[Node]:
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    names = [n.get("NodeName") or n["NodeManagerAddress"] for n in nodes]
+    found = []
+    for node, name in zip(nodes, names, strict=True):
+        if names.count(name) > 1:  # two nodes of one host: tell them apart
+            name = f"{name}-{node['NodeID'][:6]}"
+        resources = node.get("Resources", {})
+        found.append(
+            Node(
+                node["NodeID"],
+                name,
+                node["NodeManagerAddress"],
+                float(resources.get("CPU", 0)),
+                int(resources.get("GPU", 0)),
+            )
+        )
+    return sorted(found, key=lambda n: n.name)
+
+
+class RayBackend(Backend):
+    def __init__(self, settings: Settings, options: Options) -> None:
+        self.settings = settings
+        self.options = options
+        self.cluster = settings.cluster
+        connect(self.cluster.ray_address)
+        self._nodes: dict[str, Node] = {}  # device id -> its node
+
+    def devices(self) -> list[DeviceInfo]:
+        devices: list[DeviceInfo] = []
+        for node in alive_nodes():
+            _host, local = ray.get(
+                _local_devices.options(scheduling_strategy=_on(node)).remote(), timeout=60
+            )
+            for device in self._node_devices(node, local):
+                config = self.settings.devices.get(device.id)
+                if config is None or config.enabled:
+                    self._nodes[device.id] = node
+                    devices.append(device)
+        return devices
+
+    def _node_devices(self, node: Node, local: list[DeviceInfo]) -> list[DeviceInfo]:
+        gpus = [d for d in local if d.kind == "cuda"][: node.gpus]
+        cpu = next(d for d in local if d.kind == "cpu")
+        per_node = self.cluster.cpu_actors_per_node
+        cpus = per_node if per_node is not None else (0 if node.gpus else 1)
+        made = [
+            DeviceInfo(f"{node.name}/{d.id}", "cuda", d.index, d.name, d.total_memory_bytes)
+            for d in gpus
+        ]
+        made += [
+            DeviceInfo(f"{node.name}/cpu{i}", "cpu", i, cpu.name, cpu.total_memory_bytes)
+            for i in range(cpus)
+        ]
+        return made
+
+    def make(self, device: DeviceInfo) -> WorkerHandle:
+        return RayWorker(
+            device, self.options(device), self._nodes[device.id], self.settings.server.data_dir,
+            self.cluster.cpus_per_actor,
+        )  # fmt: skip
+
+    def nodes(self) -> list[dict[str, Any]]:
+        by_node: dict[str, list[str]] = {}
+        for device_id, node in self._nodes.items():
+            by_node.setdefault(node.node_id, []).append(device_id)
+        alive = {n.node_id for n in alive_nodes()}
+        seen = {n.node_id: n for n in self._nodes.values()}
+        return [
+            {
+                "name": node.name,
+                "address": node.address,
+                "alive": node.node_id in alive,
+                "cpus": node.cpus,
+                "gpus": node.gpus,
+                "devices": sorted(by_node[node.node_id]),
+            }
+            for node in sorted(seen.values(), key=lambda n: n.name)
+        ]
+
+
+def _on(node: Node) -> NodeAffinitySchedulingStrategy:
+    return NodeAffinitySchedulingStrategy(node.node_id, soft=False)
+
+
+class RayWorker(WorkerHandle):
+    """The server's side of one worker actor."""
+
+    on_this_host = False
+
+    def __init__(
+        self,
+        device: DeviceInfo,
+        options: dict[str, Any],
+        node: Node,
+        data_dir: Path,
+        cpus_per_actor: float = 1.0,
+    ) -> None:
+        self.device = device
+        self.options = options
+        self.node = node
+        self.data_dir = Path(data_dir)
+        self.cpus_per_actor = cpus_per_actor
+        self._actor: Any = None
+        self._alive = False
+        self._pump: asyncio.Task[None] | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return {"node": self.node.name, "node_address": self.node.address}
+
+    async def start(self, on_message: OnMessage, on_exit: OnExit) -> None:
+        gpu = self.device.kind == "cuda"
+        # Inside the actor Ray shows it only its own GPU: that one is cuda:0 there.
+        wire = {
+            **self.device.to_dict(),
+            "index": 0 if gpu else self.device.index,
+            "torch_device": "cuda:0" if gpu else "cpu",
+        }
+        self._actor = RemoteWorker.options(
+            num_gpus=1 if gpu else 0,
+            num_cpus=0 if gpu else self.cpus_per_actor,
+            scheduling_strategy=_on(self.node),
+            name=None,
+        ).remote(wire, self.options)
+        self._alive = True
+        stream = self._actor.events.remote()
+        self._pump = asyncio.create_task(
+            self._read(stream, on_message, on_exit), name=f"ray-{self.device.id}"
+        )
+
+    async def _read(self, stream: Any, on_message: OnMessage, on_exit: OnExit) -> None:
+        reason = f"worker actor on node {self.node.name} stopped"
+        try:
+            async for ref in stream:
+                on_message(self, await ref)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # ActorDiedError, node loss, a message it cannot decode
+            reason = f"worker actor on node {self.node.name} lost: {type(exc).__name__}"
+            log.warning("%s: %s", reason, exc)
+        self._alive = False
+        self._kill_actor()
+        on_exit(self, reason)
+
+    def send(self, message: object) -> None:
+        if self._actor is None or not self._alive:
+            raise RuntimeError("worker actor not running")
+        files = input_files(message, self.data_dir) if isinstance(message, RunBatch) else {}
+        self._actor.deliver.remote(message, files or None)
+
+    def is_alive(self) -> bool:
+        return self._alive
+
+    def kill(self) -> None:
+        self._kill_actor()
+
+    def _kill_actor(self) -> None:
+        if self._actor is not None:
+            with contextlib.suppress(Exception):
+                ray.kill(self._actor, no_restart=True)
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        if self._actor is None:
+            return
+        if self._alive:
+            with contextlib.suppress(Exception):
+                self.send(Stop())
+        if self._pump is not None and not self._pump.done():
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self._pump), timeout)
+        if self._pump is not None and not self._pump.done():
+            self._pump.cancel()
+        self._alive = False
+        self._kill_actor()

@@ -1,0 +1,196 @@
+"""The Ray backend on a real three-node Ray cluster on this machine (loopback only).
+
+One cluster and one scheduler for the whole file: nodes "head", "n1" (1 CPU) and "n2"
+(2 CPUs); one CPU worker actor on each of n1 and n2 (head/cpu0 is disabled), tiny demo
+models, 64x64, 2 steps. The node-loss test runs last: it removes a node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+import pytest
+
+ray = pytest.importorskip("ray")
+from ray.cluster_utils import Cluster  # noqa: E402
+
+from pixelpool.config import Settings  # noqa: E402
+from pixelpool.engine.pool import build_scheduler  # noqa: E402
+from pixelpool.engine.scheduler import Scheduler  # noqa: E402
+
+from .engine_helpers import Recorder, make_task  # noqa: E402
+
+pytestmark = pytest.mark.ray
+
+LOOPBACK = "127.0.0.2"  # Ray swaps 127.0.0.1 for the machine's outward address
+MB = 1 << 20
+NODE = {"node_ip_address": LOOPBACK, "object_store_memory": 80 * MB, "include_dashboard": False}
+FAST_FAILURE = {  # notice a lost node in about a second, not the default 30 s
+    "health_check_period_ms": 300,
+    "health_check_timeout_ms": 300,
+    "health_check_failure_threshold": 3,
+    "health_check_initial_delay_ms": 0,
+}
+
+
+class Where(Recorder):
+    """Also records the device each job started on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.device: dict[str, str] = {}
+
+    def job_started(self, job_id: str, device_id: str, batch_size: int) -> None:
+        super().job_started(job_id, device_id, batch_size)
+        self.device[job_id] = device_id
+
+
+class Harness:
+    def __init__(self, cluster: Cluster, loop: asyncio.AbstractEventLoop) -> None:
+        self.cluster = cluster
+        self.loop = loop
+        self.recorder = Where()
+        self.engine: Scheduler | None = None
+
+    def run(self, coro: Any) -> Any:
+        return self.loop.run_until_complete(coro)
+
+
+@pytest.fixture(scope="module")
+def harness(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
+    os.environ["RAY_DISABLE_USAGE_STATS"] = "1"
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={**NODE, "num_cpus": 0, "node_name": "head", "_system_config": FAST_FAILURE},
+    )
+    cluster.add_node(**NODE, num_cpus=1, node_name="n1")
+    cluster.add_node(**NODE, num_cpus=2, node_name="n2")
+    ray.init(address=cluster.address)
+    loop = asyncio.new_event_loop()
+    h = Harness(cluster, loop)
+    settings = Settings(
+        server={"data_dir": tmp_path_factory.mktemp("data")},
+        cluster={"backend": "ray", "cpu_actors_per_node": 1},
+        devices={"head/cpu0": {"enabled": False}},
+        scheduler={"max_batch": 2, "progress_interval_ms": 0, "heartbeat_timeout_s": 20},
+    )
+    h.engine = build_scheduler(settings, h.recorder)
+
+    async def start() -> None:
+        assert h.engine is not None
+        await h.engine.start()
+        while not all(s.ready for s in h.engine.slots):
+            await asyncio.sleep(0.05)
+
+    h.run(start())
+    try:
+        yield h
+    finally:
+        h.run(h.engine.stop())
+        loop.close()
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def _result(h: Harness, job_id: str) -> tuple[str, Any]:
+    async def wait() -> tuple[str, Any]:
+        return await asyncio.wait_for(h.recorder._future(job_id), 120)
+
+    return h.run(wait())
+
+
+def test_devices_are_named_by_node(harness: Harness) -> None:
+    assert harness.engine is not None
+    assert [s.device_id for s in harness.engine.slots] == ["n1/cpu0", "n2/cpu0"]
+    nodes = {n["name"]: n for n in harness.engine.nodes()}
+    assert nodes["n1"]["devices"] == ["n1/cpu0"] and nodes["n2"]["cpus"] == 2
+    snapshot = harness.engine.snapshot()
+    assert [d["node"] for d in snapshot] == ["n1", "n2"] and "pid" not in snapshot[0]
+
+
+def test_jobs_spread_over_nodes_in_remote_batches(harness: Harness, models_dir: Path) -> None:
+    assert harness.engine is not None
+    ids = [f"spread{i}" for i in range(4)]
+    for i, job_id in enumerate(ids):  # one dispatch: two batches of two, one per node
+        harness.engine.submit(make_task(models_dir, job_id, seed=10 + i, steps=2))
+    results = [_result(harness, j) for j in ids]
+    assert all(kind == "ok" for kind, _ in results)
+    assert {harness.recorder.device[j] for j in ids} == {"n1/cpu0", "n2/cpu0"}
+    sizes = [v[1] for k, v in harness.recorder.events if k == "started" and v[0] in ids]
+    assert sizes == [2, 2, 2, 2]
+    images = [r.images[0] for _, r in results]
+    assert images[0].shape == (64, 64, 3) and not np.array_equal(images[0], images[1])
+
+
+def test_images_equal_the_local_backends(harness: Harness, models_dir: Path) -> None:
+    assert harness.engine is not None
+    harness.engine.submit(make_task(models_dir, "remote", seed=42, steps=2))
+    remote = _result(harness, "remote")[1].images[0]
+
+    async def local() -> Any:
+        rec = Recorder()
+        engine = build_scheduler(Settings(), rec)
+        await engine.start()
+        try:
+            engine.submit(make_task(models_dir, "local", seed=42, steps=2))
+            return (await asyncio.wait_for(rec._future("local"), 120))[1].images[0]
+        finally:
+            await engine.stop()
+
+    np.testing.assert_array_equal(remote, harness.run(local()))
+
+
+def test_cancel_reaches_a_remote_running_job(harness: Harness, models_dir: Path) -> None:
+    engine = harness.engine
+    assert engine is not None
+    engine.submit(make_task(models_dir, "long", steps=200, seed=5))
+
+    async def cancel_once_running() -> tuple[str, Any]:
+        while not any(k == "progress" and v[0] == "long" for k, v in harness.recorder.events):
+            await asyncio.sleep(0.02)
+        assert engine.cancel("long") == "cancelling"
+        return await asyncio.wait_for(harness.recorder._future("long"), 60)
+
+    kind, _ = harness.run(cancel_once_running())
+    assert kind == "cancelled"
+
+
+def test_nothing_listens_beyond_loopback(harness: Harness) -> None:
+    ray_pids = {
+        p.pid
+        for p in psutil.process_iter(["name", "cmdline"])
+        if any("ray" in part for part in (p.info["cmdline"] or [p.info["name"] or ""]))
+    }
+    listening = [
+        c.laddr
+        for c in psutil.net_connections("inet")
+        if c.status == psutil.CONN_LISTEN and c.pid in ray_pids
+    ]
+    assert listening, "found no Ray listener: the check would prove nothing"
+    exposed = [a for a in listening if not a.ip.startswith("127.") and a.ip != "::1"]
+    assert not exposed
+
+
+def test_a_lost_node_requeues_its_job_on_another(harness: Harness, models_dir: Path) -> None:
+    engine = harness.engine
+    assert engine is not None
+    engine.submit(make_task(models_dir, "survivor", steps=200, seed=9))
+
+    async def lose_its_node() -> tuple[str, str, Any]:
+        while not any(k == "progress" and v[0] == "survivor" for k, v in harness.recorder.events):
+            await asyncio.sleep(0.02)
+        first = harness.recorder.device["survivor"]
+        node = next(n for n in harness.cluster.worker_nodes if n.node_name == first.split("/")[0])
+        harness.cluster.remove_node(node)
+        return first, *(await asyncio.wait_for(harness.recorder._future("survivor"), 120))
+
+    first, kind, _ = harness.run(lose_its_node())
+    assert kind == "ok"
+    assert ("requeued", "survivor") in harness.recorder.events
+    assert harness.recorder.device["survivor"] != first
