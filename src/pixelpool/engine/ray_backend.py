@@ -128,8 +128,12 @@ class RayBackend(Backend):
         return made
 
     def make(self, device: DeviceInfo) -> WorkerHandle:
+        options = self.options(device)
+        if device.kind == "cpu" and not options.get("threads"):
+            # As many threads as the CPUs Ray reserved for it (Ray's own default too).
+            options["threads"] = max(1, int(self.cluster.cpus_per_actor))
         return RayWorker(
-            device, self.options(device), self._nodes[device.id], self.settings.server.data_dir,
+            device, options, self._nodes[device.id], self.settings.server.data_dir,
             self.cluster.cpus_per_actor,
         )  # fmt: skip
 
