@@ -41,6 +41,21 @@ def _settings(config: Path | None, **server: object) -> Settings:
     return settings
 
 
+def with_cluster(settings: Settings, backend: str | None, address: str | None) -> Settings:
+    """`serve --cluster/--ray-address` over the config file's [cluster]."""
+    updates: dict[str, object] = {}
+    if backend is not None:
+        if backend not in ("local", "ray"):
+            raise ConfigError(f"--cluster: expected local or ray, got {backend!r}")
+        updates["backend"] = backend
+    if address is not None:
+        updates["ray_address"] = address
+        updates.setdefault("backend", "ray")
+    if updates:
+        settings.cluster = settings.cluster.model_copy(update=updates)
+    return settings
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -104,7 +119,12 @@ ttl_s = 86400               # results are kept this long
 events_retain_s = 900       # job events stay replayable this long after a job ends
 
 [cluster]
-backend = "local"
+backend = "local"           # "ray": workers on every node of a Ray cluster (docs/deploy.md)
+# ray_address = "auto"      # ray: "auto" (this machine is a node), "ray://head:10001",
+                            # "head:6379"; empty: start a Ray runtime on this machine
+# cpu_actors_per_node = 1   # ray: CPU workers per node (default: 1 on a node without GPUs)
+# cpus_per_actor = 1.0      # ray: CPUs each CPU worker reserves (and its torch threads)
+# Ray device ids name their node: [devices."<node>/cuda0"], [devices."<node>/cpu0"].
 
 # Devices detected on this machine (one worker each when enabled):
 {devices}"""
@@ -163,6 +183,13 @@ def serve(
     insecure: Annotated[
         bool, typer.Option("--insecure", help="allow no auth off loopback")
     ] = False,
+    cluster: Annotated[
+        str | None, typer.Option("--cluster", help="where workers run: local or ray")
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option("--ray-address", help='ray: "auto", "ray://head:10001" or "head:6379"'),
+    ] = None,
 ) -> None:
     """Start the server (default 127.0.0.1:8800)."""
     import uvicorn
@@ -170,6 +197,11 @@ def serve(
     from pixelpool.api.app import create_app
 
     settings = _settings(config, host=host, port=port, models_dir=models_dir, data_dir=data_dir)
+    try:
+        settings = with_cluster(settings, cluster, ray_address)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
     auth_on = bool(settings.auth.keys or settings.auth.jwt_secret) or keys_exist(
         settings.server.data_dir
     )

@@ -224,6 +224,7 @@ async def status(state: State, caller: Caller) -> dict[str, Any]:
         "queue_depth": state.scheduler.queue_depth(),
         "active_jobs": state.jobs.active_count(),
         "devices": visibility.devices(state, caller),
+        "nodes": visibility.nodes(await asyncio.to_thread(state.scheduler.nodes), caller),
         "models": len(state.registry.entries()),
     }
 

@@ -52,3 +52,11 @@ def devices(state: AppState, caller: Principal) -> list[dict[str, Any]]:
             view["cache"] = {**device["cache"], "models": models}
         shown.append(view)
     return shown
+
+
+def nodes(described: list[dict[str, Any]], caller: Principal) -> list[dict[str, Any]]:
+    """The machines under the workers (the Ray backend; none locally): their names,
+    devices and liveness; their addresses for admins only."""
+    if sees_all(caller):
+        return described
+    return [{k: v for k, v in node.items() if k != "address"} for node in described]

@@ -1,0 +1,60 @@
+"""The backend seam and the Ray transport's pure parts, without a cluster."""
+
+from pathlib import Path
+
+import pytest
+
+from pixelpool.api.auth import Principal
+from pixelpool.api.visibility import nodes
+from pixelpool.cli import with_cluster
+from pixelpool.config import ConfigError, Settings
+from pixelpool.engine.backend import LocalBackend, make_backend
+from pixelpool.engine.messages import RunBatch
+from pixelpool.engine.ray_actor import input_files, localize
+from pixelpool.pipelines.base import WorkItem
+
+
+def test_local_backend_keeps_local_ids() -> None:
+    backend = make_backend(Settings(), lambda device: {})
+    assert isinstance(backend, LocalBackend)
+    assert backend.devices() and all("/" not in d.id for d in backend.devices())
+    assert backend.nodes() == []
+    handle = backend.make(backend.devices()[0])
+    assert handle.on_this_host and handle.describe() == {"pid": None}
+
+
+def test_serve_flags_choose_the_cluster() -> None:
+    settings = with_cluster(Settings(), None, "ray://head:10001")
+    assert settings.cluster.backend == "ray" and settings.cluster.ray_address == "ray://head:10001"
+    assert with_cluster(Settings(), "local", None).cluster.backend == "local"
+    with pytest.raises(ConfigError, match="--cluster"):
+        with_cluster(Settings(), "k8s", None)
+
+
+def test_node_addresses_are_for_admins_only() -> None:
+    described = [{"name": "n1", "address": "10.0.0.5", "alive": True, "devices": ["n1/cpu0"]}]
+    admin = Principal("admin", frozenset({"admin"}))
+    user = Principal("user", frozenset({"generate"}))
+    assert nodes(described, admin) == described
+    assert nodes(described, user) == [{"name": "n1", "alive": True, "devices": ["n1/cpu0"]}]
+
+
+def test_inputs_in_the_data_dir_travel_with_the_batch(tmp_path: Path) -> None:
+    data, models, stage = tmp_path / "data", tmp_path / "models", tmp_path / "stage"
+    for folder in (data / "uploads", models, stage):
+        folder.mkdir(parents=True)
+    upload = data / "uploads" / "in.png"
+    upload.write_bytes(b"png bytes")
+    lora = models / "style.safetensors"
+    lora.write_bytes(b"weights")
+    params = {"images": [str(upload)], "loras": [{"path": str(lora)}], "prompt": "a cat"}
+    run = RunBatch("b", "diffusion", {"path": str(models)}, [WorkItem("j", "img2img", params)])
+
+    files = input_files(run, data)
+    assert files == {str(upload): b"png bytes"}  # models are at the same path on every node
+    local = localize(run, files, stage)
+    staged = Path(local.items[0].params["images"][0])
+    assert staged.parent == stage and staged.suffix == ".png"
+    assert staged.read_bytes() == b"png bytes"
+    assert local.items[0].params["loras"] == [{"path": str(lora)}]
+    assert local.items[0].params["prompt"] == "a cat"
