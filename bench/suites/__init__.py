@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from bench.suites import batch, encode, liveness, overhead, switch, throughput, upscale, vision
+from bench.suites import (
+    batch,
+    cluster,
+    encode,
+    liveness,
+    overhead,
+    switch,
+    throughput,
+    upscale,
+    vision,
+)
 
 SUITES: dict[str, ModuleType] = {
     "overhead": overhead,
@@ -15,6 +25,7 @@ SUITES: dict[str, ModuleType] = {
     "encode": encode,
     "upscale": upscale,  # starts its own two servers, with an upscaler in models/
     "vision": vision,  # its own models and servers
+    "cluster": cluster,  # the Ray backend: its own servers (needs the ray extra)
 }
 GPU_ONLY = {"batch"}
-OPT_IN = {"upscale", "vision"}  # not in the default run (keeps --quick under 3 min)
+OPT_IN = {"upscale", "vision", "cluster"}  # not in the default run (keeps --quick under 3 min)

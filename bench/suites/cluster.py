@@ -1,0 +1,77 @@
+"""cluster: the Ray backend with 1, 2 and 4 CPU worker actors, 16 clients.
+
+Each count gets its own server (`cluster.backend = "ray"`, a Ray runtime started by
+the server on this machine, `cluster.cpu_actors_per_node` actors sharing the cores:
+`cpus_per_actor` = cores / actors). Images/s over a burst from 16 clients; the ratio
+is to N times one actor's rate: 1.0 would be perfect scaling, which one machine's
+cores cannot give (on a real cluster each actor brings its own machine). Opt-in.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from bench.common import Row, fmt_num, log
+from bench.context import Context
+from bench.servers import scheduler_env
+from bench.suites.throughput import _clients
+
+ACTORS = (1, 2, 4)
+CLIENTS = 16
+BASE_SEED = 9000
+
+
+def _server(actors: int) -> str:
+    return f"cluster-{actors}"
+
+
+def _env(ctx: Context, actors: int) -> dict[str, str]:
+    cores = os.cpu_count() or 1
+    return scheduler_env(True, ctx.plan.max_batch, ctx.plan.batch_window_ms) | {
+        "PIXELPOOL_CLUSTER__BACKEND": "ray",
+        "PIXELPOOL_CLUSTER__RAY_ADDRESS": "",
+        "PIXELPOOL_CLUSTER__CPU_ACTORS_PER_NODE": str(actors),
+        "PIXELPOOL_CLUSTER__CPUS_PER_ACTOR": f"{cores / actors:.3f}",
+        "RAY_DISABLE_USAGE_STATS": "1",
+    }
+
+
+def run(ctx: Context) -> dict[str, Any]:
+    workload = ctx.plan.throughput[0]
+    images = 16 if ctx.plan.quick else 48
+    seeds = [BASE_SEED + i for i in range(images)]
+    rates: dict[int, float] = {}
+    batches: dict[int, float] = {}
+    for actors in ACTORS:
+        name = _server(actors)
+        ctx.servers.define(name, _env(ctx, actors))
+        ctx.servers.start(name)
+        try:
+            ctx.warm_server(name, workload)
+            result = _clients(ctx, name, workload, seeds, CLIENTS)
+        finally:
+            ctx.servers.stop(name)
+        rates[actors] = result["images_per_s"]
+        batches[actors] = result["mean_batch"]
+        log(f"cluster: {actors} actor(s): {rates[actors]:.3f} images/s")
+    one = rates[ACTORS[0]]
+    return {
+        "workload": f"{workload.model} {workload.width}x{workload.height} {workload.steps} steps",
+        "images": images,
+        "clients": CLIENTS,
+        "images_per_s": rates,
+        "mean_batch": batches,
+        "ratio_to_n_x_one": {n: rates[n] / (n * one) for n in ACTORS},
+    }
+
+
+def rows(result: dict[str, Any]) -> list[Row]:
+    out: list[Row] = []
+    for n in ACTORS:
+        rate = result["images_per_s"][n]
+        ratio = result["ratio_to_n_x_one"][n]
+        out.append(("cluster", f"{n} CPU actor(s), {CLIENTS} clients", f"{fmt_num(rate)} img/s",
+                    f"x{ratio:.2f} of {n} x one actor; mean batch "
+                    f"{result['mean_batch'][n]:.1f}"))  # fmt: skip
+    return out
