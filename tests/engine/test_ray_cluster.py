@@ -93,6 +93,10 @@ def harness(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         yield h
     finally:
         h.run(h.engine.stop())
+        pending = asyncio.all_tasks(loop)  # the scheduler's loop task, cancelled by stop
+        for task in pending:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         loop.close()
         ray.shutdown()
         cluster.shutdown()

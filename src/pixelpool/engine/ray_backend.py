@@ -186,6 +186,12 @@ class RayWorker(WorkerHandle):
         return {"node": self.node.name, "node_address": self.node.address}
 
     async def start(self, on_message: OnMessage, on_exit: OnExit) -> None:
+        # By name: a node that left and joined again has a new Ray node id.
+        alive = await asyncio.to_thread(alive_nodes)
+        node = next((n for n in alive if n.name == self.node.name), None)
+        if node is None:  # the scheduler tries again later, backing off
+            raise RuntimeError(f"node {self.node.name} is not in the Ray cluster")
+        self.node = node
         gpu = self.device.kind == "cuda"
         # Inside the actor Ray shows it only its own GPU: that one is cuda:0 there.
         wire = {
