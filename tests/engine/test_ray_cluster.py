@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import psutil
 import pytest
+from PIL import Image
 
 ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
@@ -45,10 +46,13 @@ class Where(Recorder):
     def __init__(self) -> None:
         super().__init__()
         self.device: dict[str, str] = {}
+        self.on_start: dict[str, Callable[[], None]] = {}
 
     def job_started(self, job_id: str, device_id: str, batch_size: int) -> None:
         super().job_started(job_id, device_id, batch_size)
         self.device[job_id] = device_id
+        if job_id in self.on_start:  # right after the batch was sent to its worker
+            self.on_start.pop(job_id)()
 
 
 class Harness:
@@ -57,6 +61,7 @@ class Harness:
         self.loop = loop
         self.recorder = Where()
         self.engine: Scheduler | None = None
+        self.data_dir = Path()
 
     def run(self, coro: Any) -> Any:
         return self.loop.run_until_complete(coro)
@@ -74,8 +79,9 @@ def harness(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     ray.init(address=cluster.address)
     loop = asyncio.new_event_loop()
     h = Harness(cluster, loop)
+    h.data_dir = tmp_path_factory.mktemp("data")
     settings = Settings(
-        server={"data_dir": tmp_path_factory.mktemp("data")},
+        server={"data_dir": h.data_dir},
         cluster={"backend": "ray", "cpu_actors_per_node": 1},
         devices={"head/cpu0": {"enabled": False}},
         scheduler={"max_batch": 2, "progress_interval_ms": 0, "heartbeat_timeout_s": 20},
@@ -93,13 +99,18 @@ def harness(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         yield h
     finally:
         h.run(h.engine.stop())
-        pending = asyncio.all_tasks(loop)  # the scheduler's loop task, cancelled by stop
-        for task in pending:
-            task.cancel()
-        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        h.run(_drain())
         loop.close()
         ray.shutdown()
         cluster.shutdown()
+
+
+async def _drain() -> None:
+    """Let the tasks that stop() cancelled (the scheduler's loop) finish cancelling."""
+    pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
 
 
 def _result(h: Harness, job_id: str) -> tuple[str, Any]:
@@ -164,6 +175,23 @@ def test_cancel_reaches_a_remote_running_job(harness: Harness, models_dir: Path)
 
     kind, _ = harness.run(cancel_once_running())
     assert kind == "cancelled"
+
+
+def test_an_upload_in_the_data_dir_travels_to_the_remote_worker(
+    harness: Harness, models_dir: Path
+) -> None:
+    assert harness.engine is not None
+    upload = harness.data_dir / "uploads" / "in.png"
+    upload.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (64, 64), (200, 40, 40)).save(upload)
+    task = make_task(models_dir, "img2img", steps=2, images=[str(upload)], strength=0.5)
+    task.op = "img2img"
+    # Gone once the batch is on its way: the worker can only read the copy that travelled.
+    harness.recorder.on_start["img2img"] = upload.unlink
+    harness.engine.submit(task)
+    kind, result = _result(harness, "img2img")
+    assert kind == "ok", result
+    assert not upload.exists() and result.images[0].shape == (64, 64, 3)
 
 
 def test_the_cluster_speaks_on_loopback_only(harness: Harness) -> None:
