@@ -234,9 +234,13 @@ function onEvent(event) {
   if (event.job_id === currentJob) showCurrent();
 }
 
+const TOKEN_CHARS = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/; // what a subprotocol may carry
+
 function connect() {
-  const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/ws`;
-  const protocols = key() ? ["pixelpool", `bearer.${key()}`] : ["pixelpool"];
+  let url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/ws`;
+  const protocols = ["pixelpool"];
+  if (TOKEN_CHARS.test(key())) protocols.push(`bearer.${key()}`);
+  else if (key()) url += `?apikey=${encodeURIComponent(key())}`; // redacted from our logs
   const ws = new WebSocket(url, protocols);
   socket = ws;
   ws.onopen = () => {
