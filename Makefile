@@ -27,8 +27,16 @@ $(BASE_STAMP): pyproject.toml $(VENV)/.ok
 	$(PY) -m pip install -c $(TORCH_PIN) -e .
 	@touch $@
 
+# The status page tests drive a real Chromium: playwright's own (with the system
+# libraries it needs, when root), else the system package. Neither is fatal here:
+# the tests then fail and say how to get one.
 $(DEV_STAMP): $(BASE_STAMP)
 	$(PY) -m pip install -c $(TORCH_PIN) -e ".[dev]"
+	@$(PY) -m playwright install $$([ "$$(id -u)" = 0 ] && echo --with-deps) chromium \
+	  || command -v chromium >/dev/null || command -v chromium-browser >/dev/null \
+	  || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	       && apt-get update -q && apt-get install -y -q chromium; } \
+	  || echo "warning: no Chromium found or installed; the status page tests will fail"
 	@touch $@
 
 run: $(BASE_STAMP)
