@@ -24,6 +24,7 @@ class FakeHub:
         self.repos: dict[str, dict[str, Path]] = {}
         self.files: dict[str, Path] = {}
         self.requested: list[tuple[str, str]] = []
+        self.ranges: list[str] = []  # Range headers received (resumed downloads)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -98,6 +99,7 @@ class FakeHub:
                 headers = {**headers, "ETag": f'"{hashlib.sha256(data).hexdigest()}"',
                            "Accept-Ranges": "bytes"}  # fmt: skip
                 if m := re.match(r"bytes=(\d+)-$", self.headers.get("Range", "")):
+                    hub.ranges.append(m[0])
                     start = int(m[1])
                     if start >= len(data):
                         return self._send(416, headers, b"", body)

@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pixelpool.cli import app
+from pixelpool.pull.place import staging_dir
 from pixelpool.registry.scan import scan_models
 from pixelpool.testing.tiny_upscale import write_tiny_upscaler
 
@@ -106,9 +107,15 @@ def test_pull_url_checks_sha256_and_places_by_header(hub, env: Path) -> None:
     assert wrong.exit_code == 1 and "SHA-256 mismatch" in wrong.output
     assert not env.exists() or not any(env.iterdir())  # nothing left behind
 
+    part = staging_dir(env, url) / "tiny-esrgan.safetensors"  # an interrupted earlier pull
+    part.parent.mkdir(parents=True)
+    part.write_bytes(data[:100])
     digest = hashlib.sha256(data).hexdigest()
-    ok = _pull(url, "--models-dir", str(env), "--sha256", digest, "--size", str(len(data)))
+    ok = _pull(url, "--models-dir", str(env), "--sha256", digest, "--size", str(len(data)),
+               "--server", hub.url)  # fmt: skip
     assert ok.exit_code == 0, ok.output
+    assert hub.ranges[-1] == "bytes=100-"  # resumed, and the whole file still checks out
+    assert "refused the rescan (HTTP 501)" in ok.output  # placed anyway; found at next rescan
     assert ok.stdout.strip() == str(env / "upscale" / "tiny-esrgan.safetensors")
     (entry,) = scan_models(env)
     assert (entry.family, entry.architecture) == ("upscale", "ESRGAN")
