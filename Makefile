@@ -15,7 +15,7 @@ DEV_STAMP := $(VENV)/.pixelpool-dev
 LOCK_FLAGS := $(if $(LOCK),-c $(LOCK))
 TORCH_INDEX_FLAGS := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 
-.PHONY: run test lint bench upgrade clean
+.PHONY: run test lint bench lock upgrade clean
 
 # Recreate the venv when it is missing or its interpreter no longer runs.
 $(VENV)/.ok:
@@ -52,16 +52,21 @@ lint: $(DEV_STAMP)
 bench: $(DEV_STAMP)
 	$(PY) bench/run.py --quick
 
-# Re-resolve every dependency to its newest allowed version and rewrite the lock (run it
-# after changing pyproject.toml, or on a schedule; the next `make` installs the result).
-# torch, torchvision and their CUDA libraries are left out: they follow TORCH_SPEC, or the
-# torch already in the venv, so a CUDA build is never replaced by the lock's.
-upgrade: $(DEV_STAMP)
+# `make upgrade`: every dependency to its newest allowed version; `make lock`: only add
+# or fix what pyproject.toml changed, keeping the other pins. Either rewrites $(LOCK) for
+# every platform (run on a schedule; the next `make` installs it). torch, torchvision
+# and their CUDA libraries are left out: they follow TORCH_SPEC, or the torch already in
+# the venv, so a CUDA build is never replaced by the lock's. Only uv is installed first:
+# a lock that no longer fits pyproject.toml must not stop its own repair.
+lock upgrade: $(VENV)/.ok
+	@$(VENV)/bin/uv --version >/dev/null 2>&1 || $(PY) -m pip install $(LOCK_FLAGS) uv
 	@mkdir -p $(dir $(LOCK))
+	@if [ -f $(LOCK) ]; then cp $(LOCK) $(LOCK).new; else rm -f $(LOCK).new; fi
 	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 \
-		--upgrade --no-annotate --quiet --custom-compile-command "make upgrade" \
-		| awk '!/^(torch|torchvision|triton|cuda-|nvidia-)/ || /^nvidia-ml-py==/' > $(LOCK).new
-	mv $(LOCK).new $(LOCK)
+		$(if $(filter upgrade,$@),--upgrade) --no-annotate --quiet \
+		--custom-compile-command "make upgrade" -o $(LOCK).new
+	awk '!/^(torch|torchvision|triton|cuda-|nvidia-)/ || /^nvidia-ml-py==/' $(LOCK).new > $(LOCK)
+	@rm -f $(LOCK).new
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
