@@ -90,6 +90,7 @@ def test_pull_diffusers_repo_places_only_what_the_family_needs(hub, env: Path) -
 
     again = _pull("acme/tiny-sd", "--models-dir", str(env))
     assert again.exit_code == 1 and "already exists" in again.output
+    assert not (env / ".pull").exists()  # no partial download to resume: nothing kept
 
 
 def test_pull_bad_repo_is_a_clear_error(env: Path) -> None:

@@ -103,8 +103,30 @@ def pull_repo(
     token: str | None = None,
     quiet: bool = False,
 ) -> Path:
-    """Place the model of `repo_id` under models_dir and return its path."""
+    """Place the model of `repo_id` under models_dir and return its path. A failed pull
+    keeps its staging folder only when it holds a partial download to resume."""
     staging = place.staging_dir(models_dir, f"{repo_id}@{revision or ''}")
+    try:
+        target = _pull(repo_id, models_dir, staging, revision, file, to, name, token, quiet)
+    except PullError:
+        if not any(staging.rglob("*.incomplete")):
+            place.clean_staging(staging)
+        raise
+    place.clean_staging(staging)
+    return target
+
+
+def _pull(
+    repo_id: str,
+    models_dir: Path,
+    staging: Path,
+    revision: str | None,
+    file: str | None,
+    to: str | None,
+    name: str | None,
+    token: str | None,
+    quiet: bool,
+) -> Path:
     repo = _Repo(repo_id, revision, token, staging)
     files = list(repo.sizes)
     default_name = repo_id.rstrip("/").split("/")[-1]
@@ -121,13 +143,9 @@ def pull_repo(
         path = staging / chosen
         folder = to or place.classify_file(path)
         stem = Path(chosen).name.removesuffix(".safetensors")
-        target = place.place_file(path, models_dir, folder, name or stem)
-    else:
-        if (models_dir / plan.folder / (name or default_name)).exists():
-            raise PullError(f"{models_dir / plan.folder / (name or default_name)} already exists")
-        repo.fetch(plan.files, quiet)
-        target = place.place_folder(
-            staging, plan.files, models_dir, plan.folder, name or default_name
-        )
-    place.clean_staging(staging)
-    return target
+        return place.place_file(path, models_dir, folder, name or stem)
+    target = models_dir / plan.folder / (name or default_name)
+    if target.exists():  # before the download, not after
+        raise PullError(f"{target} already exists; remove it first or pass --name")
+    repo.fetch(plan.files, quiet)
+    return place.place_folder(staging, plan.files, models_dir, plan.folder, name or default_name)
