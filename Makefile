@@ -65,7 +65,7 @@ lock upgrade: $(VENV)/.ok
 	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 \
 		$(if $(filter upgrade,$@),--upgrade) --no-annotate --quiet \
 		--custom-compile-command "make upgrade" -o $(LOCK).new
-	awk '!/^(torch|torchvision|triton|cuda-|nvidia-)/ || /^nvidia-ml-py==/' $(LOCK).new > $(LOCK)
+	awk '!/^(torch==|torchvision==|triton==|cuda-|nvidia-)/ || /^nvidia-ml-py==/' $(LOCK).new > $(LOCK)
 	@rm -f $(LOCK).new
 
 clean:
