@@ -4,7 +4,6 @@ small machine, so modules with the same settings share one server)."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -21,9 +20,6 @@ from pixelpool.testing.tiny_vision import write_vision_models
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 VISION = ["tiny-sam3", "tiny-gdino", "tiny-depth", "tiny-dinov2"]
-# Keys of the shared keyed server: each module presents its own.
-CLIENT_KEY = "client-test-key-0123456789"
-CHAIN_KEYS = ["key-one", "key-two"]
 
 
 @pytest.fixture(scope="session")
@@ -63,15 +59,4 @@ def extras_server(
 ) -> Iterator[ServerProcess]:
     """A server over `extras_dir` with the default settings (no auth)."""
     with ServerProcess(extras_dir, tmp_path_factory.mktemp("data")) as proc:
-        yield proc
-
-
-@pytest.fixture(scope="session")
-def keyed_server(
-    extras_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServerProcess]:
-    """A server over `extras_dir` with static keys on and every progress step sent."""
-    env = {"PIXELPOOL_AUTH__KEYS": json.dumps([CLIENT_KEY, *CHAIN_KEYS]),
-           "PIXELPOOL_SCHEDULER__PROGRESS_INTERVAL_MS": "0"}  # fmt: skip
-    with ServerProcess(extras_dir, tmp_path_factory.mktemp("data"), env=env) as proc:
         yield proc

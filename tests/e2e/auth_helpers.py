@@ -12,6 +12,10 @@ import jwt
 from pixelpool.jobs.keys import KeyStore, keys_path
 
 SECRET = "test-secret-" + "x" * 40
+# The static keys of the shared `keyed_server`: each module presents its own.
+CLIENT_KEY = "client-test-key-0123456789"
+CHAIN_KEYS = ["key-one", "key-two"]
+VIEWER_KEY = "status-page-viewer-key-0123456789"
 
 
 def keys_cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -1,10 +1,12 @@
-"""Servers shared by several e2e modules: the JWT server of the A1111 and round-trip
+"""Servers shared by several e2e modules: the static-keys server of the client, vision
+chain and status page modules, the JWT server of the A1111 and round-trip
 modules (JWTs signed with `auth_helpers.SECRET`, over the demo models plus ControlNets and
 an IP-Adapter laid out as A1111's ControlNet extension keeps them), and the server over
 the LoRA/manifest tree of the diffusion and OpenAI FastFusion modules."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +17,7 @@ from pixelpool.testing.server import ServerProcess
 from pixelpool.testing.tiny_controlnet import write_tiny_controlnet, write_tiny_union_controlnet
 from pixelpool.testing.tiny_ip_adapter import write_tiny_ip_adapter
 
-from .auth_helpers import SECRET
+from .auth_helpers import CHAIN_KEYS, CLIENT_KEY, SECRET, VIEWER_KEY
 from .diffusion_server import write_models
 
 
@@ -55,4 +57,16 @@ def tuned_server(
         "PIXELPOOL_LIMITS__MAX_INPUT_PIXELS": str(4 * 1024**2),
     }
     with ServerProcess(tuned_dir, tmp_path_factory.mktemp("data"), env=env) as proc:
+        yield proc
+
+
+@pytest.fixture(scope="session")
+def keyed_server(
+    extras_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """A server over `extras_dir` with static keys on and every progress step sent."""
+    keys = [CLIENT_KEY, *CHAIN_KEYS, VIEWER_KEY]
+    env = {"PIXELPOOL_AUTH__KEYS": json.dumps(keys),
+           "PIXELPOOL_SCHEDULER__PROGRESS_INTERVAL_MS": "0"}  # fmt: skip
+    with ServerProcess(extras_dir, tmp_path_factory.mktemp("data"), env=env) as proc:
         yield proc

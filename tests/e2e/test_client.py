@@ -31,7 +31,9 @@ from pixelpool.client import (
 from pixelpool.testing.server import ServerProcess
 from pixelpool.testing.tiny_upscale import smooth_picture
 
-KEY = "client-test-key-0123456789"
+from .auth_helpers import CLIENT_KEY
+
+KEY = CLIENT_KEY
 JOB = {"prompt": "a red fox", "width": 64, "height": 64, "steps": 2, "seed": 11,
        "model": "demo-sd"}  # fmt: skip
 

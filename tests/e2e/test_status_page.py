@@ -1,7 +1,7 @@
 """The status page in a real headless Chromium (playwright) against a real server.
 
-One server for the file: first without auth, then with a key made by the real
-`pixelpool keys` command, which turns auth on for the running server. A browser
+The shared servers: the keyless one, and the static-keys one (with a key of its own
+for this file, so its recent jobs are only those made here). A browser
 that cannot be found fails the tests (the page is a requirement, not an extra).
 Screenshots go to the test's tmp dir and, when PIXELPOOL_TEST_ARTIFACTS names a
 folder, there too.
@@ -23,7 +23,7 @@ from websockets.sync.client import connect
 
 from pixelpool.testing.server import ServerProcess
 
-from .auth_helpers import new_key
+from .auth_helpers import VIEWER_KEY
 
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 SYSTEM_CHROMIUMS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -119,10 +119,9 @@ def test_the_page_runs_a_job_without_auth(
 
 
 def test_the_page_asks_for_a_key_when_auth_is_on(
-    server: ServerProcess, browser: Browser, tmp_path: Path
+    keyed_server: ServerProcess, browser: Browser, tmp_path: Path
 ) -> None:
-    """Last in the file: a key turns auth on for the running server."""
-    key = new_key(server.data_dir, "viewer")
+    server, key = keyed_server, VIEWER_KEY
     assert httpx.get(server.url + "/api/status", timeout=30).status_code == 401
     ws_url = server.url.replace("http://", "ws://") + "/api/ws"
     with (
@@ -143,7 +142,7 @@ def test_the_page_asks_for_a_key_when_auth_is_on(
     page.fill("#key", key)
     page.click("#key-form button")
     expect(page.locator("#models tbody")).to_contain_text("demo-sd", timeout=TIMEOUT_MS)
-    # The viewer's recent jobs are its own: the keyless job above is not among them.
+    # The viewer's recent jobs are its own: the other keys' jobs are not among them.
     expect(page.locator("#jobs li")).to_have_count(0)
     run_job_from_the_form(page)
     expect(page.locator("#jobs li")).to_have_count(1)

@@ -20,10 +20,11 @@ from PIL import Image
 from pixelpool.testing.client import wait_for_job
 from pixelpool.testing.server import ServerProcess
 
+from .auth_helpers import CHAIN_KEYS
 from .diffusion_server import png_bytes, smooth_image
 from .vision_server import b64, error_of, multipart
 
-KEYS = ["key-one", "key-two"]
+KEYS = CHAIN_KEYS
 OTHER = {"Authorization": "Bearer key-two"}
 DETECT = {"model": "tiny-gdino", "prompts": ["a cat"], "threshold": 0.0, "text_threshold": 0.0}
 IMAGE = png_bytes(smooth_image(64, 64, seed=5))  # inpaint takes sides of 64 or more
