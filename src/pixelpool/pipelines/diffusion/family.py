@@ -7,6 +7,7 @@ from typing import Any
 
 from pixelpool.pipelines.base import CancelFn, Loaded, ProgressFn, Result, WorkItem
 from pixelpool.pipelines.diffusion import (
+    accel,
     caches,
     enhance,
     hires,
@@ -32,15 +33,16 @@ OPERATIONS: dict[str, RunFn] = {
 
 class DiffusionFamily:
     def load(self, entry: dict[str, Any], device: str, dtype: str) -> Loaded:
-        pipe = load_pipeline(entry, torch_dtype(device, dtype))
+        pipe = load_pipeline(entry, torch_dtype(device, dtype, entry["architecture"]))
         pipe.to(device)
+        accel.prepare(pipe, device)  # channels-last, torch.compile and its warm-up
         return Loaded(pipe, module_bytes(pipe), entry["architecture"], device, "diffusion")
 
     def move(self, loaded: Loaded, device: str) -> Loaded:
-        """Between the device and RAM tiers of the model cache."""
+        """Between the device and RAM tiers of the model cache (CUDA: via pinned memory)."""
         if device != loaded.device:
             text_cache.clear(loaded.obj)
-            loaded.obj.to(device)
+            accel.move(loaded.obj, loaded.device, device)
         return Loaded(loaded.obj, loaded.size_bytes, loaded.architecture, device, "diffusion")
 
     def run(
