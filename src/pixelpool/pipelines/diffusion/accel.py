@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from pixelpool.pipelines import option
+from pixelpool.pipelines.base import WorkItem
 
 log = logging.getLogger("pixelpool.worker")
 
@@ -98,30 +99,37 @@ def compile_denoiser(
     getattr(pipe, denoiser_name(pipe)).compile(**kwargs)
 
 
-def warm_up(pipe: Any, shapes: list[list[int]] | list[tuple[int, int, int]]) -> None:
-    """Run each [width, height, batch] once (2 steps, classifier-free guidance on, as
-    requests with cfg_scale > 1 run) so its graph is compiled before the first request."""
-    from pixelpool.pipelines.diffusion.invariance import for_batch
+def warmup_batches(shapes: list[list[int]]) -> list[list[WorkItem]]:
+    """Each [width, height, batch] as a txt2img batch of 2 steps with guidance on (as a
+    request with cfg_scale > 1 runs). Run through the family like any batch, so the
+    graph compiled is the one requests use (same text-embedding path, same grad mode,
+    same batch-invariance patches)."""
+    batches = []
+    for n, (width, height, batch) in enumerate(shapes):
+        params = {
+            "prompt": "",
+            "width": int(width),
+            "height": int(height),
+            "steps": 2,
+            "cfg_scale": 5.0,
+        }
+        batches.append(
+            [
+                WorkItem(f"warmup-{n}-{i}", "txt2img", {**params, "seed": i + 1})
+                for i in range(int(batch))
+            ]
+        )
+    return batches
 
-    for width, height, batch in shapes:
-        with torch.inference_mode(), for_batch(pipe):
-            pipe(
-                prompt=[""] * int(batch),
-                width=int(width),
-                height=int(height),
-                num_inference_steps=2,
-                guidance_scale=5.0,
-                output_type="latent",
-            )
 
-
-def prepare(pipe: Any, device: str) -> None:
-    """Apply the worker's GPU-path settings to a pipeline just loaded on `device`."""
+def prepare(pipe: Any, device: str) -> list[list[WorkItem]]:
+    """Apply the worker's GPU-path settings to a pipeline just loaded on `device`;
+    returns the warm-up batches the caller should run (none unless compiling)."""
     if channels_last_enabled(device):
         apply_channels_last(pipe)
     mode = compile_mode(option("compile", False))
     if mode is None:
-        return
+        return []
     compile_denoiser(
         pipe,
         mode,
@@ -131,7 +139,7 @@ def prepare(pipe: Any, device: str) -> None:
     shapes = option("compile_warmup", [])
     if shapes:
         log.info("compiling %s for %d warm-up shape(s)", denoiser_name(pipe), len(shapes))
-        warm_up(pipe, shapes)
+    return warmup_batches(shapes)
 
 
 def vae_needs_upcast(pipe: Any) -> bool:
