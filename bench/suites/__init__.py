@@ -4,17 +4,28 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from bench.suites import batch, encode, liveness, overhead, switch, throughput, upscale, vision
+from bench.suites import (
+    batch,
+    compiled,
+    encode,
+    liveness,
+    overhead,
+    switch,
+    throughput,
+    upscale,
+    vision,
+)
 
 SUITES: dict[str, ModuleType] = {
     "overhead": overhead,
     "throughput": throughput,
     "liveness": liveness,
     "batch": batch,  # --gpu only
+    "compile": compiled,  # --gpu only: torch.compile off and on
     "switch": switch,
     "encode": encode,
     "upscale": upscale,  # starts its own two servers, with an upscaler in models/
     "vision": vision,  # its own models and servers
 }
-GPU_ONLY = {"batch"}
+GPU_ONLY = {"batch", "compile"}
 OPT_IN = {"upscale", "vision"}  # not in the default run (keeps --quick under 3 min)

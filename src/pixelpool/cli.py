@@ -119,6 +119,10 @@ def _device_block(device_id: str, name: str, memory_gb: float, enabled: bool) ->
         '# families = ["diffusion", "upscale", "bgremove", "tag"]   (absent: every family)\n'
         "# vram_budget_gb = ...   (GPU) / ram_budget_gb = ... (CPU)\n"
         "# memory_limit_gb = ...  (CPU: hard cap; a batch over it fails as out-of-memory)\n"
+        '# dtype = "auto"          (auto | float16 | bfloat16 | float32)\n'
+        "# channels_last = ...    (default: true on CUDA, false elsewhere)\n"
+        '# compile = false         (false | "default" | "max-autotune" | "reduce-overhead")\n'
+        "# compile_warmup = [[1024, 1024, 1]]   ([width, height, batch] compiled at load)\n"
         "onload = []\npinned = []\n"
     )
 
