@@ -23,12 +23,14 @@ from bench.context import BATCHED, UNBATCHED, Context
 from bench.plan import Plan, cpu_plan, gpu_plan
 from bench.servers import Servers, device_env, scheduler_env
 from bench.suites import GPU_ONLY, OPT_IN, SUITES
+from bench.suites.compiled import COMPILED
 
 REPO = Path(__file__).resolve().parent.parent
 NEEDS = {  # servers each suite uses, started together up front
     "overhead": {BATCHED},
     "throughput": {BATCHED, UNBATCHED},
     "liveness": {BATCHED},
+    "compile": {BATCHED, COMPILED},
 }
 CHECKS = {  # the acceptance numbers (CPU targets)
     "overhead.ratio <= 1.05": ("overhead", "ratio", lambda v: v <= 1.05),
@@ -122,7 +124,7 @@ def run_suites(ctx: Context, names: list[str], wait_quiet: float) -> dict[str, A
         # Free what later suites do not need: CPU, RAM and (GPU) memory.
         later = set().union(*(NEEDS.get(n, set()) for n in names[i + 1 :]))
         ctx.servers.stop(*(s for s in list(ctx.servers.running) if s not in later))
-        if not ({"overhead", "throughput", "batch"} & set(names[i + 1 :])):
+        if not ({"overhead", "throughput", "batch", "compile"} & set(names[i + 1 :])):
             ctx.drop_direct()
     return results
 
@@ -179,6 +181,13 @@ def main(argv: list[str] | None = None) -> int:
             BATCHED, device_env(plan) | scheduler_env(True, plan.max_batch, plan.batch_window_ms)
         )
         servers.define(UNBATCHED, device_env(plan) | scheduler_env(False, 1, 0))
+        if plan.compile_workloads:
+            shapes = [[w.width, w.height, 1] for w in plan.compile_workloads]
+            servers.define(
+                COMPILED,
+                device_env(plan, compile=plan.compile_mode, compile_warmup=json.dumps(shapes))
+                | scheduler_env(True, plan.max_batch, plan.batch_window_ms),
+            )
         ctx = Context(plan, servers, monitor, paths)
         servers.start(*sorted(set().union(*(NEEDS.get(n, set()) for n in names))))
         results = run_suites(ctx, names, args.wait_quiet)

@@ -68,6 +68,11 @@ class Plan:
     batch_sizes: list[int] = field(default_factory=list)  # GPU only: direct images/s per size
     batch_workloads: list[Workload] = field(default_factory=list)
     batch_reps: int = 0
+    batch_max: dict[str, int] = field(default_factory=dict)  # per model: sizes above are skipped
+    # GPU only: s/image at 1 client, server and direct, with torch.compile off and on.
+    compile_workloads: list[Workload] = field(default_factory=list)
+    compile_mode: str = "default"
+    compile_reps: int = 0
     warmup: int = 1
 
     def to_dict(self) -> dict[str, Any]:
@@ -129,7 +134,10 @@ def gpu_plan(quick: bool, threads: int) -> Plan:
         liveness_busy_s=8.0 if quick else 20.0,
         liveness_interval_s=0.01,
         liveness_idle_samples=100 if quick else 300,
-        batch_sizes=[1, 2, 4, 8],
+        batch_sizes=[1, 2, 4, 8, 12, 16],
         batch_workloads=[sd15, sdxl],
         batch_reps=2 if quick else 3,
+        batch_max={"bench-sdxl": 4 if quick else 8},
+        compile_workloads=[sdxl],
+        compile_reps=3 if quick else 5,
     )

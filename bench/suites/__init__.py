@@ -7,6 +7,7 @@ from types import ModuleType
 from bench.suites import (
     batch,
     cluster,
+    compiled,
     encode,
     liveness,
     overhead,
@@ -21,11 +22,12 @@ SUITES: dict[str, ModuleType] = {
     "throughput": throughput,
     "liveness": liveness,
     "batch": batch,  # --gpu only
+    "compile": compiled,  # --gpu only: torch.compile off and on
     "switch": switch,
     "encode": encode,
     "upscale": upscale,  # starts its own two servers, with an upscaler in models/
     "vision": vision,  # its own models and servers
     "cluster": cluster,  # the Ray backend: its own servers (needs the ray extra)
 }
-GPU_ONLY = {"batch"}
+GPU_ONLY = {"batch", "compile"}
 OPT_IN = {"upscale", "vision", "cluster"}  # not in the default run (keeps --quick under 3 min)

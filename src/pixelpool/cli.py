@@ -1,5 +1,5 @@
-"""The `pixelpool` command: init, demo, serve, models list (keys: cli_keys.py; generate,
-upscale, tag...: cli_client.py)."""
+"""The `pixelpool` command: init, demo, serve, models list (keys: cli_keys.py; pull:
+cli_pull.py; generate, upscale, tag...: cli_client.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import typer
 from pixelpool import logs
 from pixelpool.cli_client import register as register_client_commands
 from pixelpool.cli_keys import keys_app
+from pixelpool.cli_pull import register as register_pull_command
 from pixelpool.config import ConfigError, Settings, load_settings
 from pixelpool.jobs import datalock
 from pixelpool.jobs.keys import keys_exist
@@ -138,6 +139,10 @@ def _device_block(device_id: str, name: str, memory_gb: float, enabled: bool) ->
         '# families = ["diffusion", "upscale", "bgremove", "tag"]   (absent: every family)\n'
         "# vram_budget_gb = ...   (GPU) / ram_budget_gb = ... (CPU)\n"
         "# memory_limit_gb = ...  (CPU: hard cap; a batch over it fails as out-of-memory)\n"
+        '# dtype = "auto"          (auto | float16 | bfloat16 | float32)\n'
+        "# channels_last = ...    (default: true on CUDA, false elsewhere)\n"
+        '# compile = false         (false | "default" | "max-autotune" | "reduce-overhead")\n'
+        "# compile_warmup = [[1024, 1024, 1]]   ([width, height, batch] compiled at load)\n"
         "onload = []\npinned = []\n"
     )
 
@@ -258,6 +263,7 @@ def models_list(
     registry.close()
 
 
+register_pull_command(app)
 register_client_commands(app)  # after the server commands, so --help lists them first
 
 if __name__ == "__main__":

@@ -119,6 +119,10 @@ class StorageSettings(_Section):
     events_flush_s: float = Field(0.05, gt=0)  # buffered job events are written this often
 
 
+WarmupSide = Annotated[int, Field(ge=64, le=4096, multiple_of=8)]
+WarmupBatch = Annotated[int, Field(ge=1, le=64)]
+
+
 class DeviceSettings(_Section):
     """One device's worker. vram_budget_gb: its model cache's device tier (default: the
     device's memory less a margin; half the RAM for the CPU). ram_budget_gb: the RAM tier
@@ -138,6 +142,18 @@ class DeviceSettings(_Section):
     memory_limit_gb: float | None = Field(None, gt=0)
     onload: list[str] = []
     pinned: list[str] = []
+    # The GPU path (README, "Devices"). dtype auto: float16 on CUDA (bfloat16 for SD3 and
+    # FLUX where the GPU has it), float32 on the CPU and MPS.
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
+    # NHWC UNet/VAE weights; unset: on for CUDA, off elsewhere.
+    channels_last: bool | None = None
+    # torch.compile of the UNet/transformer with static shapes: false, true ("default"),
+    # "default", "max-autotune" or "reduce-overhead" (CUDA graphs).
+    compile: bool | Literal["default", "max-autotune", "reduce-overhead"] = False
+    # [width, height, batch] compiled when a model loads, before its first request.
+    compile_warmup: list[tuple[WarmupSide, WarmupSide, WarmupBatch]] = []
+    # Compiled shapes kept per model; new shapes past it run uncompiled.
+    compile_cache_size: int = Field(8, ge=1, le=256)
 
     @field_validator("families")
     @classmethod

@@ -9,7 +9,13 @@ from pathlib import Path
 
 import jwt
 
+from pixelpool.jobs.keys import KeyStore, keys_path
+
 SECRET = "test-secret-" + "x" * 40
+# The static keys of the shared `keyed_server`: each module presents its own.
+CLIENT_KEY = "client-test-key-0123456789"
+CHAIN_KEYS = ["key-one", "key-two"]
+VIEWER_KEY = "status-page-viewer-key-0123456789"
 
 
 def keys_cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -24,6 +30,18 @@ def new_key(data_dir: Path, name: str, *extra: str) -> str:
     assert result.returncode == 0, result.stderr
     (key,) = result.stdout.split()  # the key alone on stdout
     return key
+
+
+def stored_key(
+    data_dir: Path, name: str, scopes: tuple[str, ...] = ("generate",), rate: float | None = None
+) -> str:
+    """A key written straight to the data dir's key store, as `pixelpool keys create` does,
+    without its ~2 s process start: for fixtures (the command itself is tested)."""
+    store = KeyStore(keys_path(data_dir))
+    try:
+        return store.create(name, scopes, rate_per_min=rate)[0]
+    finally:
+        store.close()
 
 
 def token(

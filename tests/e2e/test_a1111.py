@@ -5,13 +5,9 @@ from __future__ import annotations
 import base64
 import io
 import json
-import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
-import jwt
 import numpy as np
 import pytest
 import webuiapi
@@ -19,20 +15,14 @@ from PIL import Image
 
 from pixelpool.testing.server import ServerProcess
 
-SECRET = "a1111-test-secret-" + "s" * 40
+from .auth_helpers import token
+
 SMALL = {"width": 64, "height": 64, "steps": 2}
 
 
-def token(sub: str) -> str:
-    claims = {"sub": sub, "exp": int(time.time()) + 3600, "scopes": ["generate"]}
-    return jwt.encode(claims, SECRET, "HS256")
-
-
 @pytest.fixture(scope="module")
-def url(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    env = {"PIXELPOOL_AUTH__JWT_SECRET": SECRET}
-    with ServerProcess(models_dir, tmp_path_factory.mktemp("data"), env=env) as server:
-        yield server.url
+def url(jwt_server: ServerProcess) -> str:
+    return jwt_server.url
 
 
 def client(url: str, sub: str = "alice") -> webuiapi.WebUIApi:

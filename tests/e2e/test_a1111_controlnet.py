@@ -7,56 +7,36 @@ from __future__ import annotations
 
 import base64
 import io
-import shutil
-import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import cv2
 import httpx
-import jwt
 import numpy as np
 import pytest
 import webuiapi
 from PIL import Image
 
 from pixelpool.testing.server import ServerProcess
-from pixelpool.testing.tiny_controlnet import write_tiny_controlnet, write_tiny_union_controlnet
-from pixelpool.testing.tiny_ip_adapter import write_tiny_ip_adapter
 
+from .auth_helpers import token
 from .diffusion_server import decode, png_bytes, smooth_image
 
-SECRET = "a1111-cn-test-secret-" + "s" * 40
 JOB = {"prompt": "a red fox", "seed": 9, "width": 64, "height": 64, "steps": 2,
        "cfg_scale": 6.0, "sampler_name": "Euler a"}  # fmt: skip
 CONTROL = smooth_image(64, 64, seed=5)
 FIELD = "alwayson_scripts.controlnet.args"
 
 
-def token(sub: str = "alice") -> str:
-    claims = {"sub": sub, "exp": int(time.time()) + 3600, "scopes": ["generate"]}
-    return jwt.encode(claims, SECRET, "HS256")
-
-
 @pytest.fixture(scope="module")
-def url(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    root = tmp_path_factory.mktemp("cn-models")
-    shutil.copytree(models_dir, root, dirs_exist_ok=True)
-    write_tiny_controlnet(root / "sd15/demo-sd", root / "ControlNet/cn-sd", seed=1)
-    write_tiny_union_controlnet(root / "sdxl/demo-sdxl", root / "ControlNet/cn-union", seed=2)
-    write_tiny_ip_adapter(root / "sd15/demo-sd", root / "ip-adapter/ipa-sd15.safetensors",
-                          "sd15", seed=3)  # fmt: skip
-    env = {"PIXELPOOL_AUTH__JWT_SECRET": SECRET}
-    with ServerProcess(root, tmp_path_factory.mktemp("data"), env=env) as server:
-        yield server.url
+def url(jwt_server: ServerProcess) -> str:
+    return jwt_server.url
 
 
 @pytest.fixture(scope="module")
 def api(url: str) -> webuiapi.WebUIApi:
     host, port = url.removeprefix("http://").split(":")
     client = webuiapi.WebUIApi(host=host, port=int(port))
-    client.session.headers["Authorization"] = f"Bearer {token()}"
+    client.session.headers["Authorization"] = f"Bearer {token('alice')}"
     return client
 
 
@@ -70,7 +50,7 @@ def post_native(url: str, body: dict[str, Any]) -> httpx.Response:
     """/api/generate with JOB's settings (our `sampler` for A1111's `sampler_name`)."""
     job = {**JOB, "sampler": JOB["sampler_name"]}
     job.pop("sampler_name")
-    headers = {"Authorization": f"Bearer {token()}"}
+    headers = {"Authorization": f"Bearer {token('alice')}"}
     return httpx.post(f"{url}/api/generate", json={**job, **body}, headers=headers, timeout=120)
 
 
@@ -98,7 +78,7 @@ def test_listings(api: webuiapi.WebUIApi, url: str, titles: dict[str, str]) -> N
     assert [s["name"] for s in detail["canny"]["sliders"]] == [
         "Resolution", "Low Threshold", "High Threshold"]  # fmt: skip
     labels = httpx.get(f"{url}/controlnet/module_list?alias_names=true",
-                       headers={"Authorization": f"Bearer {token()}"}).json()  # fmt: skip
+                       headers={"Authorization": f"Bearer {token('alice')}"}).json()  # fmt: skip
     assert "depth_midas" in labels["module_list"] and "ip-adapter_clip_h" in labels["module_detail"]
     anonymous = httpx.get(f"{url}/controlnet/model_list")
     assert anonymous.status_code == 401
@@ -141,7 +121,7 @@ def test_union_controlnet_unit_equals_native_control_mode(
     body = {**JOB, "override_settings": {"sd_model_checkpoint": "demo-sdxl"},
             "alwayson_scripts": {"ControlNet": {"args": [unit]}}}  # fmt: skip
     resp = httpx.post(f"{url}/sdapi/v1/txt2img", json=body, timeout=120,
-                      headers={"Authorization": f"Bearer {token()}"})  # fmt: skip
+                      headers={"Authorization": f"Bearer {token('alice')}"})  # fmt: skip
     assert resp.status_code == 200, resp.text
     ours = np.asarray(Image.open(io.BytesIO(base64.b64decode(resp.json()["images"][0]))))
     entry = {"model": "cn-union", "image": b64(CONTROL), "control_mode": 3}
@@ -205,7 +185,7 @@ def test_bad_unit_names_its_field(url: str, unit: dict[str, Any], status: int, f
     disabled = {"enabled": False, "module": "no such module"}  # ignored, as the extension does
     body = {**JOB, "alwayson_scripts": {"ControlNet": {"args": [disabled, unit]}}}
     resp = httpx.post(f"{url}/sdapi/v1/txt2img", json=body, timeout=120,
-                      headers={"Authorization": f"Bearer {token()}"})  # fmt: skip
+                      headers={"Authorization": f"Bearer {token('alice')}"})  # fmt: skip
     assert resp.status_code == status, resp.text
     error = resp.json()
     assert set(error) == {"error", "detail", "body", "errors"}

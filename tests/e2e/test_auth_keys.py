@@ -21,7 +21,7 @@ from websockets.sync.client import connect
 
 from pixelpool.testing.server import ServerProcess
 
-from .auth_helpers import SECRET, keys_cli, new_key, token
+from .auth_helpers import SECRET, keys_cli, new_key, stored_key, token
 
 JOB = {"prompt": "a cat", "width": 64, "height": 64, "steps": 2, "seed": 3}
 IMAGE = {"prompt": "a cat", "size": "64x64", "steps": 2}
@@ -45,10 +45,10 @@ class Secured:
 def secured(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
     data = tmp_path_factory.mktemp("data")
     keys = {
-        "alice": new_key(data, "alice"),
-        "bob": new_key(data, "bob"),
-        "ops": new_key(data, "ops", "--scope", "admin"),
-        "limited": new_key(data, "limited", "--rate-limit", "3"),
+        "alice": stored_key(data, "alice"),
+        "bob": stored_key(data, "bob"),
+        "ops": stored_key(data, "ops", ("admin",)),
+        "limited": stored_key(data, "limited", rate=3),
     }
     env = {"PIXELPOOL_AUTH__JWT_SECRET": SECRET}
     with ServerProcess(models_dir, data, env=env) as server:

@@ -34,7 +34,7 @@ from pixelpool.config import Settings
 from pixelpool.jobs.keys import keys_exist
 from pixelpool.testing.server import ServerProcess
 
-from .auth_helpers import SECRET, new_key, token
+from .auth_helpers import SECRET, stored_key, token
 
 JOB = {"prompt": "a cat", "width": 64, "height": 64, "steps": 2, "seed": 3}
 IMAGE = {"prompt": "a cat", "size": "64x64", "steps": 2, "response_format": "url"}
@@ -91,8 +91,8 @@ class Secured:
 @pytest.fixture(scope="module")
 def secured(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
     data = tmp_path_factory.mktemp("data")
-    keys = {name: new_key(data, name) for name in ("alice", "bob")}
-    keys["ops"] = new_key(data, "ops", "--scope", "admin")
+    keys = {name: stored_key(data, name) for name in ("alice", "bob")}
+    keys["ops"] = stored_key(data, "ops", ("admin",))
     env = {"PIXELPOOL_AUTH__JWT_SECRET": SECRET}
     with ServerProcess(models_dir, data, env=env) as server:
         yield Secured(server, **keys)
@@ -318,9 +318,9 @@ def test_no_secret_in_the_log_or_in_error_messages(secured: Secured) -> None:
 
 
 @pytest.fixture
-def keyless(models_dir: Path, tmp_path: Path) -> Iterator[ServerProcess]:
-    with ServerProcess(models_dir, tmp_path / "data") as server:
-        yield server
+def keyless(server: ServerProcess) -> ServerProcess:
+    """The shared server without keys (the test leaves it as it found it)."""
+    return server
 
 
 def test_a_keyless_server_refuses_key_management(keyless: ServerProcess) -> None:

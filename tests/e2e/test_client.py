@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -30,24 +29,18 @@ from pixelpool.client import (
     Unauthorized,
 )
 from pixelpool.testing.server import ServerProcess
-from pixelpool.testing.tiny_onnx import write_tiny_wd_tagger
-from pixelpool.testing.tiny_upscale import smooth_picture, write_tiny_upscaler
+from pixelpool.testing.tiny_upscale import smooth_picture
 
-KEY = "client-test-key-0123456789"
+from .auth_helpers import CLIENT_KEY
+
+KEY = CLIENT_KEY
 JOB = {"prompt": "a red fox", "width": 64, "height": 64, "steps": 2, "seed": 11,
        "model": "demo-sd"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def server(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    root = tmp_path_factory.mktemp("client") / "models"
-    shutil.copytree(models_dir, root)
-    write_tiny_upscaler(root / "upscale" / "tiny-esrgan.safetensors", "ESRGAN")
-    write_tiny_wd_tagger(root / "tagger" / "wd-tiny")
-    env = {"PIXELPOOL_AUTH__KEYS": json.dumps([KEY]),
-           "PIXELPOOL_SCHEDULER__PROGRESS_INTERVAL_MS": "0"}  # fmt: skip
-    with ServerProcess(root, tmp_path_factory.mktemp("data"), env=env) as proc:
-        yield proc
+def server(keyed_server: ServerProcess) -> ServerProcess:
+    return keyed_server
 
 
 @pytest.fixture(scope="module")

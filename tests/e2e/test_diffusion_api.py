@@ -16,7 +16,7 @@ from PIL import Image
 from pixelpool.testing.client import wait_for_job
 from pixelpool.testing.server import ServerProcess
 
-from .diffusion_server import decode, png_bytes, smooth_image, write_models
+from .diffusion_server import decode, png_bytes, smooth_image
 
 BASE = {"prompt": "a photo of a red fox", "negative_prompt": "blurry", "steps": 3,
         "cfg_scale": 6.0, "seed": 42, "model": "demo-sd"}  # fmt: skip
@@ -26,20 +26,13 @@ MASK[16:48, 16:48] = 255
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_models(tmp_path_factory.mktemp("diffusion-models"))
+def models(tuned_dir: Path) -> Path:
+    return tuned_dir
 
 
 @pytest.fixture(scope="module")
-def client(models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    env = {
-        "PIXELPOOL_LIMITS__MAX_SIZE": "1024",
-        "PIXELPOOL_LIMITS__MAX_INPUT_PIXELS": str(4 * 1024**2),
-    }
-    with (
-        ServerProcess(models, tmp_path_factory.mktemp("data"), env=env) as server,
-        httpx.Client(base_url=server.url, timeout=120) as c,
-    ):
+def client(tuned_server: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=tuned_server.url, timeout=120) as c:
         yield c
 
 

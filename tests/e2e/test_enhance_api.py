@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,7 +17,6 @@ from PIL import Image
 from pixelpool.families.diffusion.latent_format import encode_latents
 from pixelpool.testing.client import wait_for_job
 from pixelpool.testing.server import ServerProcess
-from pixelpool.testing.tiny_upscale import write_tiny_upscaler
 
 from .diffusion_server import png_bytes, smooth_image
 
@@ -28,16 +25,9 @@ PARAMS = {"prompt": "a red fox", "model": "demo-sd", "hires_steps": 2, "denoisin
 
 
 @pytest.fixture(scope="module")
-def client(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    root = tmp_path_factory.mktemp("enhance") / "models"
-    shutil.copytree(models_dir, root)
-    write_tiny_upscaler(root / "upscale" / "tiny-esrgan.safetensors", "ESRGAN")
-    proc = ServerProcess(root, tmp_path_factory.mktemp("data")).start()
-    try:
-        with httpx.Client(base_url=proc.url, timeout=120) as c:
-            yield c
-    finally:
-        proc.stop()
+def client(extras_server: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=extras_server.url, timeout=120) as c:
+        yield c
 
 
 def _post(client: httpx.Client, path: str, params: dict[str, Any], **files: bytes) -> Any:
@@ -55,7 +45,8 @@ def test_sync_enhance_returns_the_target_size_with_parameters(client: httpx.Clie
     img = Image.open(io.BytesIO(resp.content))
     assert img.size == (128, 96)  # default target: twice the input
     text = img.info["parameters"]
-    assert "Hires upscaler: tiny-esrgan" in text and "Denoising strength: 0.5" in text
+    # the default upscaler: the first installed model by name (tiny-compact, tiny-esrgan)
+    assert "Hires upscaler: tiny-compact" in text and "Denoising strength: 0.5" in text
     # the same request queued gives the same image
     job = _post(client, "/api/enqueue/enhance", PARAMS, image=IMAGE).json()["job_id"]
     view = wait_for_job(client, job)

@@ -1,5 +1,6 @@
-"""Job events outlive the server: a client resuming with Last-Event-ID after a restart
-(clean, or kill -9) gets every later event of the job, in order, each once."""
+"""Durability across restarts (clean, or kill -9): a client resuming with Last-Event-ID
+gets every later event of the job, in order, each once; a finished job's result reads
+the same afterwards; jobs still queued at a crash run after it with their own seeds."""
 
 import json
 import sqlite3
@@ -11,6 +12,7 @@ from typing import Any
 import httpx
 from websockets.sync.client import connect
 
+from pixelpool.testing.client import wait_for_job
 from pixelpool.testing.server import ServerProcess
 
 JOB = {"prompt": "a harbour", "width": 64, "height": 64, "steps": 6, "seed": 3}
@@ -97,6 +99,7 @@ def test_events_replay_after_a_clean_restart(models_dir: Path, tmp_path: Path) -
     with ServerProcess(models_dir, tmp_path, env=lazy) as first:
         done = enqueue(first.url, JOB)
         before = sse(first.url, done)
+        png = httpx.get(f"{first.url}/api/job/{done}/result").content
         slow = enqueue(first.url, SLOW)
         seen = sse(first.url, slow, until=reached(2))
         assert written(tmp_path) == set()
@@ -104,7 +107,12 @@ def test_events_replay_after_a_clean_restart(models_dir: Path, tmp_path: Path) -
     middle = next(i for i, kind, d in before if kind == "progress" and d["step"] == 3)
 
     with ServerProcess(models_dir, tmp_path, env=EVERY_STEP) as second:
-        # A finished job: exactly the events after the id, as they were sent live.
+        # A finished job reads the same: its record, and its result byte for byte.
+        body = httpx.get(f"{second.url}/api/job/{done}").json()
+        assert body["status"] == "completed" and body["seeds"] == [JOB["seed"]]
+        result = httpx.get(f"{second.url}/api/job/{done}/result")
+        assert result.status_code == 200 and result.content == png
+        # Its events: exactly those after the id, as they were sent live.
         assert sse(second.url, done, last=middle) == [e for e in before if e[0] > middle]
         with connect(second.url.replace("http://", "ws://") + "/api/ws") as ws:
             ws.send(json.dumps({"type": "subscribe", "job_ids": [done], "last_event_id": middle}))
@@ -124,6 +132,7 @@ def test_events_replay_after_a_crash(models_dir: Path, tmp_path: Path) -> None:
     try:
         slow = enqueue(first.url, SLOW)
         seen = sse(first.url, slow, until=reached(3))
+        queued = [enqueue(first.url, {**JOB, "seed": s}) for s in range(1, 4)]  # behind it
         wait_written(tmp_path, seen[-1][0])
         first.kill()  # SIGKILL: what was not yet written is lost, the job runs again
     finally:
@@ -132,5 +141,7 @@ def test_events_replay_after_a_crash(models_dir: Path, tmp_path: Path) -> None:
     with ServerProcess(models_dir, tmp_path, env=EVERY_STEP) as again:
         resumed = sse(again.url, slow, last=seen[-1][0])
         everything = sse(again.url, slow)
+        ended = [wait_for_job(again.url, job_id) for job_id in queued]
     check_resumed(resumed, seen[-1][0], seen[-1][2]["step"])
     assert everything == seen + resumed
+    assert [(r["status"], r["seeds"]) for r in ended] == [("completed", [s]) for s in range(1, 4)]

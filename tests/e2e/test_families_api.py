@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,25 +18,18 @@ from pixelpool.pipelines import get_family
 from pixelpool.pipelines.base import WorkItem
 from pixelpool.testing.client import wait_for_job
 from pixelpool.testing.server import ServerProcess
-from pixelpool.testing.tiny_families import FAMILY_MODELS, write_family_models
+from pixelpool.testing.tiny_families import FAMILY_MODELS
 
 
 @pytest.fixture(scope="module")
-def tree(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("families") / "models"
-    shutil.copytree(models_dir, root)
-    write_family_models(root)
-    return root
+def tree(extras_dir: Path) -> Path:
+    return extras_dir
 
 
 @pytest.fixture(scope="module")
-def client(tree: Path, tmp_path_factory: pytest.TempPathFactory) -> httpx.Client:
-    proc = ServerProcess(tree, tmp_path_factory.mktemp("data")).start()
-    try:
-        with httpx.Client(base_url=proc.url, timeout=120) as c:
-            yield c
-    finally:
-        proc.stop()
+def client(extras_server: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=extras_server.url, timeout=120) as c:
+        yield c
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +16,6 @@ from diffusers import DiffusionPipeline
 from PIL import Image
 
 from pixelpool.testing.server import ServerProcess
-from pixelpool.testing.tiny_ip_adapter import write_tiny_ip_adapter
 
 from .diffusion_server import decode, png_bytes, smooth_image
 
@@ -28,24 +26,15 @@ NOT_AN_IMAGE = base64.b64encode(b"hello, not an image").decode()
 
 
 @pytest.fixture(scope="module")
-def models(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo models, an SD 1.x IP-Adapter laid out as the published repository does
-    (`models/` with `image_encoder/`), and an SDXL one under ComfyUI's folder name."""
-    root = tmp_path_factory.mktemp("models")
-    shutil.copytree(models_dir, root, dirs_exist_ok=True)
-    write_tiny_ip_adapter(root / "sd15/demo-sd", root / "ip-adapter/models/ipa-sd15.safetensors",
-                          "sd15", seed=3)  # fmt: skip
-    write_tiny_ip_adapter(root / "sdxl/demo-sdxl", root / "ipadapter/ipa-sdxl.safetensors",
-                          "sdxl", seed=4)  # fmt: skip
-    return root
+def models(extras_dir: Path) -> Path:
+    """The shared tree holds an SD 1.x IP-Adapter laid out as the published repository
+    does (`models/` with `image_encoder/`), and an SDXL one under ComfyUI's folder name."""
+    return extras_dir
 
 
 @pytest.fixture(scope="module")
-def client(models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    with (
-        ServerProcess(models, tmp_path_factory.mktemp("data")) as server,
-        httpx.Client(base_url=server.url, timeout=120) as c,
-    ):
+def client(extras_server: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=extras_server.url, timeout=120) as c:
         yield c
 
 

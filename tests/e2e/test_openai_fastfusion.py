@@ -17,7 +17,7 @@ from PIL import Image
 
 from pixelpool.testing.server import ServerProcess
 
-from .diffusion_server import decode, png_bytes, smooth_image, write_models
+from .diffusion_server import decode, png_bytes, smooth_image
 
 BASE = {"model": "demo-sd", "prompt": "a photo of a red fox", "size": "64x64"}
 NATIVE = {"model": "demo-sd", "prompt": "a photo of a red fox", "width": 64, "height": 64}
@@ -25,10 +25,8 @@ LORA = [{"name": "style", "weight": 0.8}]
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    models = write_models(tmp_path_factory.mktemp("ff-models"))
-    with ServerProcess(models, tmp_path_factory.mktemp("data")) as proc:
-        yield proc
+def server(tuned_server: ServerProcess) -> ServerProcess:
+    return tuned_server
 
 
 @pytest.fixture(scope="module")

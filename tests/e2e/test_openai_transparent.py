@@ -18,7 +18,6 @@ import pytest
 from PIL import Image
 
 from pixelpool.testing.server import ServerProcess
-from pixelpool.testing.tiny_onnx import write_tiny_segmenter
 
 from .test_families_api import direct
 
@@ -26,17 +25,13 @@ FAST = {"steps": 2, "seed": 5}
 
 
 @pytest.fixture(scope="module")
-def tree(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("transparent") / "models"
-    shutil.copytree(models_dir, root)
-    write_tiny_segmenter(root / "bgremove" / "tiny-seg.onnx")
-    return root
+def tree(extras_dir: Path) -> Path:
+    return extras_dir
 
 
 @pytest.fixture(scope="module")
-def server(tree: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with ServerProcess(tree, tmp_path_factory.mktemp("data")) as proc:
-        yield proc
+def server(extras_server: ServerProcess) -> ServerProcess:
+    return extras_server
 
 
 @pytest.fixture(scope="module")

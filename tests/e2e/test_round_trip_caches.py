@@ -8,9 +8,7 @@ from __future__ import annotations
 import base64
 import io
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,7 +21,7 @@ from pixelpool.families.diffusion.latent_format import encode_latents
 from pixelpool.testing.client import wait_for_job
 from pixelpool.testing.server import ServerProcess
 
-from .auth_helpers import SECRET, token
+from .auth_helpers import token
 from .diffusion_server import decode
 
 XL = {"prompt": "a red fox in snow", "negative_prompt": "blurry", "model": "demo-sdxl",
@@ -48,11 +46,9 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def server(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    env = {"PIXELPOOL_AUTH__JWT_SECRET": SECRET}
-    with ServerProcess(models_dir, tmp_path_factory.mktemp("data"), env=env) as proc:
-        auth = {name: {"Authorization": f"Bearer {token(name)}"} for name in ("alice", "bob")}
-        yield Server(proc.url, auth["alice"], auth["bob"])
+def server(jwt_server: ServerProcess) -> Server:
+    auth = {name: {"Authorization": f"Bearer {token(name)}"} for name in ("alice", "bob")}
+    return Server(jwt_server.url, auth["alice"], auth["bob"])
 
 
 def _until_complete(ws: ClientConnection, job_id: str) -> dict[str, Any]:

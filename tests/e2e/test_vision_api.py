@@ -34,7 +34,7 @@ from pixelpool.testing.server import ServerProcess
 from pixelpool.testing.tiny_vision import write_vision_models
 
 from ..pipelines.vision_helpers import picture
-from .auth_helpers import new_key
+from .auth_helpers import stored_key
 
 MODELS = ["tiny-sam3", "tiny-gdino", "tiny-depth", "tiny-dinov3"]
 
@@ -67,8 +67,8 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def keys(models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Api]]:
     data = tmp_path_factory.mktemp("data")
-    names = {"alice": new_key(data, "alice"), "bob": new_key(data, "bob"),
-             "ops": new_key(data, "ops", "--scope", "admin")}  # fmt: skip
+    names = {"alice": stored_key(data, "alice"), "bob": stored_key(data, "bob"),
+             "ops": stored_key(data, "ops", ("admin",))}  # fmt: skip
     env = {"PIXELPOOL_LIMITS__FETCH_URLS": "true"}
     with ServerProcess(models.parent, data, env=env) as server:
         yield {name: Api(server.url, key) for name, key in names.items()}

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,11 +18,13 @@ import pytest
 from PIL import Image
 
 from pixelpool.testing.client import wait_for_job
+from pixelpool.testing.server import ServerProcess
 
+from .auth_helpers import CHAIN_KEYS
 from .diffusion_server import png_bytes, smooth_image
-from .vision_server import b64, error_of, multipart, vision_client
+from .vision_server import b64, error_of, multipart
 
-KEYS = ["key-one", "key-two"]
+KEYS = CHAIN_KEYS
 OTHER = {"Authorization": "Bearer key-two"}
 DETECT = {"model": "tiny-gdino", "prompts": ["a cat"], "threshold": 0.0, "text_threshold": 0.0}
 IMAGE = png_bytes(smooth_image(64, 64, seed=5))  # inpaint takes sides of 64 or more
@@ -31,8 +32,10 @@ INPAINT = {"model": "demo-sd", "prompt": "a cat", "steps": 2, "seed": 5, "streng
 
 
 @pytest.fixture(scope="module")
-def client(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    yield from vision_client(models_dir, tmp_path_factory.mktemp("vision-chain"), KEYS)
+def client(keyed_server: ServerProcess) -> Iterator[httpx.Client]:
+    headers = {"Authorization": f"Bearer {KEYS[0]}"}
+    with httpx.Client(base_url=keyed_server.url, timeout=120, headers=headers) as c:
+        yield c
 
 
 def _enqueue(client: httpx.Client, path: str, resp: httpx.Response | None = None) -> str:

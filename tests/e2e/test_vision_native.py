@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,8 +14,9 @@ import pytest
 from pycocotools import mask as coco_mask
 
 from pixelpool.testing.client import wait_for_job
+from pixelpool.testing.server import ServerProcess
 
-from .vision_server import IMAGE, IMAGE2, b64, error_of, multipart, vision_client
+from .vision_server import IMAGE, IMAGE2, b64, error_of, multipart
 
 DETECT = {"model": "tiny-gdino", "prompts": ["a cat", "a dog"], "threshold": 0.0,
           "text_threshold": 0.0}  # fmt: skip
@@ -24,8 +24,9 @@ SEGMENT = {"model": "tiny-sam3", "prompts": ["a cat"], "threshold": 0.0}
 
 
 @pytest.fixture(scope="module")
-def client(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    yield from vision_client(models_dir, tmp_path_factory.mktemp("vision-native"))
+def client(extras_server: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=extras_server.url, timeout=120) as c:
+        yield c
 
 
 def _stable(body: dict[str, Any]) -> dict[str, Any]:

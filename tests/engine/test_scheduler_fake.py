@@ -222,6 +222,46 @@ def test_an_item_the_worker_never_reported_fails_when_its_batch_ends() -> None:
     run(body)
 
 
+def test_a_task_that_breaks_planning_fails_alone_and_the_queue_goes_on() -> None:
+    async def body(rig: Rig) -> None:
+        broken = fake_task("broken")
+        broken.batch_key = (bytearray(b"unhashable"),)  # a bug in some family's key
+        rig.scheduler.submit(broken)
+        rig.scheduler.submit(fake_task("fine"))
+        await rig.step()
+        kind, reason = rig.ledger.ended["broken"]
+        assert kind == "error" and "while scheduling" in reason and "TypeError" in reason
+        await rig.step()
+        assert rig.worker().job_ids() == ["fine"]
+        rig.worker().finish(["fine"])
+        assert rig.ledger.ended["fine"][0] == "ok"
+
+    run(body)
+
+
+def test_a_batch_that_cannot_be_sent_fails_and_the_device_stays_usable() -> None:
+    async def body(rig: Rig) -> None:
+        worker = rig.worker()
+        real_send = worker.send
+
+        def send(message: object) -> None:
+            items = getattr(message, "items", [])
+            if any(item.job_id == "unsendable" for item in items):
+                raise TypeError("cannot pickle 'generator' object")
+            real_send(message)
+
+        worker.send = send  # type: ignore[method-assign]
+        rig.scheduler.submit(fake_task("unsendable", group="a"))
+        await rig.step()
+        kind, reason = rig.ledger.ended["unsendable"]
+        assert kind == "error" and "cannot be sent" in reason and "pickle" in reason
+        rig.scheduler.submit(fake_task("next", group="b"))
+        await rig.step()
+        assert worker.job_ids() == ["next"]
+
+    run(body)
+
+
 def test_a_replacement_worker_that_fails_to_start_is_tried_again() -> None:
     async def body(rig: Rig) -> None:
         rig.scheduler.submit(fake_task("j"))

@@ -20,7 +20,7 @@ from pixelpool.testing.server import ServerProcess
 
 from .faults_helpers import assert_ended, enqueue, kill
 
-KILLS = int(os.environ.get("PIXELPOOL_FAULT_KILLS", "20"))  # fewer for a quick local run
+KILLS = int(os.environ.get("PIXELPOOL_FAULT_KILLS", "12"))  # fewer for a quick local run
 
 
 @pytest.fixture(scope="module")

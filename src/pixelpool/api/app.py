@@ -26,6 +26,7 @@ from pixelpool.api import (
     openai,
     openapi_docs,
     selfhosted,
+    status_page,
     tag,
     upscale,
 )
@@ -197,6 +198,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(keys.router)
     app.include_router(infer.router)
+    app.include_router(status_page.router)
     app.include_router(observe.router)
     openai.install(app)
     selfhosted.install(app)

@@ -1,4 +1,6 @@
-"""Who is calling: `Authorization: Bearer <key or JWT>` or `?apikey=<key>`.
+"""Who is calling: `Authorization: Bearer <key or JWT>` or `?apikey=<key>`; a WebSocket
+may also offer its key as the subprotocol `bearer.<key>` beside `pixelpool` (browsers
+cannot set headers on one, and a query string ends up in proxy logs).
 
 Three kinds of credential, tried in this order:
 - keys from the config file (`auth.keys`): every scope;
@@ -35,15 +37,18 @@ ALL_SCOPES = frozenset(SCOPES)
 JWT_ALGORITHMS = ["HS256"]
 JWT_DEFAULT_SCOPES = ("generate",)
 PRINCIPAL_KEY = "pixelpool.principal"  # where AuthGate leaves the principal in the ASGI scope
+WS_PROTOCOL = "pixelpool"  # the WebSocket subprotocol accepted beside `bearer.<key>`
+WS_KEY_PREFIX = "bearer."
 
 # Open without a credential. Liveness and readiness (/health also carries the
 # self-hosted client's startup probe), the inference dialect's service info and
 # health (`/`, `/v1`, `/v1/health`: clients probe them before any key is set up),
-# and the API's description (`/docs`, `/redoc`, `/openapi.json`: the shape of the
-# API, no data). Everything else, unknown paths included, needs a credential.
+# the API's description (`/docs`, `/redoc`, `/openapi.json`: the shape of the
+# API, no data), and the status page's script and style (static; `/` is the page).
+# Everything else, unknown paths included, needs a credential.
 PUBLIC_PATHS = frozenset(
     {"/health", "/ready", "/", "/v1", "/v1/health", "/docs", "/docs/oauth2-redirect",
-     "/redoc", "/openapi.json"}
+     "/redoc", "/openapi.json", "/ui/status.js", "/ui/status.css"}
 )  # fmt: skip
 # Route templates that need the admin scope (every method): server-wide settings.
 ADMIN_PATHS = frozenset(
@@ -82,7 +87,16 @@ def presented_token(request: HTTPConnection) -> str | None:
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
+    for offered in request.scope.get("subprotocols") or ():  # WebSockets only
+        if offered.startswith(WS_KEY_PREFIX) and len(offered) > len(WS_KEY_PREFIX):
+            return offered[len(WS_KEY_PREFIX) :]
     return request.query_params.get("apikey") or None
+
+
+def ws_subprotocol(scope: Any) -> str | None:
+    """The subprotocol to accept: `pixelpool` when the client offered it (a browser that
+    offers subprotocols drops a connection accepted without one), never the key."""
+    return WS_PROTOCOL if WS_PROTOCOL in (scope.get("subprotocols") or ()) else None
 
 
 def key_name(key: str) -> str:

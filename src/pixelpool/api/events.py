@@ -24,6 +24,7 @@ from pixelpool.api.auth import (
     Principal,
     authenticate_token,
     presented_token,
+    ws_subprotocol,
 )
 from pixelpool.api.errors import ApiError
 from pixelpool.api.native import State, visible_job
@@ -177,7 +178,7 @@ async def _caller(ws: WebSocket, state: AppState) -> Principal | None:
     try:
         return authenticate_token(state, presented_token(ws))
     except ApiError as exc:
-        await ws.accept()
+        await ws.accept(subprotocol=ws_subprotocol(ws.scope))
         await ws.close(code=WS_UNAUTHORIZED, reason=exc.message)
         return None
 
@@ -188,7 +189,7 @@ async def websocket(ws: WebSocket) -> None:
     caller = await _caller(ws, state)
     if caller is None:
         return
-    await ws.accept()
+    await ws.accept(subprotocol=ws_subprotocol(ws.scope))
     sub = Subscription(caller, _truthy(ws.query_params.get("caches")))
     queue = state.bus.subscribe(sub.accepts, large=True)
     sender = asyncio.create_task(_pump(ws, state, sub, queue))

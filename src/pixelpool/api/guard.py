@@ -25,6 +25,7 @@ from pixelpool.api.auth import (
     enforce_rate_limit,
     metrics_reader,
     presented_token,
+    ws_subprotocol,
 )
 from pixelpool.api.errors import ApiError
 from pixelpool.api.state import AppState, current_owner
@@ -92,7 +93,7 @@ class AuthGate:
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, exc: ApiError) -> None:
         if scope["type"] == "websocket":
             await receive()  # websocket.connect
-            await send({"type": "websocket.accept"})
+            await send({"type": "websocket.accept", "subprotocol": ws_subprotocol(scope)})
             await send({"type": "websocket.close", "code": 4000 + exc.status,
                         "reason": exc.message[:120]})  # fmt: skip
             return

@@ -10,12 +10,12 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import Field
 
 from pixelpool import __version__
 from pixelpool.api import openapi_docs as docs
-from pixelpool.api import ops
+from pixelpool.api import ops, status_page
 from pixelpool.api.auth import Caller
 from pixelpool.api.health import health_body
 from pixelpool.api.runs import b64, build_specs, check_count, run_images
@@ -90,10 +90,18 @@ VISION_ENDPOINTS = {
 }
 
 
-@router.get("/")
-async def root(state: State) -> dict[str, Any]:
+@router.get(
+    "/",
+    response_model=dict[str, Any],
+    responses={200: {"content": {"text/html": {}}, "description": "JSON, or the status page"}},
+)
+async def root(state: State, request: Request, response: Response) -> Any:
     """Service info; also the Vision Models API's: its endpoints and model types with
-    the installed vision model that serves each (null: none installed)."""
+    the installed vision model that serves each (null: none installed). A browser
+    (`Accept` ranking `text/html` above JSON) gets the status page instead."""
+    if status_page.wants_html(request.headers.get("accept")):
+        return status_page.page()
+    response.headers["Vary"] = "Accept"
     vision = [e for e in state.registry.entries() if e.family == "vision"]
     models = {
         t: next((e.name for e in vision if task_of(e.architecture) == op), None)

@@ -6,7 +6,7 @@ import asyncio
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import Field, model_validator
 
@@ -283,6 +283,22 @@ async def enqueue(
 @router.get("/job/{job_id}", responses=docs.native(*docs.AUTH, 404))
 async def job_status(job_id: str, state: State, caller: Caller) -> dict[str, Any]:
     return job_view(state, await visible_job(state, job_id, caller))
+
+
+@router.get("/jobs", responses=docs.native(*docs.AUTH, 422))
+async def list_jobs(
+    state: State,
+    caller: Caller,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    """The caller's jobs of every family, newest first (everyone's on a server without
+    auth), each as `GET /api/job/{id}` shows it: the status page's recent jobs."""
+    records, total = await state.jobs.store.owned(
+        caller.owner, None, limit, offset, everyone=caller.owner is None
+    )
+    jobs = [job_view(state, await state.jobs.get(r.id) or r) for r in records]
+    return {"jobs": jobs, "total": total, "limit": limit, "offset": offset}
 
 
 @router.get(

@@ -260,7 +260,21 @@ class Queue:
 
     def plan(self, device: Device, now: float) -> Plan | None:
         """The batch `device` should run next, or None when it can run nothing queued."""
-        candidates = [t for t in self._tasks.values() if device.can_run(t) and device.fits(t, 1)]
+        return self._plan(device, now, list(self._tasks.values()))
+
+    def unplannable(self, device: Device, now: float) -> list[tuple[Task, Exception]]:
+        """The tasks that make `plan` raise when planned alone, with what they raised: a bug
+        that one job's parameters trigger must fail that job, not every later dispatch."""
+        bad = []
+        for task in list(self._tasks.values()):
+            try:
+                self._plan(device, now, [task])
+            except Exception as exc:
+                bad.append((task, exc))
+        return bad
+
+    def _plan(self, device: Device, now: float, tasks: list[Task]) -> Plan | None:
+        candidates = [t for t in tasks if device.can_run(t) and device.fits(t, 1)]
         if not candidates:
             return None
         head = min(candidates, key=lambda t: rank(t, device, self.fair, now))

@@ -21,7 +21,11 @@ def worker_options(settings: Settings, device: DeviceInfo) -> dict[str, Any]:
         return int(value * GIB) if value is not None else None
 
     return {
-        "dtype": "auto",
+        "dtype": cfg.dtype if cfg else "auto",
+        "channels_last": cfg.channels_last if cfg else None,
+        "compile": cfg.compile if cfg else False,
+        "compile_warmup": [list(s) for s in cfg.compile_warmup] if cfg else [],
+        "compile_cache_size": cfg.compile_cache_size if cfg else 8,
         "threads": cfg.threads if cfg else None,
         "budget_bytes": gib(cfg.vram_budget_gb) if cfg else None,
         "ram_budget_bytes": gib(cfg.ram_budget_gb) if cfg else None,

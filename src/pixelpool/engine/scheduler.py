@@ -207,7 +207,12 @@ class Scheduler:
         for slot in self.slots:
             if not slot.idle or not len(self.queue):
                 continue
-            plan = self.queue.plan(slot, now)
+            try:
+                plan = self.queue.plan(slot, now)
+            except Exception:
+                log.exception("planning a batch for %s failed", slot.device_id)
+                self._fail_unplannable(slot, now)
+                continue
             if plan is None:
                 continue
             if plan.wait_s > 0:
@@ -216,6 +221,17 @@ class Scheduler:
             self.queue.take(plan.batch)
             self._start(slot, plan.batch, now)
         return next_check
+
+    def _fail_unplannable(self, slot: Slot, now: float) -> None:
+        """Fail the jobs that planning cannot get past, each with what it raised; the others
+        stay queued and the next round plans without them."""
+        culprits = self.queue.unplannable(slot, now)
+        for task, exc in culprits:
+            self.queue.remove(task.job_id)
+            reason = f"internal error while scheduling this job: {type(exc).__name__}: {exc}"
+            self.listener.job_failed(task.job_id, reason, "error")
+        if culprits:  # plan again at once without them (none: the watchdog tick retries)
+            self._wake.set()
 
     def _start(self, slot: Slot, batch: list[Task], now: float) -> None:
         slot.batch_id = uuid.uuid4().hex
@@ -229,6 +245,13 @@ class Scheduler:
         except (OSError, RuntimeError) as exc:
             log.warning("cannot reach worker %s: %s", slot.device_id, exc)
             return  # the exit callback re-queues the batch
+        except Exception as exc:  # the batch cannot be sent (e.g. a parameter that does not
+            # pickle): nothing reached the worker, so fail these jobs and keep the device
+            log.exception("cannot send a batch to %s", slot.device_id)
+            slot.batch, slot.batch_id = [], None
+            for task in batch:
+                self.listener.job_failed(task.job_id, f"cannot be sent to a worker: {exc}", "error")
+            return
         self._watch(slot, run)
         for task in batch:
             self.listener.job_started(task.job_id, slot.device_id, len(batch))

@@ -230,22 +230,28 @@ class JobStore:
         return [_row_to_record(r) for r in await self.db.call(run)]
 
     async def owned(
-        self, owner: str | None, family: str, limit: int, offset: int, everyone: bool = False
+        self,
+        owner: str | None,
+        family: str | None,
+        limit: int,
+        offset: int,
+        everyone: bool = False,
     ) -> tuple[list[JobRecord], int]:
-        """One page of `owner`'s jobs of `family` (all owners' with `everyone`), newest
-        first, and how many there are in all."""
+        """One page of `owner`'s jobs of `family` (None: every family; all owners' with
+        `everyone`), newest first, and how many there are in all."""
         who = "1" if everyone else "owner IS ?"
         args: tuple[Any, ...] = () if everyone else (owner,)
-        where = f"WHERE {who} AND json_extract(spec, '$.family') = ?"
+        where = f"WHERE {who}"
+        if family is not None:
+            where += " AND json_extract(spec, '$.family') = ?"
+            args = (*args, family)
 
         def run(conn: sqlite3.Connection) -> tuple[list[tuple[Any, ...]], int]:
             rows = conn.execute(
                 f"SELECT {COLUMNS} FROM jobs {where} ORDER BY created DESC, id LIMIT ? OFFSET ?",
-                (*args, family, limit, offset),
+                (*args, limit, offset),
             ).fetchall()
-            (total,) = conn.execute(
-                f"SELECT COUNT(*) FROM jobs {where}", (*args, family)
-            ).fetchone()
+            (total,) = conn.execute(f"SELECT COUNT(*) FROM jobs {where}", args).fetchone()
             return rows, total
 
         rows, total = await self.db.call(run)

@@ -14,7 +14,14 @@ FAMILY_MODULES = {
 }
 
 # Worker-wide settings the families read (the worker sets them once, at start).
-RUNTIME_OPTIONS = ("batch_invariant",)
+RUNTIME_OPTIONS = (
+    "batch_invariant",
+    "channels_last",
+    "compile",
+    "compile_backend",
+    "compile_warmup",
+    "compile_cache_size",
+)
 _options: dict[str, Any] = {}
 
 

@@ -10,16 +10,18 @@ DEMO_MODELS = {"sd15/demo-sd": "sd15", "sdxl/demo-sdxl": "sdxl"}
 
 
 def write_demo_models(models_dir: Path, seed: int = 0) -> list[Path]:
-    """Write each demo model unless it is already there (idempotent); return their paths."""
-    from pixelpool.testing.tiny import build_tiny_sd15, build_tiny_sdxl
+    """Write each demo model unless it is already there (idempotent); return their paths.
 
-    builders = {"sd15": build_tiny_sd15, "sdxl": build_tiny_sdxl}
+    diffusers is imported only when a model is missing: a second run costs no import."""
     paths = []
     for rel, arch in DEMO_MODELS.items():
         target = models_dir / rel
         paths.append(target)
         if (target / "model_index.json").is_file():
             continue
+        from pixelpool.testing.tiny import build_tiny_sd15, build_tiny_sdxl
+
+        builders = {"sd15": build_tiny_sd15, "sdxl": build_tiny_sdxl}
         with tempfile.TemporaryDirectory() as tmp:
             pipe = builders[arch](Path(tmp) / "tokenizers", seed=seed)
             staging = Path(tmp) / "model"

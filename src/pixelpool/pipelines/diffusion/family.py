@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from pixelpool.pipelines.base import CancelFn, Loaded, ProgressFn, Result, WorkItem
 from pixelpool.pipelines.diffusion import (
+    accel,
     caches,
     enhance,
     hires,
@@ -16,6 +18,8 @@ from pixelpool.pipelines.diffusion import (
     txt2img,
 )
 from pixelpool.pipelines.diffusion.loader import load_pipeline, module_bytes, torch_dtype
+
+log = logging.getLogger("pixelpool.worker")
 
 RunFn = Callable[[Loaded, list[WorkItem], ProgressFn, CancelFn], list[Result]]
 
@@ -32,15 +36,24 @@ OPERATIONS: dict[str, RunFn] = {
 
 class DiffusionFamily:
     def load(self, entry: dict[str, Any], device: str, dtype: str) -> Loaded:
-        pipe = load_pipeline(entry, torch_dtype(device, dtype))
+        pipe = load_pipeline(entry, torch_dtype(device, dtype, entry["architecture"]))
         pipe.to(device)
-        return Loaded(pipe, module_bytes(pipe), entry["architecture"], device, "diffusion")
+        warmup = accel.prepare(pipe, device)  # channels-last, torch.compile
+        loaded = Loaded(pipe, module_bytes(pipe), entry["architecture"], device, "diffusion")
+        for batch in warmup:  # compiles each warm-up shape before the first request
+            try:
+                self.run(loaded, batch, lambda *_: None, lambda: False)
+            except Exception as exc:  # a shape too big for the device must not fail the load
+                p = batch[0].params
+                log.warning("compile warm-up %sx%s batch %d failed: %s",
+                            p["width"], p["height"], len(batch), exc)  # fmt: skip
+        return loaded
 
     def move(self, loaded: Loaded, device: str) -> Loaded:
-        """Between the device and RAM tiers of the model cache."""
+        """Between the device and RAM tiers of the model cache (CUDA: via pinned memory)."""
         if device != loaded.device:
             text_cache.clear(loaded.obj)
-            loaded.obj.to(device)
+            accel.move(loaded.obj, loaded.device, device)
         return Loaded(loaded.obj, loaded.size_bytes, loaded.architecture, device, "diffusion")
 
     def run(

@@ -26,6 +26,7 @@ from pixelpool.families.diffusion.params import (
     EncodeLatentsParams,
 )
 from pixelpool.pipelines.base import CancelFn, Loaded, ProgressFn, Result, WorkItem
+from pixelpool.pipelines.diffusion import accel
 from pixelpool.pipelines.diffusion.common import to_uint8
 from pixelpool.pipelines.diffusion.images import open_image, split_alpha
 
@@ -72,6 +73,11 @@ def read_latents(loaded: Loaded, path: str | Path) -> torch.Tensor:
 @torch.inference_mode()
 def decode(pipe: Any, latents: torch.Tensor) -> list[np.ndarray]:
     """Latents (denoiser space) -> uint8 images, exactly as the pipelines decode."""
+    with accel.vae_upcast(pipe):
+        return _decode(pipe, latents)
+
+
+def _decode(pipe: Any, latents: torch.Tensor) -> list[np.ndarray]:
     vae = pipe.vae
     latents = latents.to(vae.device, vae.dtype)
     mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
@@ -92,9 +98,12 @@ def decode(pipe: Any, latents: torch.Tensor) -> list[np.ndarray]:
 def encode(pipe: Any, image: Any, width: int, height: int) -> torch.Tensor:
     """An image -> latents in denoiser space (the VAE distribution's mean: deterministic)."""
     vae = pipe.vae
+    dtype = vae.dtype  # latents keep the model's dtype even when the VAE ran upcast
     pixels = pipe.image_processor.preprocess(image, height=height, width=width)
-    dist = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist
-    return dist.mode() * vae.config.scaling_factor
+    with accel.vae_upcast(pipe):
+        dist = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist
+        latents = dist.mode() * vae.config.scaling_factor
+    return latents.to(dtype)
 
 
 def run_decode(

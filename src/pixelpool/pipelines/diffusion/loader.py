@@ -15,6 +15,7 @@ from diffusers import (
     StableDiffusionXLPipeline,
 )
 
+from pixelpool.pipelines.diffusion.accel import resolve_dtype
 from pixelpool.pipelines.diffusion.invariance import one_image_vae
 
 PIPELINE_CLASSES: dict[str, type[DiffusionPipeline]] = {
@@ -25,10 +26,9 @@ PIPELINE_CLASSES: dict[str, type[DiffusionPipeline]] = {
 }
 
 
-def torch_dtype(device: str, dtype: str) -> torch.dtype:
-    if dtype == "auto":
-        return torch.float16 if device.startswith("cuda") else torch.float32
-    return getattr(torch, dtype)
+def torch_dtype(device: str, dtype: str, architecture: str = "sd15") -> torch.dtype:
+    """The device setting `dtype` for this architecture (see accel.resolve_dtype)."""
+    return resolve_dtype(device, dtype, architecture)
 
 
 def module_bytes(pipe: DiffusionPipeline) -> int:
