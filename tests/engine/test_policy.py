@@ -226,16 +226,23 @@ def test_auto_max_batch_is_what_memory_fits_up_to_16() -> None:
 def test_auto_window_waits_for_companions_only_after_a_bigger_batch() -> None:
     queue = Queue(SchedulerSettings())  # batch_window_ms "auto"
     slot = fake_slots(1)[0]
+    group = fake_task("x").group
+
+    def answered(size: int, run_s: float) -> None:
+        """A batch of `size` ended while nothing else was queued; then "a" arrives."""
+        queue.remove("a")
+        queue.ran(slot.device_id, group, size, run_s)
+        queue.add(fake_task("a", submitted=10.0))
+
     queue.add(fake_task("a", submitted=10.0))
     plan = queue.plan(slot, 10.0)
     assert plan is not None and plan.wait_s == 0  # nothing ran before: no reason to wait
-    group = plan.batch[0].group
-    queue.ran(slot.device_id, group, 1, 0.4)
-    assert queue.plan(slot, 10.0).wait_s == 0  # type: ignore[union-attr]  # one client
-    queue.ran(slot.device_id, group, 8, 1.0)  # 8 clients were just answered
+    answered(1, 0.4)  # one client
+    assert queue.plan(slot, 10.0).wait_s == 0  # type: ignore[union-attr]
+    answered(8, 1.0)  # 8 clients were just answered
     plan = queue.plan(slot, 10.01)
     assert plan is not None and plan.wait_s == pytest.approx(0.04)  # 5 % of 1 s, from 10.0
-    queue.ran(slot.device_id, group, 8, 60.0)
+    answered(8, 60.0)
     plan = queue.plan(slot, 10.0)
     assert plan is not None and plan.wait_s == pytest.approx(0.1)  # at most 100 ms
     for n in range(7):  # the companions arrived: go at once
@@ -244,6 +251,26 @@ def test_auto_window_waits_for_companions_only_after_a_bigger_batch() -> None:
     assert plan is not None and len(plan.batch) == 8 and plan.wait_s == 0
     other = fake_slots(2)[1]  # what one device ran says nothing about another
     assert queue.plan(other, 10.0).wait_s == 0  # type: ignore[union-attr]
+
+
+def test_auto_window_merges_alternating_halves() -> None:
+    """8 closed-loop clients split 4 + 4: when one half's batch ends with the other half
+    queued, that half waits (from the end, not from its own arrival) for the first
+    half's next requests, and the two run as one batch of 8 from then on."""
+    queue = Queue(SchedulerSettings())
+    slot = fake_slots(1)[0]
+    for n in range(4):  # half B waited through half A's run
+        queue.add(fake_task(f"b{n}", submitted=5.0))
+    group = fake_task("x").group
+    queue.ran(slot.device_id, group, 4, 2.0, ended=10.0)  # half A's batch ended at 10.0
+    plan = queue.plan(slot, 10.0)
+    assert plan is not None and len(plan.batch) == 4 and plan.wait_s == pytest.approx(0.1)
+    for n in range(4):  # A's clients come back 20 ms later: all 8 go at once
+        queue.add(fake_task(f"a{n}", submitted=10.02))
+    plan = queue.plan(slot, 10.02)
+    assert plan is not None and len(plan.batch) == 8 and plan.wait_s == 0
+    assert queue.plan(slot, 10.2) is not None  # and nobody waits past the window
+    assert queue.plan(slot, 10.2).wait_s == 0  # type: ignore[union-attr]
 
 
 def test_keys_read_back_from_the_store_are_hashable() -> None:

@@ -165,22 +165,27 @@ def window_left(
 ) -> float:
     """Seconds to hold a short batch back for companions, counted from its head's arrival.
 
-    A fixed `batch_window_ms` holds every short batch. "auto" holds one only when the
-    device's last batch of the same group was bigger (`last`): then the clients it just
-    answered are likely sending their next requests, and dispatching at once would run
-    the first to arrive alone and leave the rest to a second, smaller batch (closed-loop
-    clients settle into such alternating halves). One client never waits: its last
-    batch was never bigger than one. The hold is a small share of that batch's run time.
+    A fixed `batch_window_ms` holds every short batch. "auto" holds one only while it is
+    smaller than what the device's last batch of the same group (`last`) leads to expect:
+    the clients that batch just answered (likely sending their next requests now) plus
+    the tasks that were already queued when it ended. Dispatching at once would run the
+    first arrivals alone and leave the rest to a second batch, and closed-loop clients
+    then settle into alternating halves that never merge again (8 clients as 4 + 4).
+    One client never waits: its last batch was one, and nothing else was queued. The
+    hold is a small share of that batch's run time, counted from when it ended.
     """
-    if not settings.batching or len(batch) >= batch_limit(batch[0], settings):
+    limit = batch_limit(batch[0], settings)
+    if not settings.batching or len(batch) >= limit:
         return 0.0
+    start = batch[0].submitted
     if settings.batch_window_ms == "auto":
-        if last is None or len(batch) >= last.size:
+        if last is None or len(batch) >= min(limit, last.size + last.backlog):
             return 0.0
         window = min(AUTO_WINDOW_MAX_S, AUTO_WINDOW_SHARE * last.run_s)
+        start = max(start, last.ended)
     else:
         window = settings.batch_window_ms / 1000
-    return max(0.0, batch[0].submitted + window - now)
+    return max(0.0, start + window - now)
 
 
 def unserved(task: Task, devices: Sequence[Device]) -> str | None:
@@ -220,6 +225,8 @@ class LastBatch:
 
     size: int
     run_s: float
+    backlog: int = 0  # tasks of the group still queued when it ended
+    ended: float = float("-inf")  # on the scheduler's clock
 
 
 class Queue:
@@ -231,10 +238,19 @@ class Queue:
         self._tasks: dict[str, Task] = {}
         self._last: OrderedDict[tuple[str, tuple[Any, ...]], LastBatch] = OrderedDict()
 
-    def ran(self, device_id: str, group: tuple[Any, ...], size: int, run_s: float) -> None:
-        """A batch of `group` ended on `device_id` (remembered for the most recent groups)."""
+    def ran(
+        self,
+        device_id: str,
+        group: tuple[Any, ...],
+        size: int,
+        run_s: float,
+        ended: float = float("-inf"),
+    ) -> None:
+        """A batch of `group` ended on `device_id` at `ended` (remembered for the most
+        recent groups, with how many tasks of the group were waiting for it)."""
         key = (device_id, group)
-        self._last[key] = LastBatch(size, run_s)
+        backlog = sum(1 for t in self._tasks.values() if t.group == group)
+        self._last[key] = LastBatch(size, run_s, backlog, ended)
         self._last.move_to_end(key)
         while len(self._last) > RECENT_GROUPS:
             self._last.popitem(last=False)

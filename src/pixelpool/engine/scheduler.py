@@ -321,8 +321,11 @@ class Scheduler:
                 self.listener.job_failed(job_id, error, kind)
             case BatchDone(batch_id=batch_id, cache=cache):
                 if batch_id == slot.batch_id:
-                    run_s = self._clock() - slot.batch_started
-                    self.queue.ran(slot.device_id, slot.batch_group, slot.batch_size, run_s)
+                    now = self._clock()
+                    run_s = now - slot.batch_started
+                    self.queue.ran(
+                        slot.device_id, slot.batch_group, slot.batch_size, run_s, ended=now
+                    )
                     unreported, slot.batch_id, slot.batch = slot.batch, None, []
                     for task in unreported:  # never left running forever
                         self.listener.job_failed(
