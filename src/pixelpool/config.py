@@ -174,7 +174,7 @@ class ClusterSettings(_Section):
     start a Ray runtime on this machine. cpu_actors_per_node: CPU workers on each node
     (default: one on a node without GPUs, none beside GPUs); cpus_per_actor: the Ray
     CPUs each CPU worker reserves; discover_interval_s: how often to look for nodes that
-    joined and check which models each node has (0: only at start)."""
+    joined (0: only at start and on a model rescan)."""
 
     backend: Literal["local", "ray"] = "local"
     ray_address: str | None = None

@@ -21,9 +21,10 @@ class Backend(ABC):
     """Discovers devices and makes one worker handle per device."""
 
     @abstractmethod
-    def devices(self, models: Sequence[str] = ()) -> list[DeviceInfo]:
+    def devices(self, models: Sequence[str] = (), refresh: bool = True) -> list[DeviceInfo]:
         """The devices that get a worker (ids unique across every machine). `models`: the
-        registry's model paths, for backends whose machines each have their own."""
+        registry's model paths, for backends whose machines each have their own;
+        `refresh`: ask every machine again, not only new ones, which models it has."""
 
     @abstractmethod
     def make(self, device: DeviceInfo) -> WorkerHandle:
@@ -50,7 +51,7 @@ class LocalBackend(Backend):
         self.settings = settings
         self.options = options
 
-    def devices(self, models: Sequence[str] = ()) -> list[DeviceInfo]:
+    def devices(self, models: Sequence[str] = (), refresh: bool = True) -> list[DeviceInfo]:
         return select_devices(detect_devices(), self.settings.devices)
 
     def make(self, device: DeviceInfo) -> WorkerHandle:

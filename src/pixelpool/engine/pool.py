@@ -76,12 +76,12 @@ def build_scheduler(
 
 def _discovery(
     backend: Backend, models: ModelPaths, slot: Callable[[DeviceInfo], Slot]
-) -> Callable[[Scheduler], Any]:
+) -> Callable[[Scheduler, bool], Any]:
     """Ask the backend again: new machines' devices join, and each slot learns again
-    which models its machine has."""
+    which models its machine has (`refresh`: ask every machine, not only new ones)."""
 
-    async def discover(scheduler: Scheduler) -> None:
-        devices = await asyncio.to_thread(backend.devices, list(models()))
+    async def discover(scheduler: Scheduler, refresh: bool) -> None:
+        devices = await asyncio.to_thread(backend.devices, list(models()), refresh)
         known = {s.device_id: s for s in scheduler.slots}
         for device in devices:
             if device.id in known:

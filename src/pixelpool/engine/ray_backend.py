@@ -10,8 +10,8 @@ call, so the scheduler sees them exactly as it sees a local worker's.
 Every node needs pixelpool installed; each reads models from its own models dir (see
 `engine/ray_actor.py`), and discovery asks each node which of the registry's models it
 has, so a job goes only to a node with its model. Discovery runs again every
-`cluster.discover_interval_s`: a node that joins gets workers, and model lists are
-checked again. Inputs stored in the server's data dir travel with the batch.
+`cluster.discover_interval_s`: a node that joins gets workers. Inputs stored in the
+server's data dir travel with the batch.
 """
 
 from __future__ import annotations
@@ -112,29 +112,39 @@ class RayBackend(Backend):
         connect(self.cluster.ray_address)
         self._nodes: dict[str, Node] = {}  # device id -> its node
         self._models: dict[str, frozenset[str]] = {}  # node name -> the model paths it has
+        self._found: dict[str, list[DeviceInfo]] = {}  # node id -> its devices, once asked
+        self._asked: frozenset[str] = frozenset()  # the model paths last asked about
 
     @property
     def discover_interval_s(self) -> float | None:
         return self.cluster.discover_interval_s
 
-    def devices(self, models: Sequence[str] = ()) -> list[DeviceInfo]:
-        """Every live node's devices; also asks each which of `models` (the server's
-        paths) it has. A node that does not answer in time is left for the next round."""
+    def devices(self, models: Sequence[str] = (), refresh: bool = True) -> list[DeviceInfo]:
+        """Every live node's devices; a node is asked (a zero-CPU task on it) for its
+        devices and which of `models` (the server's paths) it has when it is new, when
+        `models` changed, or on `refresh`; else its answer from before stands, so a
+        periodic round costs one cluster-state read. A node that does not answer in
+        time is left for the next round."""
+        changed = refresh or frozenset(models) != self._asked
+        self._asked = frozenset(models)
         relative = self._relative(models)
         nodes = alive_nodes()
+        ask = [n for n in nodes if changed or n.node_id not in self._found]
         calls = [
             _inspect.options(scheduling_strategy=_on(n)).remote(str(self.models_dir), relative)
-            for n in nodes
+            for n in ask
         ]
-        devices: list[DeviceInfo] = []
-        for node, call in zip(nodes, calls, strict=True):
+        for node, call in zip(ask, calls, strict=True):
             try:
                 report: NodeReport = ray.get(call, timeout=60)
             except Exception as exc:  # the node left meanwhile, or is too busy to answer
                 log.warning("node %s did not report its devices: %s", node.name, exc)
                 continue
             self._models[node.name] = frozenset(str(self.models_dir / r) for r in report.models)
-            for device in self._node_devices(node, report.devices):
+            self._found[node.node_id] = self._node_devices(node, report.devices)
+        devices: list[DeviceInfo] = []
+        for node in nodes:
+            for device in self._found.get(node.node_id, []):
                 config = self.settings.devices.get(device.id)
                 if config is None or config.enabled:
                     self._nodes[device.id] = node

@@ -44,9 +44,9 @@ RESTART_BACKOFF_MAX_S = 30.0
 # Sees each batch the scheduler starts (its RunBatch) and every message from a worker;
 # metrics are counted from these in this process, so workers need no metrics code.
 Watcher = Callable[[Slot, object], None]
-# Looks for devices that joined (and refreshes what the slots know of their machines),
-# calling `Scheduler.add_slot` for each new one; the backend decides how (pool.py).
-Discover = Callable[["Scheduler"], Awaitable[None]]
+# Looks for devices that joined, calling `Scheduler.add_slot` for each new one, and
+# (when its flag says refresh) asks every machine again what it has; pool.py builds it.
+Discover = Callable[["Scheduler", bool], Awaitable[None]]
 
 
 class NoDeviceFits(ValueError):
@@ -123,19 +123,20 @@ class Scheduler:
             self._restart_at[id(slot)] = self._clock() + restart_delay(1)
         self._wake.set()
 
-    async def rediscover(self) -> None:
-        """Look for new devices, and what their machines have, now (after a model rescan)."""
+    async def rediscover(self, refresh: bool = True) -> None:
+        """Look for new devices now and (`refresh`, after a model rescan) ask every
+        machine again which models it has."""
         if self._discover is None or self._stopping:
             return
         try:
-            await self._discover(self)
+            await self._discover(self, refresh)
         except Exception:  # the cluster may be busy: the next round tries again
             log.exception("looking for new devices failed")
 
     async def _discover_loop(self) -> None:
         while True:
             await asyncio.sleep(self._discover_s)
-            await self.rediscover()
+            await self.rediscover(refresh=False)  # new nodes, or a changed model list
 
     async def stop(self) -> None:
         self._stopping = True
