@@ -173,12 +173,14 @@ class ClusterSettings(_Section):
     machine is a node of), "ray://host:10001" (Ray Client), "host:6379", or empty to
     start a Ray runtime on this machine. cpu_actors_per_node: CPU workers on each node
     (default: one on a node without GPUs, none beside GPUs); cpus_per_actor: the Ray
-    CPUs each CPU worker reserves."""
+    CPUs each CPU worker reserves; discover_interval_s: how often to look for nodes that
+    joined (0: only at start and on a model rescan)."""
 
     backend: Literal["local", "ray"] = "local"
     ray_address: str | None = None
     cpu_actors_per_node: int | None = Field(None, ge=0, le=64)
     cpus_per_actor: float = Field(1.0, gt=0)
+    discover_interval_s: float = Field(10.0, ge=0)
 
 
 class Settings(BaseSettings):

@@ -9,8 +9,8 @@ from pixelpool.api.visibility import nodes
 from pixelpool.cli import with_cluster
 from pixelpool.config import ConfigError, Settings
 from pixelpool.engine.backend import LocalBackend, make_backend
-from pixelpool.engine.messages import RunBatch
-from pixelpool.engine.ray_actor import input_files, localize
+from pixelpool.engine.messages import Ready, RunBatch
+from pixelpool.engine.ray_actor import NODE_MODELS_ENV, PathMap, input_files, localize, models_here
 from pixelpool.pipelines.base import WorkItem
 
 
@@ -51,10 +51,32 @@ def test_inputs_in_the_data_dir_travel_with_the_batch(tmp_path: Path) -> None:
     run = RunBatch("b", "diffusion", {"path": str(models)}, [WorkItem("j", "img2img", params)])
 
     files = input_files(run, data)
-    assert files == {str(upload): b"png bytes"}  # models are at the same path on every node
+    assert files == {str(upload): b"png bytes"}  # models: every node has its own
     local = localize(run, files, stage)
     staged = Path(local.items[0].params["images"][0])
     assert staged.parent == stage and staged.suffix == ".png"
     assert staged.read_bytes() == b"png bytes"
     assert local.items[0].params["loras"] == [{"path": str(lora)}]
     assert local.items[0].params["prompt"] == "a cat"
+
+
+def test_model_paths_move_to_the_nodes_models_dir_and_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, node = tmp_path / "server", (tmp_path / "node").resolve()
+    (node / "sd15" / "a").mkdir(parents=True)
+    monkeypatch.setenv(NODE_MODELS_ENV, str(node))
+    root, present = models_here(str(server), ["sd15/a", "sd15/b"])
+    assert root == str(node) and present == ["sd15/a"]
+
+    paths = PathMap(str(server), root)
+    lora = str(server / "loras" / "x.safetensors")
+    params = {"loras": [{"path": lora}], "prompt": f"{server}x", "size": (64, 64)}
+    run = RunBatch("b", "diffusion", {"path": str(server / "sd15/a")}, [WorkItem("j", "t", params)])
+    moved = paths.inward(run)
+    assert isinstance(moved, RunBatch) and moved.model["path"] == str(node / "sd15/a")
+    node_lora = str(node / "loras" / "x.safetensors")
+    assert moved.items[0].params == {**params, "loras": [{"path": node_lora}]}
+    cache = {"models": [{"key": str(node / "sd15/a"), "tier": "device"}]}
+    back = paths.outward(Ready({}, 1, 0, cache))
+    assert isinstance(back, Ready) and back.cache["models"][0]["key"] == str(server / "sd15/a")

@@ -1,5 +1,7 @@
 """`devices.<id>.families`: a job runs only on a device that serves its family, and one
-whose family no device serves is refused at submit (never queued forever)."""
+whose family no device serves is refused at submit (never queued forever). The same for
+a cluster node's models: a job runs only where its model is; one on no node is refused.
+Devices that join at run time take work."""
 
 import asyncio
 import dataclasses
@@ -68,6 +70,42 @@ def test_scheduler_dispatches_each_family_to_its_device_and_refuses_the_rest() -
             assert scheduler.queue_depth() == 0
             snapshot = scheduler.snapshot()
             assert [d["families"] for d in snapshot] == [["diffusion"], ["upscale"]]
+        finally:
+            await scheduler.stop()
+
+    asyncio.run(body())
+
+
+def test_a_model_on_no_node_is_refused_naming_it() -> None:
+    slots = fake_slots(2)
+    job = fake_task("m")
+    slots[0].models, slots[1].models = frozenset(), frozenset({"/elsewhere"})
+    reason = policy.unserved(job, slots)
+    assert reason is not None and "is on no node" in reason and job.model["name"] in reason
+    slots[1].models = frozenset({job.model["path"]})
+    assert policy.unserved(job, slots) is None
+    assert [s.can_run(job) for s in slots] == [False, True]
+    queue = Queue(SchedulerSettings())
+    queue.add(job)
+    assert queue.plan(slots[0], 0.0) is None and queue.plan(slots[1], 0.0) is not None
+
+
+def test_a_device_that_joins_at_run_time_takes_work() -> None:
+    first, joining = fake_slots(2)
+    first.models = frozenset()  # has no model: only the newcomer can run the job
+    scheduler = Scheduler([first], Ledger(), SchedulerSettings(), clock=FakeClock())
+
+    async def body() -> None:
+        await scheduler.start(run_loop=False)
+        try:
+            with pytest.raises(NoDeviceServes, match="on no node"):
+                scheduler.submit(fake_task("early"))
+            await scheduler.add_slot(joining)
+            await scheduler.add_slot(joining)  # known already: ignored
+            assert [s.device_id for s in scheduler.slots] == ["fake0", "fake1"]
+            scheduler.submit(fake_task("late"))
+            await scheduler.step()
+            assert joining.handle.job_ids() == ["late"]  # type: ignore[attr-defined]
         finally:
             await scheduler.stop()
 

@@ -233,6 +233,8 @@ async def status(state: State, caller: Caller) -> dict[str, Any]:
 async def model_list(state: State, caller: Caller) -> list[dict[str, Any]]:
     models = [ops.describe_model(state, e) for e in state.registry.entries()]
     for info in models:
+        if state.settings.cluster.backend == "ray":  # each node has its own models dir
+            info["nodes"] = state.scheduler.model_nodes(info["path"])
         info["path"] = visibility.shown_path(state, info["path"], caller)
     return models
 
@@ -241,6 +243,7 @@ async def model_list(state: State, caller: Caller) -> list[dict[str, Any]]:
 async def rescan_models(state: State, caller: Caller) -> dict[str, int]:
     caller.require("admin")
     result = await asyncio.to_thread(state.registry.scan)
+    await state.scheduler.rediscover()  # a cluster's nodes say which new models they have
     return result.__dict__
 
 

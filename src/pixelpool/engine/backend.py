@@ -7,7 +7,7 @@ actor per device of every node of a Ray cluster (`engine/ray_backend.py`).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pixelpool.config import Settings
@@ -21,8 +21,10 @@ class Backend(ABC):
     """Discovers devices and makes one worker handle per device."""
 
     @abstractmethod
-    def devices(self) -> list[DeviceInfo]:
-        """The devices that get a worker (ids unique across every machine)."""
+    def devices(self, models: Sequence[str] = (), refresh: bool = True) -> list[DeviceInfo]:
+        """The devices that get a worker (ids unique across every machine). `models`: the
+        registry's model paths, for backends whose machines each have their own;
+        `refresh`: ask every machine again, not only new ones, which models it has."""
 
     @abstractmethod
     def make(self, device: DeviceInfo) -> WorkerHandle:
@@ -32,13 +34,24 @@ class Backend(ABC):
         """The machines the workers run on, for the status page."""
         return []
 
+    def models_on(self, device: DeviceInfo) -> frozenset[str] | None:
+        """The model paths the device's machine has (as of the last `devices` call);
+        None: every model (one machine, one models dir)."""
+        return None
+
+    @property
+    def discover_interval_s(self) -> float | None:
+        """Call `devices` again this often to find new machines (0: only when the models
+        change); None: never, the devices are fixed."""
+        return None
+
 
 class LocalBackend(Backend):
     def __init__(self, settings: Settings, options: Options) -> None:
         self.settings = settings
         self.options = options
 
-    def devices(self) -> list[DeviceInfo]:
+    def devices(self, models: Sequence[str] = (), refresh: bool = True) -> list[DeviceInfo]:
         return select_devices(detect_devices(), self.settings.devices)
 
     def make(self, device: DeviceInfo) -> WorkerHandle:

@@ -50,6 +50,8 @@ class Device(Protocol):
 
     def can_run(self, task: Task) -> bool: ...
 
+    def configured_for(self, task: Task) -> bool: ...
+
     def fits(self, task: Task, batch: int) -> bool: ...
 
     def holds(self, model_path: str) -> bool: ...
@@ -189,9 +191,15 @@ def window_left(
 
 
 def unserved(task: Task, devices: Sequence[Device]) -> str | None:
-    """Why no device is configured for the task's family (or op), or None if one is."""
+    """Why no device is configured for the task's family (or op), or has its model on
+    its machine; None if one can run it."""
     if any(d.can_run(task) for d in devices):
         return None
+    if any(d.configured_for(task) for d in devices):
+        return (
+            f"model {task.model.get('name', task.model['path'])!r} is on no node of the "
+            f"cluster that can run it; put it in that node's models dir"
+        )
     return (
         f"no device is configured to run the {task.family} family ({task.op}); "
         f"add it to devices.<id>.families"

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pixelpool.config import Settings
-from pixelpool.engine.backend import make_backend
+from pixelpool.engine.backend import Backend, make_backend
 from pixelpool.engine.devices import DeviceInfo
 from pixelpool.engine.scheduler import Scheduler
 from pixelpool.engine.slot import Slot
@@ -38,25 +40,53 @@ def worker_options(settings: Settings, device: DeviceInfo) -> dict[str, Any]:
     }
 
 
-def build_scheduler(settings: Settings, listener: EngineListener) -> Scheduler:
-    """One slot per device the backend (`cluster.backend`) finds, behind one scheduler."""
+ModelPaths = Callable[[], Sequence[str]]
+
+
+def build_scheduler(
+    settings: Settings, listener: EngineListener, models: ModelPaths = tuple
+) -> Scheduler:
+    """One slot per device the backend (`cluster.backend`) finds, behind one scheduler.
+    `models`: the registry's model paths, asked again at each rediscovery (a cluster's
+    nodes each say which they have)."""
     backend = make_backend(settings, lambda device: worker_options(settings, device))
-    devices = backend.devices()
+    devices = backend.devices(models())
     if not devices:
         raise RuntimeError("no device is enabled: enable one under [devices.<id>]")
 
     def slot(device: DeviceInfo) -> Slot:
         config = settings.devices.get(device.id)
+        available = backend.models_on(device)
         if config is None:
-            return Slot(backend.make(device), ["*"])
+            return Slot(backend.make(device), ["*"], models=available)
         served = frozenset(config.families) if config.families is not None else None
-        return Slot(backend.make(device), list(config.capabilities), served)
+        return Slot(backend.make(device), list(config.capabilities), served, models=available)
 
-    slots = [slot(d) for d in devices]
+    interval = backend.discover_interval_s
     return Scheduler(
-        slots,
+        [slot(d) for d in devices],
         listener,
         settings.scheduler,
         respawn=lambda s: backend.make(s.handle.device),
         nodes=backend.nodes,
+        discover=_discovery(backend, models, slot) if interval is not None else None,
+        discover_interval_s=interval or 0.0,
     )
+
+
+def _discovery(
+    backend: Backend, models: ModelPaths, slot: Callable[[DeviceInfo], Slot]
+) -> Callable[[Scheduler, bool], Any]:
+    """Ask the backend again: new machines' devices join, and each slot learns again
+    which models its machine has (`refresh`: ask every machine, not only new ones)."""
+
+    async def discover(scheduler: Scheduler, refresh: bool) -> None:
+        devices = await asyncio.to_thread(backend.devices, list(models()), refresh)
+        known = {s.device_id: s for s in scheduler.slots}
+        for device in devices:
+            if device.id in known:
+                known[device.id].models = backend.models_on(device)
+            else:
+                await scheduler.add_slot(slot(device))
+
+    return discover

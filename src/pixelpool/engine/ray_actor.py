@@ -5,23 +5,30 @@ a cancel lands while a batch runs); everything the core sends, and a heartbeat w
 it is quiet, goes back on one long-lived streaming call, `events`, that the server
 iterates. The actor's death ends that stream with an error: that is how the server
 learns a node or a worker is gone.
+
+Models: each node reads them from its own models dir, `PIXELPOOL_NODE_MODELS_DIR` in
+the environment of its `ray start` (by default the server's `server.models_dir` path),
+with the server's layout. Paths under the server's models dir are rewritten to this
+node's on the way in, and back on the way out (cache reports), so the server only ever
+sees its own paths.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import queue
 import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import replace
+from collections.abc import Callable, Iterator
+from dataclasses import fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from pixelpool.engine.messages import Heartbeat, RunBatch
+from pixelpool.engine.messages import Admin, AdminDone, BatchDone, Heartbeat, Ready, RunBatch
 from pixelpool.engine.worker import WorkerCore, prepare_process
 
 log = logging.getLogger("pixelpool.worker")
@@ -31,13 +38,70 @@ HEARTBEAT_S = 2.0
 # deliveries (runs, cache commands, cancels) take another, so they are never stuck
 # behind a running batch.
 CONCURRENCY = {"events": 1, "control": 1}
+NODE_MODELS_ENV = "PIXELPOOL_NODE_MODELS_DIR"
+
+
+def node_models_dir(server_models_dir: str) -> str:
+    """This node's models dir: its own setting, else the server's path."""
+    return str(Path(os.environ.get(NODE_MODELS_ENV) or server_models_dir).resolve())
+
+
+def models_here(server_models_dir: str, relative: list[str]) -> tuple[str, list[str]]:
+    """This node's models dir and which of the server's models (paths relative to its
+    models dir) exist in it: a stat each."""
+    root = Path(node_models_dir(server_models_dir))
+    return str(root), [r for r in relative if (root / r).exists()]
+
+
+class PathMap:
+    """Rewrites paths under one models dir to another (the server's and a node's)."""
+
+    def __init__(self, server_root: str, node_root: str) -> None:
+        self.server_root = server_root.rstrip("/")
+        self.node_root = node_root.rstrip("/")
+
+    def inward(self, message: object) -> object:
+        return _rewrite(message, lambda v: _move(v, self.server_root, self.node_root))
+
+    def outward(self, message: object) -> object:
+        return _rewrite(message, lambda v: _move(v, self.node_root, self.server_root))
+
+    @property
+    def identity(self) -> bool:
+        return self.server_root == self.node_root
+
+
+def _move(value: str, old: str, new: str) -> str:
+    if value == old or value.startswith(old + "/"):
+        return new + value[len(old) :]
+    return value
+
+
+def _rewrite(value: Any, change: Callable[[str], str]) -> Any:
+    """`value` with `change` applied to every string in it (dataclasses, dicts, lists)."""
+    if isinstance(value, str):
+        return change(value)
+    if isinstance(value, dict):
+        return {k: _rewrite(v, change) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rewrite(v, change) for v in value]
+    if type(value) is tuple:
+        return tuple(_rewrite(v, change) for v in value)
+    if is_dataclass(value) and not isinstance(value, type):
+        return replace(value, **{f.name: _rewrite(getattr(value, f.name), change)
+                                 for f in fields(value) if f.init})  # fmt: skip
+    return value
 
 
 class WorkerActor:
     """Made a Ray actor class by `engine/ray_backend.py` (so this module needs no ray)."""
 
-    def __init__(self, device: dict[str, Any], options: dict[str, Any]) -> None:
+    def __init__(
+        self, device: dict[str, Any], options: dict[str, Any], server_models_dir: str = ""
+    ) -> None:
         prepare_process(device, options)
+        paths = PathMap(server_models_dir, node_models_dir(server_models_dir or "."))
+        self.paths = paths if server_models_dir and not paths.identity else None
         self._outbox: queue.Queue[object] = queue.Queue()
         self._stage = Path(tempfile.mkdtemp(prefix="pixelpool-inputs-"))
         self.core = WorkerCore(device, options, self._outbox.put)
@@ -56,6 +120,8 @@ class WorkerActor:
     def deliver(self, message: object, files: dict[str, bytes] | None = None) -> None:
         if files and isinstance(message, RunBatch):
             message = localize(message, files, self._stage)
+        if self.paths is not None and isinstance(message, RunBatch | Admin):
+            message = self.paths.inward(message)
         self.core.deliver(message)
 
     def events(self) -> Iterator[object]:
@@ -67,6 +133,8 @@ class WorkerActor:
                 continue
             if message is None:
                 return
+            if self.paths is not None and isinstance(message, Ready | BatchDone | AdminDone):
+                message = self.paths.outward(message)  # their cache reports name paths
             yield message
 
 

@@ -7,8 +7,11 @@ name their node, `<node>/cuda0`, `<node>/cpu0`, where the node is its Ray node n
 as local workers (`engine/ray_actor.py`); their messages come back on a streaming
 call, so the scheduler sees them exactly as it sees a local worker's.
 
-Every node needs pixelpool installed and the models at the same path as on the
-server; inputs stored in the server's data dir travel with the batch.
+Every node needs pixelpool installed; each reads models from its own models dir (see
+`engine/ray_actor.py`), and discovery asks each node which of the registry's models it
+has, so a job goes only to a node with its model. Discovery runs again every
+`cluster.discover_interval_s`: a node that joins gets workers. Inputs stored in the
+server's data dir travel with the batch.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +34,7 @@ from pixelpool.engine.backend import Backend, Options
 from pixelpool.engine.devices import DeviceInfo, detect_devices
 from pixelpool.engine.handle import OnExit, OnMessage, WorkerHandle
 from pixelpool.engine.messages import RunBatch, Stop
-from pixelpool.engine.ray_actor import CONCURRENCY, WorkerActor, input_files
+from pixelpool.engine.ray_actor import CONCURRENCY, WorkerActor, input_files, models_here
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +59,19 @@ class Node:
     gpus: int
 
 
+@dataclass(frozen=True)
+class NodeReport:
+    host: str
+    devices: list[DeviceInfo]
+    models_dir: str  # the node's own
+    models: list[str]  # which of the asked paths (relative to the models dir) it has
+
+
 @ray.remote(num_cpus=0)
-def _local_devices() -> tuple[str, list[DeviceInfo]]:
-    """Runs on one node: its host name and devices (nvidia-smi: no CUDA here)."""
-    return socket.gethostname(), detect_devices()
+def _inspect(server_models_dir: str, relative: list[str]) -> NodeReport:
+    """Runs on one node: its host name, devices (nvidia-smi: no CUDA here) and models."""
+    root, present = models_here(server_models_dir, relative)
+    return NodeReport(socket.gethostname(), detect_devices(), root, present)
 
 
 def connect(address: str | None) -> None:
@@ -96,21 +108,63 @@ class RayBackend(Backend):
         self.settings = settings
         self.options = options
         self.cluster = settings.cluster
+        self.models_dir = Path(settings.server.models_dir).resolve()
         connect(self.cluster.ray_address)
         self._nodes: dict[str, Node] = {}  # device id -> its node
+        self._models: dict[str, frozenset[str]] = {}  # node name -> the model paths it has
+        self._found: dict[str, list[DeviceInfo]] = {}  # node id -> its devices, once asked
+        self._asked: frozenset[str] = frozenset()  # the model paths last asked about
 
-    def devices(self) -> list[DeviceInfo]:
+    @property
+    def discover_interval_s(self) -> float | None:
+        return self.cluster.discover_interval_s
+
+    def devices(self, models: Sequence[str] = (), refresh: bool = True) -> list[DeviceInfo]:
+        """Every live node's devices; a node is asked (a zero-CPU task on it) for its
+        devices and which of `models` (the server's paths) it has when it is new, when
+        `models` changed, or on `refresh`; else its answer from before stands, so a
+        periodic round costs one cluster-state read. A node that does not answer in
+        time is left for the next round."""
+        changed = refresh or frozenset(models) != self._asked
+        self._asked = frozenset(models)
+        relative = self._relative(models)
+        nodes = alive_nodes()
+        ask = [n for n in nodes if changed or n.node_id not in self._found]
+        calls = [
+            _inspect.options(scheduling_strategy=_on(n)).remote(str(self.models_dir), relative)
+            for n in ask
+        ]
+        for node, call in zip(ask, calls, strict=True):
+            try:
+                report: NodeReport = ray.get(call, timeout=60)
+            except Exception as exc:  # the node left meanwhile, or is too busy to answer
+                log.warning("node %s did not report its devices: %s", node.name, exc)
+                continue
+            self._models[node.name] = frozenset(str(self.models_dir / r) for r in report.models)
+            self._found[node.node_id] = self._node_devices(node, report.devices)
         devices: list[DeviceInfo] = []
-        for node in alive_nodes():
-            _host, local = ray.get(
-                _local_devices.options(scheduling_strategy=_on(node)).remote(), timeout=60
-            )
-            for device in self._node_devices(node, local):
+        for node in nodes:
+            for device in self._found.get(node.node_id, []):
                 config = self.settings.devices.get(device.id)
                 if config is None or config.enabled:
                     self._nodes[device.id] = node
                     devices.append(device)
         return devices
+
+    def _relative(self, models: Sequence[str]) -> list[str]:
+        """Paths relative to the models dir; one outside it (a symlinked model) stays
+        absolute, so a node looks for it at that same path."""
+        relative = []
+        for path in models:
+            try:
+                relative.append(str(Path(path).relative_to(self.models_dir)))
+            except ValueError:
+                relative.append(path)
+        return relative
+
+    def models_on(self, device: DeviceInfo) -> frozenset[str] | None:
+        node = self._nodes.get(device.id)
+        return self._models.get(node.name, frozenset()) if node is not None else frozenset()
 
     def _node_devices(self, node: Node, local: list[DeviceInfo]) -> list[DeviceInfo]:
         gpus = [d for d in local if d.kind == "cuda"][: node.gpus]
@@ -134,15 +188,16 @@ class RayBackend(Backend):
             options["threads"] = max(1, int(self.cluster.cpus_per_actor))
         return RayWorker(
             device, options, self._nodes[device.id], self.settings.server.data_dir,
-            self.cluster.cpus_per_actor,
+            self.cluster.cpus_per_actor, self.models_dir,
         )  # fmt: skip
 
     def nodes(self) -> list[dict[str, Any]]:
+        devices = dict(self._nodes)  # discovery may add to it meanwhile, on its thread
         by_node: dict[str, list[str]] = {}
-        for device_id, node in self._nodes.items():
+        for device_id, node in devices.items():
             by_node.setdefault(node.node_id, []).append(device_id)
         alive = {n.node_id for n in alive_nodes()}
-        seen = {n.node_id: n for n in self._nodes.values()}
+        seen = {n.node_id: n for n in devices.values()}
         return [
             {
                 "name": node.name,
@@ -151,6 +206,7 @@ class RayBackend(Backend):
                 "cpus": node.cpus,
                 "gpus": node.gpus,
                 "devices": sorted(by_node[node.node_id]),
+                "models": len(self._models.get(node.name, ())),
             }
             for node in sorted(seen.values(), key=lambda n: n.name)
         ]
@@ -172,12 +228,14 @@ class RayWorker(WorkerHandle):
         node: Node,
         data_dir: Path,
         cpus_per_actor: float = 1.0,
+        models_dir: Path | None = None,
     ) -> None:
         self.device = device
         self.options = options
         self.node = node
         self.data_dir = Path(data_dir)
         self.cpus_per_actor = cpus_per_actor
+        self.models_dir = str(models_dir) if models_dir is not None else ""
         self._actor: Any = None
         self._alive = False
         self._pump: asyncio.Task[None] | None = None
@@ -204,7 +262,7 @@ class RayWorker(WorkerHandle):
             num_cpus=0 if gpu else self.cpus_per_actor,
             scheduling_strategy=_on(self.node),
             name=None,
-        ).remote(wire, self.options)
+        ).remote(wire, self.options, self.models_dir)
         self._alive = True
         stream = self._actor.events.remote()
         self._pump = asyncio.create_task(

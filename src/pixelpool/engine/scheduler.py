@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pixelpool.config import SchedulerSettings
@@ -44,6 +44,9 @@ RESTART_BACKOFF_MAX_S = 30.0
 # Sees each batch the scheduler starts (its RunBatch) and every message from a worker;
 # metrics are counted from these in this process, so workers need no metrics code.
 Watcher = Callable[[Slot, object], None]
+# Looks for devices that joined, calling `Scheduler.add_slot` for each new one, and
+# (when its flag says refresh) asks every machine again what it has; pool.py builds it.
+Discover = Callable[["Scheduler", bool], Awaitable[None]]
 
 
 class NoDeviceFits(ValueError):
@@ -69,8 +72,13 @@ class Scheduler:
         respawn: Callable[[Slot], WorkerHandle] | None = None,
         clock: Callable[[], float] = time.monotonic,
         nodes: Callable[[], list[dict[str, Any]]] | None = None,
+        discover: Discover | None = None,
+        discover_interval_s: float = 0.0,
     ) -> None:
         self.slots = slots
+        self._discover = discover
+        self._discover_s = discover_interval_s
+        self._discovery: asyncio.Task[None] | None = None
         self._nodes = nodes
         self.listener = listener
         self.settings = settings
@@ -96,11 +104,45 @@ class Scheduler:
             await slot.handle.start(self._on_message, self._on_exit)
         if run_loop:
             self._task = asyncio.create_task(self._loop(), name="scheduler")
+            if self._discover is not None and self._discover_s > 0:
+                self._discovery = asyncio.create_task(self._discover_loop(), name="discover")
+
+    async def add_slot(self, slot: Slot) -> None:
+        """A device that joined while running (a new node): start its worker; it takes
+        work once it reports ready. A start that fails is retried with back-off."""
+        if self._stopping or any(s.device_id == slot.device_id for s in self.slots):
+            return
+        log.info("device %s joined", slot.device_id)
+        self.slots.append(slot)
+        slot.last_seen = self._clock()
+        try:
+            await slot.handle.start(self._on_message, self._on_exit)
+        except Exception:
+            log.exception("cannot start a worker for %s; trying again", slot.device_id)
+            self._crashes[slot.device_id] = self._crashes.get(slot.device_id, 0) + 1
+            self._restart_at[id(slot)] = self._clock() + restart_delay(1)
+        self._wake.set()
+
+    async def rediscover(self, refresh: bool = True) -> None:
+        """Look for new devices now and (`refresh`, after a model rescan) ask every
+        machine again which models it has."""
+        if self._discover is None or self._stopping:
+            return
+        try:
+            await self._discover(self, refresh)
+        except Exception:  # the cluster may be busy: the next round tries again
+            log.exception("looking for new devices failed")
+
+    async def _discover_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._discover_s)
+            await self.rediscover(refresh=False)  # new nodes, or a changed model list
 
     async def stop(self) -> None:
         self._stopping = True
-        if self._task is not None:
-            self._task.cancel()
+        for task in (self._task, self._discovery):
+            if task is not None:
+                task.cancel()
         for slot, future in self._admin.values():
             if not future.done():
                 future.set_result(self._admin_report(slot, "server stopping"))
@@ -178,6 +220,11 @@ class Scheduler:
     def nodes(self) -> list[dict[str, Any]]:
         """The machines under the workers, as the backend describes them (local: none)."""
         return self._nodes() if self._nodes is not None else []
+
+    def model_nodes(self, model_path: str) -> list[str]:
+        """The machines (by the name their workers give) that have the model."""
+        names = {s.handle.describe().get("node") for s in self.slots if s.has_model(model_path)}
+        return sorted(n for n in names if n)
 
     # --- dispatch --------------------------------------------------------------
 
@@ -268,7 +315,7 @@ class Scheduler:
     async def _restart_due(self, now: float) -> float | None:
         """Start the replacement workers whose back-off has passed."""
         next_due: float | None = None
-        for slot in self.slots:
+        for slot in list(self.slots):  # add_slot may append while this awaits
             at = self._restart_at.get(id(slot))
             if at is None:
                 continue

@@ -15,6 +15,7 @@ class Slot:
     handle: WorkerHandle
     capabilities: list[str]
     families: frozenset[str] | None = None  # devices.<id>.families; None: every family
+    models: frozenset[str] | None = None  # model paths its machine has; None: every one
     ready: bool = False
     budget_bytes: int = 0  # the device tier budget the worker reported
     batch_id: str | None = None
@@ -44,6 +45,10 @@ class Slot:
         )
 
     def can_run(self, task: Task) -> bool:
+        return self.configured_for(task) and self.has_model(task.model["path"])
+
+    def configured_for(self, task: Task) -> bool:
+        """Its settings let it run the task (whatever models its machine has)."""
         if self.handle.device.id in task.excluded or not self.serves(task.family):
             return False
         caps = self.capabilities
@@ -51,6 +56,9 @@ class Slot:
 
     def serves(self, family: str) -> bool:
         return self.families is None or family in self.families
+
+    def has_model(self, model_path: str) -> bool:
+        return self.models is None or model_path in self.models
 
     def fits(self, task: Task, batch: int) -> bool:
         return task.bytes_for(batch) <= self.budget
@@ -65,5 +73,6 @@ class Slot:
             "restarts": self.restarts,
             "budget_bytes": self.budget,
             "families": sorted(self.families) if self.families is not None else None,
+            "models": len(self.models) if self.models is not None else None,
             "cache": self.cache,
         }
