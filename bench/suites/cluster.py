@@ -4,7 +4,10 @@ Each count gets its own server (`cluster.backend = "ray"`, a Ray runtime started
 the server on this machine, `cluster.cpu_actors_per_node` actors sharing the cores:
 `cpus_per_actor` = cores / actors). Images/s over a burst from 16 clients; the ratio
 is to N times one actor's rate: 1.0 would be perfect scaling, which one machine's
-cores cannot give (on a real cluster each actor brings its own machine). Opt-in.
+cores cannot give (on a real cluster each actor brings its own machine). Beside it,
+the Ray backend's own cost: seconds per image at one client, one Ray actor against a
+local worker process with the same threads (ratio > 1: what the actor calls add).
+Opt-in.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from bench.suites.throughput import _clients
 ACTORS = (1, 2, 4)
 CLIENTS = 16
 BASE_SEED = 9000
+ONE_CLIENT_IMAGES = 6
 
 
 def _server(actors: int) -> str:
@@ -43,6 +47,16 @@ def run(ctx: Context) -> dict[str, Any]:
     seeds = [BASE_SEED + i for i in range(images)]
     rates: dict[int, float] = {}
     batches: dict[int, float] = {}
+    single = [BASE_SEED + 1000 + i for i in range(ONE_CLIENT_IMAGES)]
+    per_image: dict[str, float] = {}
+    local = "cluster-local"
+    ctx.servers.define(local, scheduler_env(True, ctx.plan.max_batch, ctx.plan.batch_window_ms))
+    ctx.servers.start(local)
+    try:
+        ctx.warm_server(local, workload)
+        per_image["local"] = 1 / _clients(ctx, local, workload, single, 1)["images_per_s"]
+    finally:
+        ctx.servers.stop(local)
     for actors in ACTORS:
         name = _server(actors)
         ctx.servers.define(name, _env(ctx, actors))
@@ -50,6 +64,9 @@ def run(ctx: Context) -> dict[str, Any]:
         try:
             ctx.warm_server(name, workload)
             result = _clients(ctx, name, workload, seeds, CLIENTS)
+            if actors == 1:
+                one_client = _clients(ctx, name, workload, single, 1)
+                per_image["ray"] = 1 / one_client["images_per_s"]
         finally:
             ctx.servers.stop(name)
         rates[actors] = result["images_per_s"]
@@ -63,6 +80,8 @@ def run(ctx: Context) -> dict[str, Any]:
         "images_per_s": rates,
         "mean_batch": batches,
         "ratio_to_n_x_one": {n: rates[n] / (n * one) for n in ACTORS},
+        "one_client_s_per_image": per_image,
+        "one_client_ray_over_local": per_image["ray"] / per_image["local"],
     }
 
 
@@ -74,4 +93,9 @@ def rows(result: dict[str, Any]) -> list[Row]:
         out.append(("cluster", f"{n} CPU actor(s), {CLIENTS} clients", f"{fmt_num(rate)} img/s",
                     f"x{ratio:.2f} of {n} x one actor; mean batch "
                     f"{result['mean_batch'][n]:.1f}"))  # fmt: skip
+    per_image = result["one_client_s_per_image"]
+    out.append(("cluster", "1 client: one Ray actor / a local worker",
+                f"{result['one_client_ray_over_local']:.3f}",
+                f"{per_image['ray']:.3f} vs {per_image['local']:.3f} s/image, "
+                f"{ONE_CLIENT_IMAGES} images"))  # fmt: skip
     return out
