@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="the batching server's scheduler.batch_window_ms (default auto, the server's)",
     )  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (server logs)")
+    parser.add_argument(
+        "--models-dir", type=Path, default=None,
+        help="build the models here and keep them: a later run with the same dir skips "
+             "building them (GPU models take a minute and ~13 GB)",
+    )  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -101,7 +107,14 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def run_suites(ctx: Context, names: list[str], wait_quiet: float) -> dict[str, Any]:
+def run_suites(
+    ctx: Context,
+    names: list[str],
+    wait_quiet: float,
+    after_each: Callable[[dict[str, Any]], None] = lambda _results: None,
+) -> dict[str, Any]:
+    """Run the suites in order; `after_each` gets the results so far after every suite
+    (a long GPU run that is cut short still leaves the suites it finished)."""
     results: dict[str, Any] = {}
     for i, name in enumerate(names):
         if wait_quiet:
@@ -121,6 +134,7 @@ def run_suites(ctx: Context, names: list[str], wait_quiet: float) -> dict[str, A
         result["foreign_cores"] = ctx.monitor.foreign_cores(started)
         results[name] = result
         log(f"suite {name} done in {result['wall_s']}s")
+        after_each(results)
         # Free what later suites do not need: CPU, RAM and (GPU) memory.
         later = set().union(*(NEEDS.get(n, set()) for n in names[i + 1 :]))
         ctx.servers.stop(*(s for s in list(ctx.servers.running) if s not in later))
@@ -168,15 +182,29 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch_window_ms is not None:
         plan.batch_window_ms = args.batch_window_ms
     monitor = CpuMonitor().start()
+
+    def partial(results: dict[str, Any]) -> None:
+        if args.json:
+            report = {
+                "suites": results,
+                "plan": plan.to_dict(),
+                "partial": True,
+                "mode": ("gpu" if args.gpu else "cpu") + (" quick" if args.quick else ""),
+            }
+            args.json.write_text(json.dumps(_clean(report), indent=2) + "\n")  # fmt: skip
+
     tmp = Path(tempfile.mkdtemp(prefix="pixelpool-bench-"))
     os.environ.setdefault("XDG_CACHE_HOME", str(tmp / "cache"))  # bundled-config cache
-    servers = Servers(tmp / "models", tmp / "data", plan)
+    models_dir = args.models_dir.resolve() if args.models_dir else tmp / "models"
+    servers = Servers(models_dir, tmp / "data", plan)
     try:
         from bench.models import prepare_cpu_models, prepare_gpu_models
 
         log(f"temp dir {tmp}; preparing models")
-        prepare = prepare_gpu_models if args.gpu else prepare_cpu_models
-        paths = prepare(tmp / "models")
+        if args.gpu:
+            paths = prepare_gpu_models(models_dir, switch="switch" in names)
+        else:
+            paths = prepare_cpu_models(models_dir)
         servers.define(
             BATCHED, device_env(plan) | scheduler_env(True, plan.max_batch, plan.batch_window_ms)
         )
@@ -190,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         ctx = Context(plan, servers, monitor, paths)
         servers.start(*sorted(set().union(*(NEEDS.get(n, set()) for n in names))))
-        results = run_suites(ctx, names, args.wait_quiet)
+        results = run_suites(ctx, names, args.wait_quiet, partial)
     finally:
         servers.stop_all()
         monitor.stop()

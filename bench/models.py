@@ -88,8 +88,11 @@ def build_from_configs(config_dir: Path, device: str, dtype: Any, seed: int) -> 
     return pipe
 
 
-def prepare_gpu_models(models_dir: Path, device: str = "cuda") -> dict[str, Path]:
-    """Real-size random SD 1.5 (three seeds, for the switch suite) and SDXL, saved in fp16."""
+def prepare_gpu_models(
+    models_dir: Path, device: str = "cuda", switch: bool = True
+) -> dict[str, Path]:
+    """Real-size random SD 1.5 and SDXL, saved in fp16 (two more SD 1.5 seeds when the
+    switch suite runs); a model already in `models_dir` is kept, not built again."""
     import torch
 
     from pixelpool.pipelines.diffusion.singlefile import bundled_config_dir
@@ -101,9 +104,14 @@ def prepare_gpu_models(models_dir: Path, device: str = "cuda") -> dict[str, Path
         ("sd15", "bench-sd15-c", 2),
         ("sdxl", "bench-sdxl", 3),
     ]
+    if not switch:
+        wanted = [w for w in wanted if w[1] not in ("bench-sd15-b", "bench-sd15-c")]
     paths = {}
     for arch, name, seed in wanted:
         target = models_dir / DIFFUSERS_DIRS[arch] / name
+        if (target / "model_index.json").is_file():
+            paths[name] = target
+            continue
         log(f"building real-size random {arch} model {name} on {device}")
         pipe = build_from_configs(bundled_config_dir(arch), device, dtype, seed)
         paths[name] = _save(pipe, target)
