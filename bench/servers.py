@@ -22,6 +22,7 @@ from bench.common import log
 from bench.plan import Plan, Workload
 
 TIMEOUT = httpx.Timeout(900.0, connect=10.0)
+START_TIMEOUT_S = 120  # imports and a worker start; models load on the first request
 
 
 def device_env(plan: Plan, **device_keys: Any) -> dict[str, str]:
@@ -70,7 +71,7 @@ class Servers:
         def one(name: str) -> None:
             server = ServerProcess(self.models_dir, self.data_root / name, env=self.configs[name])
             try:
-                server.start(timeout=300)
+                server.start(timeout=START_TIMEOUT_S)
                 self.running[name] = server
             except BaseException as exc:  # reported below, after every start has finished
                 server.stop()

@@ -1,8 +1,9 @@
 """The local backend: one subprocess per device on this machine.
 
-Workers start from a fork server (`multiprocessing`'s forkserver) that has imported
+CPU workers start from a fork server (`multiprocessing`'s forkserver) that has imported
 torch and the families once (`engine/preload.py`): a clean process like a spawned
-one, without paying the imports at every start and restart.
+one, without paying the imports at every start and restart. GPU workers are spawned
+(see `_context`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,16 @@ log = logging.getLogger(__name__)
 PRELOAD = ["pixelpool.engine.preload"]
 
 
-def _context() -> Any:
+def _context(device: DeviceInfo) -> Any:
+    """Spawn for GPU workers, the preloaded fork server for the others.
+
+    A process forked from one where CUDA was initialised cannot use CUDA, and on an
+    H200 machine (torch 2.11) the fork server's imports left CUDA initialised: every
+    GPU worker failed at start ("Cannot re-initialize CUDA in forked subprocess").
+    A spawned worker imports torch itself (seconds, next to loading a model); CPU
+    workers keep the fast fork, which is what makes their restarts cheap."""
+    if device.kind != "cpu":
+        return mp.get_context("spawn")
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(PRELOAD)
     return ctx
@@ -58,7 +68,7 @@ class LocalWorker(WorkerHandle):
 
     async def start(self, on_message: OnMessage, on_exit: OnExit) -> None:
         loop = asyncio.get_running_loop()
-        ctx = _context()
+        ctx = _context(self.device)
         parent, child = ctx.Pipe(duplex=True)
         wire = {**self.device.to_dict(), "torch_device": self.device.torch_device}
         process = ctx.Process(

@@ -2,9 +2,9 @@
 
 A worker forks from that server with torch and the diffusion family already imported,
 so starting or restarting one costs a fork instead of ~10 s of CPU importing them
-again: a worker that crashed serves again in about a second. Importing them does
-not initialise CUDA, so forking afterwards is safe; each worker picks its device
-(and `CUDA_VISIBLE_DEVICES`) after the fork.
+again: a worker that crashed serves again in about a second. Only CPU workers fork
+from it: on a GPU machine these imports were seen to initialise CUDA, which a forked
+child cannot use, so GPU workers are spawned (`engine/local.py`).
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ to spandrel's registry, which detects the architecture and its hyper-parameters.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from safetensors.torch import load_file
 from spandrel import ImageModelDescriptor, ModelLoader, ModelTiling, canonicalize_state_dict
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt")
+log = logging.getLogger(__name__)
 CUDA_TILE_BUDGET = 1 << 30  # activation bytes per forward on a GPU
 CPU_TILE_BUDGET = 512 << 20
 
@@ -127,12 +129,29 @@ def pick_dtype(descriptor: ImageModelDescriptor[Any], device: str, dtype: str) -
     return torch.float32
 
 
+def runs_in(descriptor: ImageModelDescriptor[Any], dtype: torch.dtype) -> bool:
+    """One small forward in `dtype`: spandrel's support flags are not always right (SwinIR
+    says bfloat16 but adds a float32 attention mask inside: seen on an H200)."""
+    side = max(16, window_align(descriptor), descriptor.size_requirements.minimum)
+    probe = torch.rand(1, descriptor.input_channels, side, side)
+    try:
+        with torch.inference_mode():
+            descriptor(probe.to(descriptor.device, dtype))
+    except RuntimeError:
+        return False
+    return True
+
+
 def load_upscaler(
     path: str | Path, device: str, dtype: str = "auto", tile_budget_bytes: int | None = None
 ) -> UpscaleModel:
     descriptor = load_descriptor(path)
     torch_dtype = pick_dtype(descriptor, device, dtype)
     descriptor.to(device).to(torch_dtype)
+    if torch_dtype != torch.float32 and not runs_in(descriptor, torch_dtype):
+        log.warning("%s does not run in %s; using float32", Path(path).name, torch_dtype)
+        torch_dtype = torch.float32
+        descriptor.to(torch_dtype)
     if tile_budget_bytes is None:
         tile_budget_bytes = CUDA_TILE_BUDGET if device.startswith("cuda") else CPU_TILE_BUDGET
     return UpscaleModel(descriptor, torch_dtype, tile_budget_bytes)
