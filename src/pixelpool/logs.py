@@ -115,6 +115,22 @@ def formatter(fmt: LogFormat) -> logging.Formatter:
     return JsonLines() if fmt == "json" else RedactedText(TEXT_FORMAT)
 
 
+class EmptyFloat32List(logging.Filter):
+    """Drop diffusers' "modules ... should be kept in float32: []" warning: it comes at
+    every dtype cast of a model (a single-file load, the SDXL VAE's upcast around each
+    decode: twice per image on a GPU) even when the list is empty, and says nothing."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "should be kept in float32: []" not in record.getMessage()
+
+
+def quiet_libraries() -> None:
+    """Filters on the libraries' own loggers (they do not propagate to the root)."""
+    noisy = logging.getLogger("diffusers.models.modeling_utils")
+    if not any(isinstance(f, EmptyFloat32List) for f in noisy.filters):
+        noisy.addFilter(EmptyFloat32List())
+
+
 def configure(level: str, fmt: LogFormat) -> None:
     """The root logger: one stderr handler in the chosen format, secrets redacted.
     Python warnings go through logging too, so in JSON mode they are JSON lines."""
@@ -127,6 +143,7 @@ def configure(level: str, fmt: LogFormat) -> None:
     root.addHandler(handler)
     root.setLevel(level.upper())
     logging.captureWarnings(True)
+    quiet_libraries()
 
 
 def uvicorn_log_config(fmt: LogFormat) -> dict[str, Any]:

@@ -86,3 +86,22 @@ def test_text_access_lines_end_with_the_job_ids() -> None:
     bare = _record('%s - "%s %s HTTP/%s" %d', "127.0.0.1:1", "GET", "/health", "1.1", 200)
     logs.AccessFields().filter(bare)
     assert formatter.format(bare).endswith(" 200 OK")
+
+
+def test_diffusers_empty_float32_list_warning_is_dropped() -> None:
+    """diffusers warns at every dtype cast of a model, with an empty list (the SDXL VAE's
+    upcast: twice per image in a GPU worker's log); a non-empty list still shows."""
+    seen: list[str] = []
+    collect = logging.Handler()
+    collect.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
+    noisy = logging.getLogger("diffusers.models.modeling_utils")
+    noisy.addHandler(collect)
+    try:
+        logs.quiet_libraries()  # what logs.configure does in every process
+        logs.quiet_libraries()  # twice: still one filter
+        noisy.warning("There are modules in AutoencoderKL that should be kept in float32: [].")
+        noisy.warning("There are modules in X that should be kept in float32: ['norm'].")
+    finally:
+        noisy.removeHandler(collect)
+    assert seen == ["There are modules in X that should be kept in float32: ['norm']."]
+    assert sum(isinstance(f, logs.EmptyFloat32List) for f in noisy.filters) == 1

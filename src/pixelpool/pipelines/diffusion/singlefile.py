@@ -14,7 +14,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import logging
 import os
 import shutil
 import tempfile
@@ -40,20 +39,6 @@ PIPELINE_CLASSES: dict[str, type[DiffusionPipeline]] = {
     "sd15": StableDiffusionPipeline,
     "sdxl": StableDiffusionXLPipeline,
 }
-
-
-class _EmptyFp32ListFilter(logging.Filter):
-    """Drop diffusers' "modules ... kept in float32: []" warning, logged on every dtype cast.
-
-    from_single_file casts each model to ``torch_dtype``; diffusers then warns even when
-    the list of float32 modules is empty, which says nothing.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "should be kept in float32: []" not in record.getMessage()
-
-
-logging.getLogger("diffusers.models.modeling_utils").addFilter(_EmptyFp32ListFilter())
 
 
 def clip_bpe_vocab(bpe_path: Path = BPE_FILE) -> tuple[dict[str, int], list[str]]:
