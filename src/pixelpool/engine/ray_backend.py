@@ -20,7 +20,9 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import socket
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,7 +100,11 @@ def connect(address: str | None) -> None:
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main else None
     ray.init(address=address or None, include_dashboard=False)
+    if previous is not None:  # a driver's ray.init makes SIGTERM a bare sys.exit: put the
+        signal.signal(signal.SIGTERM, previous)  # server's graceful stop back
 
 
 def alive_nodes() -> list[Node]:
