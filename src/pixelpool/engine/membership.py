@@ -62,7 +62,9 @@ class Machines:
         now = self._clock()
         for slot in self.slots:
             if slot.device_id not in device_ids:
-                self.mark_gone(slot, now)
+                if not slot.gone:
+                    log.warning("device %s: its machine left the cluster", slot.device_id)
+                    slot.gone_since = now
             elif slot.gone:
                 log.info("the machine of %s is back", slot.device_id)
                 slot.gone_since = None
@@ -81,6 +83,8 @@ class Machines:
         self._fail_orphans()
 
     def _fail_orphans(self) -> None:
+        """Fail each queued job that no live device can run (saying which model is
+        missing): waiting could be forever. A device that is only restarting still counts."""
         for task in self.queue.tasks():
             missing = policy.missing(task, self.slots)
             if missing is not None and self.queue.remove(task.job_id) is not None:
@@ -92,9 +96,10 @@ class Machines:
         if self.membership is None:
             return
         limit = self.membership.gone_after_s
-        for slot in [s for s in self.slots if s.gone_since is not None]:
-            if now - slot.gone_since < limit:  # type: ignore[operator]
-                continue
+        expired = [
+            s for s in self.slots if s.gone_since is not None and now - s.gone_since >= limit
+        ]
+        for slot in expired:
             log.warning("device %s removed: its machine is gone", slot.device_id)
             self.slots.remove(slot)
             self._restart_at.pop(id(slot), None)
@@ -107,4 +112,5 @@ class Machines:
                 self._apply(task, lost_run)
             slot.handle.kill()
             self.membership.forget(slot.handle.device)
-        self._fail_orphans()
+        if expired:
+            self._fail_orphans()
