@@ -125,7 +125,11 @@ backend = "local"           # "ray": workers on every node of a Ray cluster (doc
                             # "head:6379"; empty: start a Ray runtime on this machine
 # cpu_actors_per_node = 1   # ray: CPU workers per node (default: 1 on a node without GPUs)
 # cpus_per_actor = 1.0      # ray: CPUs each CPU worker reserves (and its torch threads)
-# discover_interval_s = 10  # ray: look for nodes that joined this often (0: at start)
+# discover_interval_s = 10  # ray: look for new nodes, and each node's models, this often
+                            # (0: at start and on a model rescan only)
+# node_gone_after_s = 300   # ray: a node that left shows as gone this long, then its
+                            # devices leave the status (discovery adds them back)
+# max_inputs_mib = 256      # ray: the most input files one job sends to a node (else 413)
 # Ray device ids name their node: [devices."<node>/cuda0"], [devices."<node>/cpu0"].
 
 # Devices detected on this machine (one worker each when enabled):

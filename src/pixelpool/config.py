@@ -174,13 +174,18 @@ class ClusterSettings(_Section):
     start a Ray runtime on this machine. cpu_actors_per_node: CPU workers on each node
     (default: one on a node without GPUs, none beside GPUs); cpus_per_actor: the Ray
     CPUs each CPU worker reserves; discover_interval_s: how often to look for nodes that
-    joined (0: only at start and on a model rescan)."""
+    joined and ask every node which models it has (0: only at start and on a model
+    rescan); node_gone_after_s: how long the devices of a node that left stay listed (as
+    gone) before they leave the status and the scheduler; max_inputs_mib: the most input
+    files (uploads, latents) one job may send to a node (over it: 413 at submit)."""
 
     backend: Literal["local", "ray"] = "local"
     ray_address: str | None = None
     cpu_actors_per_node: int | None = Field(None, ge=0, le=64)
     cpus_per_actor: float = Field(1.0, gt=0)
     discover_interval_s: float = Field(10.0, ge=0)
+    node_gone_after_s: float = Field(300.0, ge=0)
+    max_inputs_mib: float = Field(256.0, gt=0)
 
 
 class Settings(BaseSettings):

@@ -11,7 +11,10 @@ node-loss test removes a node; the restart test, last, stops the scheduler for g
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,8 +32,10 @@ from pixelpool.api.app import create_app, lifespan  # noqa: E402
 from pixelpool.config import Settings  # noqa: E402
 from pixelpool.engine.pool import build_scheduler  # noqa: E402
 from pixelpool.engine.ray_actor import NODE_MODELS_ENV  # noqa: E402
-from pixelpool.engine.scheduler import NoDeviceServes, Scheduler  # noqa: E402
+from pixelpool.engine.scheduler import InputsTooLarge, NoDeviceServes, Scheduler  # noqa: E402
 from pixelpool.engine.task import Task  # noqa: E402
+from pixelpool.testing.client import wait_for_job  # noqa: E402
+from pixelpool.testing.server import ServerProcess  # noqa: E402
 
 from .engine_helpers import Recorder, make_task  # noqa: E402
 
@@ -72,6 +77,7 @@ class Harness:
         self.data_dir = Path()
         self.models = Path()  # the scheduler's models dir: no such directory
         self.full = Path()  # a node's models dir with every demo model
+        self.sd_only = Path()  # n2's: only the SD 1.x model
 
     def env(self, models: Path) -> dict[str, Any]:
         return {"env_vars": {NODE_MODELS_ENV: str(models)}}
@@ -100,14 +106,20 @@ def harness(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     h = Harness(cluster, loop)
     h.full = _node_models(root / "n1", models_dir, MODELS)
     cluster.add_node(**NODE, num_cpus=1, node_name="n1", **h.env(h.full))
-    sd_only = _node_models(root / "n2", models_dir, MODELS[:1])
-    cluster.add_node(**NODE, num_cpus=2, node_name="n2", **h.env(sd_only))
+    h.sd_only = _node_models(root / "n2", models_dir, MODELS[:1])
+    cluster.add_node(**NODE, num_cpus=2, node_name="n2", **h.env(h.sd_only))
     ray.init(address=cluster.address)
     h.data_dir = tmp_path_factory.mktemp("data")
     h.models = root / "server-models"
     settings = Settings(
         server={"data_dir": h.data_dir, "models_dir": h.models},
-        cluster={"backend": "ray", "cpu_actors_per_node": 1, "discover_interval_s": 2},
+        cluster={
+            "backend": "ray",
+            "cpu_actors_per_node": 1,
+            "discover_interval_s": 2,
+            "node_gone_after_s": 2,
+            "max_inputs_mib": 1,
+        },
         devices={"head/cpu0": {"enabled": False}},
         scheduler={"max_batch": 2, "progress_interval_ms": 0, "heartbeat_timeout_s": 20},
     )
@@ -166,25 +178,6 @@ def test_jobs_spread_over_nodes_in_remote_batches(harness: Harness) -> None:
     assert sizes == [2, 2, 2, 2]
     images = [r.images[0] for _, r in results]
     assert images[0].shape == (64, 64, 3) and not np.array_equal(images[0], images[1])
-
-
-def test_images_equal_the_local_backends(harness: Harness, models_dir: Path) -> None:
-    assert harness.engine is not None
-    harness.engine.submit(make_task(harness.models, "remote", seed=42, steps=2))
-    remote = _result(harness, "remote")[1].images[0]
-
-    async def local() -> Any:
-        rec = Recorder()
-        # One thread, as the actor has (one Ray CPU): sums in the same order.
-        engine = build_scheduler(Settings(devices={"cpu": {"threads": 1}}), rec)
-        await engine.start()
-        try:
-            engine.submit(make_task(models_dir, "local", seed=42, steps=2))
-            return (await asyncio.wait_for(rec._future("local"), 120))[1].images[0]
-        finally:
-            await engine.stop()
-
-    np.testing.assert_array_equal(remote, harness.run(local()))
 
 
 def test_cancel_reaches_a_remote_running_job(harness: Harness) -> None:
@@ -260,6 +253,37 @@ def test_a_job_goes_only_to_a_node_that_has_its_model(harness: Harness) -> None:
         engine.check(nowhere)
 
 
+def test_each_node_is_asked_again_for_its_models_every_round(harness: Harness) -> None:
+    """No rescan asked for: the discovery round (every 2 s here) sees n2 gain the SDXL
+    model and lose it again."""
+    engine = harness.engine
+    assert engine is not None
+    sdxl = str(harness.models / MODELS[1])
+    link = harness.sd_only / MODELS[1]
+    link.parent.mkdir(parents=True, exist_ok=True)
+
+    async def until(nodes: list[str]) -> None:
+        while engine.model_nodes(sdxl) != nodes:
+            await asyncio.sleep(0.1)
+
+    link.symlink_to(harness.full / MODELS[1], target_is_directory=True)
+    harness.run(asyncio.wait_for(until(["n1", "n2"]), 60))
+    link.unlink()
+    harness.run(asyncio.wait_for(until(["n1"]), 60))
+
+
+def test_inputs_over_the_cap_are_refused_naming_the_field(harness: Harness) -> None:
+    assert harness.engine is not None
+    big = harness.data_dir / "uploads" / "big.png"
+    big.parent.mkdir(parents=True, exist_ok=True)
+    big.write_bytes(os.urandom(MB + 1))  # cluster.max_inputs_mib = 1 here
+    task = make_task(harness.models, "big", steps=2, images=[str(big)], strength=0.5)
+    task.op = "img2img"
+    with pytest.raises(InputsTooLarge, match=r"images: .* at most 1 MiB") as refused:
+        harness.engine.check(task)
+    assert refused.value.field == "images"
+
+
 def test_a_node_that_joins_gets_a_worker_that_runs_jobs(harness: Harness) -> None:
     engine = harness.engine
     assert engine is not None
@@ -303,56 +327,156 @@ def test_a_lost_node_requeues_its_job_on_another(harness: Harness) -> None:
     assert harness.recorder.device["survivor"] != first
 
 
-def test_a_restart_against_the_running_cluster_loses_no_job(
+def test_a_model_whose_last_node_leaves_fails_its_jobs_and_the_node_goes(
+    harness: Harness,
+) -> None:
+    """The last node with the SDXL model dies while it runs an SDXL job: the job fails
+    saying why (no node left to re-run it on), a new one is refused like a model on no
+    node, and once `node_gone_after_s` (2 s here) has passed the node's device leaves."""
+    engine = harness.engine
+    assert engine is not None
+    holders = engine.model_nodes(str(harness.models / MODELS[1]))
+    assert len(holders) == 1, holders  # the lost-node test left one of n1 and n3
+    engine.submit(_sdxl(harness.models, "orphan", steps=200))
+
+    async def lose_it() -> tuple[str, Any]:
+        while not any(k == "progress" and v[0] == "orphan" for k, v in harness.recorder.events):
+            await asyncio.sleep(0.02)
+        slot = next(s for s in engine.slots if s.device_id == f"{holders[0]}/cpu0")
+        node_id = slot.handle.node.node_id  # type: ignore[attr-defined]
+        harness.cluster.remove_node(
+            next(n for n in harness.cluster.worker_nodes if n.node_id == node_id)
+        )
+        return await asyncio.wait_for(harness.recorder._future("orphan"), 60)
+
+    kind, reason = harness.run(lose_it())
+    assert kind == "error" and "'demo-sdxl' is on no node" in reason, reason
+    with pytest.raises(NoDeviceServes, match="'demo-sdxl' is on no node") as refused:
+        engine.check(_sdxl(harness.models, "after", steps=2))
+    assert refused.value.field == "model"
+
+    async def only_n2_left() -> None:
+        while [s.device_id for s in engine.slots] != ["n2/cpu0"]:
+            await asyncio.sleep(0.1)
+
+    harness.run(asyncio.wait_for(only_n2_left(), 60))
+    assert [n["name"] for n in engine.nodes()] == ["n2"]
+
+
+def test_a_killed_server_restarted_on_the_running_cluster_loses_no_job(
     harness: Harness, models_dir: Path, tmp_path: Path
 ) -> None:
-    """The whole pixelpool side (app, job store, scheduler) stops with jobs queued and
-    running, and starts again on the same data dir against the same cluster: every
-    accepted job completes. In this process (it already is a Ray driver): a server
-    subprocess would spend most of this test importing."""
+    """A real `pixelpool serve --cluster ray` against the running cluster is killed
+    (SIGKILL) while a job runs, with others queued, and started again on the same data
+    dir: every accepted job completes, with the images the local backend gives for the
+    same requests (one torch thread on both sides: the same sums in the same order).
+    Its worker actors die with it (they are not detached): the cluster's CPUs are all
+    free again before the second start."""
     assert harness.engine is not None
     harness.run(harness.engine.stop())  # its workers' CPUs go to the server's
-    settings = Settings(
-        server={"data_dir": tmp_path, "models_dir": models_dir, "default_model": "demo-sd"},
-        cluster={"backend": "ray", "cpu_actors_per_node": 1, "discover_interval_s": 0},
-        devices={d: {"enabled": False} for d in ("head/cpu0", "n1/cpu0", "n3/cpu0")},
-    )  # one worker (on n2, which has only the SD 1.x model): one actor start per life
-    job = {"prompt": "a lighthouse", "width": 64, "height": 64, "seed": 4}
+    config = tmp_path / "pixelpool.toml"
+    config.write_text(
+        '[server]\ndefault_model = "demo-sd"\n'
+        "[cluster]\ncpu_actors_per_node = 1\ndiscover_interval_s = 0\nmax_inputs_mib = 0.01\n"
+        '[devices."head/cpu0"]\nenabled = false\n'
+    )  # n2, which has only the SD 1.x model, is the one node left: one actor per life
+    data = tmp_path / "data"
+    server = ServerProcess(
+        models_dir, data, config=config, env={"RAY_DISABLE_USAGE_STATS": "1"},
+        args=["--cluster", "ray", "--ray-address", harness.cluster.address],
+    )  # fmt: skip
+    jobs = [{**RESTART_JOB, "steps": 8, "seed": 1}] + [{**RESTART_JOB, "seed": s} for s in (2, 3)]
+    server.start(timeout=180)
+    try:
+        ids = [_enqueue(server.url, job) for job in jobs]
+        while (first := httpx.get(f"{server.url}/api/job/{ids[0]}").json())["status"] == "queued":
+            time.sleep(0.02)  # until its batch is on the node (loading the model, or running)
+        server.kill()
+        assert first["status"] == "running", first
+    finally:
+        server.stop()
+    _wait_all_cpus_free()
 
-    async def first_life() -> tuple[list[str], list[str]]:
-        app = create_app(settings)
-        async with lifespan(app), _client(app) as client:
-            ids = []
-            for steps in range(4, 8):  # four groups: four batches, one at a time
-                r = await client.post("/api/enqueue/generate", json={**job, "steps": steps})
-                assert r.status_code == 200, r.text
-                ids.append(r.json()["job_id"])
-            while (await client.get(f"/api/job/{ids[0]}")).json()["status"] == "queued":
-                await asyncio.sleep(0.02)
-            states = [(await client.get(f"/api/job/{i}")).json()["status"] for i in ids]
-        return ids, states  # leaving the lifespan stops the app, as a restart does
-
-    async def second_life(ids: list[str]) -> tuple[list[str], list[dict[str, Any]]]:
-        app = create_app(settings)
-        async with lifespan(app), _client(app) as client:
-            ends = []
-            for job_id in ids:
-                while (body := (await client.get(f"/api/job/{job_id}")).json())["status"] in (
-                    "queued",
-                    "running",
-                ):
-                    await asyncio.sleep(0.05)
-                ends.append(body["status"])
-            xl = await client.post("/api/enqueue/generate", json={**job, "model": "demo-sdxl"})
-            assert xl.status_code == 503 and "on no node" in xl.text, xl.text
-            return ends, (await client.get("/api/model-list")).json()
-
-    ids, states = harness.run(asyncio.wait_for(first_life(), 120))
-    assert "queued" in states, states  # some were still waiting when it stopped
-    ends, listed = harness.run(asyncio.wait_for(second_life(ids), 180))
-    assert ends == ["completed"] * len(ids)
+    server.start(timeout=180)
+    try:
+        ends = [wait_for_job(server.url, job_id, timeout=180) for job_id in ids]
+        images = [_image(server.url, job_id) for job_id in ids]
+        big = httpx.post(
+            f"{server.url}/api/enqueue/img2img",
+            files={"image": ("in.png", _noise_png(128), "image/png")},
+            data={"params": json.dumps({**RESTART_JOB, "strength": 0.5})},
+        )
+        xl_job = {**RESTART_JOB, "model": "demo-sdxl"}
+        xl = httpx.post(f"{server.url}/api/enqueue/generate", json=xl_job)
+        listed = httpx.get(f"{server.url}/api/model-list").json()
+    finally:
+        server.stop()
+    assert [e["status"] for e in ends] == ["completed"] * len(ids), ends
+    assert big.status_code == 413 and "images" in big.text, big.text
+    assert xl.status_code == 503 and "on no node" in xl.text, xl.text
     where = {m["name"]: m["nodes"] for m in listed}
     assert where["demo-sd"] == ["n2"] and where["demo-sdxl"] == []
+    _wait_all_cpus_free()  # a server that stops gracefully ends its actors too
+
+    local = harness.run(asyncio.wait_for(_local_images(models_dir, tmp_path / "local", jobs), 180))
+    for remote, expected in zip(images, local, strict=True):
+        np.testing.assert_array_equal(remote, expected)
+
+
+RESTART_JOB = {"prompt": "a lighthouse", "width": 64, "height": 64, "steps": 2}
+
+
+def _enqueue(url: str, job: dict[str, Any]) -> str:
+    r = httpx.post(f"{url}/api/enqueue/generate", json=job)
+    assert r.status_code == 200, r.text
+    return str(r.json()["job_id"])
+
+
+def _image(url: str, job_id: str) -> np.ndarray:
+    body = httpx.get(f"{url}/api/job/{job_id}/result").content
+    return np.asarray(Image.open(io.BytesIO(body)).convert("RGB"))
+
+
+def _noise_png(side: int) -> bytes:
+    out = io.BytesIO()
+    pixels = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(out, format="PNG")
+    return out.getvalue()
+
+
+def _wait_all_cpus_free(timeout: float = 60.0) -> None:
+    """Every CPU of the cluster is free again: no worker actor is left holding one."""
+    deadline = time.monotonic() + timeout
+    while ray.available_resources().get("CPU", 0) < ray.cluster_resources().get("CPU", 0):
+        assert time.monotonic() < deadline, "a worker actor outlived its server"
+        time.sleep(0.2)
+
+
+async def _local_images(
+    models_dir: Path, data_dir: Path, jobs: list[dict[str, Any]]
+) -> list[np.ndarray]:
+    """The same requests on the local backend (one thread, as the actor has)."""
+    settings = Settings(
+        server={"data_dir": data_dir, "models_dir": models_dir, "default_model": "demo-sd"},
+        devices={"cpu": {"threads": 1}},
+    )
+    app = create_app(settings)
+    async with lifespan(app), _client(app) as client:
+        ids = []
+        for job in jobs:
+            r = await client.post("/api/enqueue/generate", json=job)
+            assert r.status_code == 200, r.text
+            ids.append(r.json()["job_id"])
+        images = []
+        for job_id in ids:
+            while (await client.get(f"/api/job/{job_id}")).json()["status"] in (
+                "queued",
+                "running",
+            ):
+                await asyncio.sleep(0.05)
+            body = (await client.get(f"/api/job/{job_id}/result")).content
+            images.append(np.asarray(Image.open(io.BytesIO(body)).convert("RGB")))
+        return images
 
 
 def _client(app: Any) -> httpx.AsyncClient:

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pixelpool.config import SchedulerSettings, Settings
-from pixelpool.engine.scheduler import Scheduler, restart_delay
+from pixelpool.engine.scheduler import NoDeviceServes, Scheduler, restart_delay
 from pixelpool.jobs.artifacts import ArtifactStore
 from pixelpool.jobs.eventlog import EventLog
 from pixelpool.jobs.events import EventBus
@@ -318,5 +318,28 @@ def test_finished_records_kept_for_waiters_are_forgotten_once_old(tmp_path: Path
         life.jobs.forget_finished(0)
         assert record.id not in life.jobs._finished
         assert (await life.jobs.wait(record.id)).status is JobStatus.completed  # the store
+
+    lifetime(tmp_path, body)
+
+
+def test_a_job_whose_last_device_leaves_while_it_is_written_ends_failed(tmp_path: Path) -> None:
+    """A cluster node can leave between the check at submit and the queueing (the store
+    write is awaited in between): the caller gets the refusal, and the job, already in
+    the store, ends failed with the reason rather than staying queued unseen."""
+
+    async def body(life: Life) -> None:
+        insert = life.store.insert
+
+        async def insert_then_lose_the_device(record: Any) -> None:
+            await insert(record)
+            life.slots[0].gone_since = 0.0  # its machine left meanwhile
+
+        life.store.insert = insert_then_lose_the_device  # type: ignore[method-assign]
+        with pytest.raises(NoDeviceServes, match="left the cluster"):
+            await life.jobs.submit(fake_spec(seed=1))
+        await life.jobs.settle()
+        rows = await life.store.unfinished()
+        assert rows == []
+        assert life.jobs.active_count() == 0
 
     lifetime(tmp_path, body)

@@ -129,7 +129,7 @@ async def _serving(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
         ArtifactStore(db, data_dir / "artifacts", settings.storage.ttl_s),
         bus,
     )
-    scheduler = build_scheduler(settings, jobs, lambda: [str(e.path) for e in registry.entries()])
+    scheduler = build_scheduler(settings, jobs, registry.paths)
     jobs.attach(scheduler)
     keys = KeyStore(keys_path(data_dir))
     metrics: Metrics = app.state.metrics

@@ -28,7 +28,7 @@ from pixelpool.families.diffusion.samplers import (
     check_combination,
     resolve_sampler,
 )
-from pixelpool.jobs.service import NoDeviceFits, NoDeviceServes, QueueFull
+from pixelpool.jobs.service import InputsTooLarge, NoDeviceFits, NoDeviceServes, QueueFull
 from pixelpool.jobs.spec import JobRecord, JobSpec
 from pixelpool.registry.entry import ModelEntry
 from pixelpool.registry.loras import LoraNotFound
@@ -308,7 +308,9 @@ async def submit(
     except QueueFull as exc:
         raise ApiError(429, str(exc), headers={"Retry-After": str(exc.retry_after_s)}) from exc
     except NoDeviceServes as exc:  # the server's configuration, not the request: 503
-        raise ApiError(503, str(exc), "model") from exc
+        raise ApiError(503, str(exc), exc.field) from exc
+    except InputsTooLarge as exc:
+        raise ApiError(413, str(exc), exc.field) from exc
     except NoDeviceFits as exc:
         raise ApiError(422, str(exc)) from exc
 

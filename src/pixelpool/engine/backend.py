@@ -13,6 +13,7 @@ from typing import Any
 from pixelpool.config import Settings
 from pixelpool.engine.devices import DeviceInfo, detect_devices, select_devices
 from pixelpool.engine.handle import WorkerHandle
+from pixelpool.engine.membership import Membership
 
 Options = Callable[[DeviceInfo], dict[str, Any]]
 
@@ -22,9 +23,10 @@ class Backend(ABC):
 
     @abstractmethod
     def devices(self, models: Sequence[str] = (), refresh: bool = True) -> list[DeviceInfo]:
-        """The devices that get a worker (ids unique across every machine). `models`: the
-        registry's model paths, for backends whose machines each have their own;
-        `refresh`: ask every machine again, not only new ones, which models it has."""
+        """The devices on live machines that get a worker (ids unique across every
+        machine). `models`: every model path the registry knows (LoRAs and the like
+        included), for backends whose machines each have their own; `refresh`: ask every
+        machine again, not only new ones, which of them it has."""
 
     @abstractmethod
     def make(self, device: DeviceInfo) -> WorkerHandle:
@@ -37,6 +39,10 @@ class Backend(ABC):
     def models_on(self, device: DeviceInfo) -> frozenset[str] | None:
         """The model paths the device's machine has (as of the last `devices` call);
         None: every model (one machine, one models dir)."""
+        return None
+
+    def membership(self) -> Membership | None:
+        """How the scheduler follows machines that come and go; None: they do not."""
         return None
 
     @property

@@ -12,6 +12,11 @@ OnMessage = Callable[["WorkerHandle", object], None]
 OnExit = Callable[["WorkerHandle", str], None]
 
 
+class MachineGone(RuntimeError):
+    """`start` cannot place the worker: its machine has left (a cluster node that died or
+    was removed). The scheduler marks the device gone rather than only retrying."""
+
+
 class WorkerHandle(ABC):
     """One worker on one device. Callbacks are invoked on the event loop thread.
 

@@ -56,6 +56,11 @@ class Device(Protocol):
 
     def holds(self, model_path: str) -> bool: ...
 
+    def has_model(self, model_path: str) -> bool: ...
+
+    @property
+    def gone(self) -> bool: ...
+
 
 # --- fair share ----------------------------------------------------------------------
 
@@ -191,18 +196,49 @@ def window_left(
 
 
 def unserved(task: Task, devices: Sequence[Device]) -> str | None:
-    """Why no device is configured for the task's family (or op), or has its model on
-    its machine; None if one can run it."""
+    """Why no device is configured for the task's family (or op), or has its models on
+    a live machine; None if one can run it."""
+    found = missing(task, devices)
+    return found[0] if found is not None else None
+
+
+def missing(task: Task, devices: Sequence[Device]) -> tuple[str, str] | None:
+    """(why, the request field to blame) when no live device can run the task: no device
+    serves its family, or no live machine has its model, or every model it names (the
+    param naming the first one missing), or all of them at once; None if one can."""
     if any(d.can_run(task) for d in devices):
         return None
-    if any(d.configured_for(task) for d in devices):
+    configured = [d for d in devices if d.configured_for(task)]
+    if not configured:
         return (
-            f"model {task.model.get('name', task.model['path'])!r} is on no node of the "
-            f"cluster that can run it; put it in that node's models dir"
+            f"no device is configured to run the {task.family} family ({task.op}); "
+            f"add it to devices.<id>.families",
+            "model",
         )
+    live = [d for d in configured if not d.gone]
+    if not live:
+        return (
+            f"every node that can run the {task.family} family has left the cluster; "
+            f"the job can run once one is back",
+            "model",
+        )
+    wanted = [(task.model["path"], "model", task.model.get("name"))]
+    wanted += [(path, name, None) for path, name in task.needs.items()]
+    for path, field, name in wanted:
+        if not any(d.has_model(path) for d in live):
+            shown = name or path.rstrip("/").rsplit("/", 1)[-1]
+            left = any(d.has_model(path) for d in configured)
+            gone = " (the nodes that had it left the cluster)" if left else ""
+            return (
+                f"{field}: {shown!r} is on no node of the cluster that can run it{gone}; "
+                f"put it in that node's models dir",
+                field,
+            )
+    fields = ", ".join(dict.fromkeys(f for _, f, _ in wanted))
     return (
-        f"no device is configured to run the {task.family} family ({task.op}); "
-        f"add it to devices.<id>.families"
+        f"no node of the cluster has every model the job names ({fields}) at once; "
+        f"put them in one node's models dir",
+        wanted[1][1] if len(wanted) > 1 else "model",
     )
 
 
@@ -211,7 +247,7 @@ def refusal(task: Task, devices: Sequence[Device]) -> str | None:
     reason = unserved(task, devices)
     if reason is not None:
         return reason
-    able = [d for d in devices if d.can_run(task)]
+    able = [d for d in devices if d.can_run(task)]  # (never empty here)
     if not any(d.fits(task, 1) for d in able):
         biggest = max(d.budget for d in able)
         return (

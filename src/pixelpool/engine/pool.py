@@ -71,6 +71,7 @@ def build_scheduler(
         nodes=backend.nodes,
         discover=_discovery(backend, models, slot) if interval is not None else None,
         discover_interval_s=interval or 0.0,
+        membership=backend.membership(),
     )
 
 
@@ -78,7 +79,8 @@ def _discovery(
     backend: Backend, models: ModelPaths, slot: Callable[[DeviceInfo], Slot]
 ) -> Callable[[Scheduler, bool], Any]:
     """Ask the backend again: new machines' devices join, and each slot learns again
-    which models its machine has (`refresh`: ask every machine, not only new ones)."""
+    which models its machine has (`refresh`: ask every machine, not only new ones); a
+    device not found any more is marked gone."""
 
     async def discover(scheduler: Scheduler, refresh: bool) -> None:
         devices = await asyncio.to_thread(backend.devices, list(models()), refresh)
@@ -88,5 +90,6 @@ def _discovery(
                 known[device.id].models = backend.models_on(device)
             else:
                 await scheduler.add_slot(slot(device))
+        scheduler.seen({d.id for d in devices})  # the others' machines are gone
 
     return discover

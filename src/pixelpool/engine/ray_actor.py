@@ -168,24 +168,46 @@ def input_files(run: RunBatch, data_dir: Path) -> dict[str, bytes]:
     latents, control images, embeddings): a remote node has no such directory."""
     root = data_dir.resolve()
     found: dict[str, bytes] = {}
+    for item in run.items:
+        for _, named, path in data_files(item.params, root):
+            if named not in found:
+                found[named] = path.read_bytes()
+    return found
 
-    def walk(value: Any) -> None:
+
+def staged_bytes(params: dict[str, Any], data_dir: Path) -> dict[str, int]:
+    """How many bytes of input files each top-level param would send to a node (a stat
+    each): what `cluster.max_inputs_mib` caps."""
+    sizes: dict[str, int] = {}
+    seen: set[str] = set()
+    for field, named, path in data_files(params, data_dir.resolve()):
+        if named not in seen:
+            seen.add(named)
+            sizes[field] = sizes.get(field, 0) + path.stat().st_size
+    return sizes
+
+
+def data_files(params: dict[str, Any], root: Path) -> Iterator[tuple[str, str, Path]]:
+    """(top-level param, the string naming it, the file) for each string in `params`
+    that names a file under `root`."""
+
+    def walk(value: Any) -> Iterator[tuple[str, Path]]:
         if isinstance(value, str):
-            if value in found or len(value) > 4096 or "\n" in value:
+            if len(value) > 4096 or "\n" in value:
                 return
             try:
                 path = Path(value).resolve()
                 if path.is_relative_to(root) and path.is_file():
-                    found[value] = path.read_bytes()
+                    yield value, path
             except (OSError, ValueError):
                 return
         elif isinstance(value, dict):
             for v in value.values():
-                walk(v)
+                yield from walk(v)
         elif isinstance(value, list | tuple):
             for v in value:
-                walk(v)
+                yield from walk(v)
 
-    for item in run.items:
-        walk(item.params)
-    return found
+    for field, value in params.items():
+        for named, path in walk(value):
+            yield field, named, path

@@ -20,7 +20,9 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import socket
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,11 +34,23 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from pixelpool.config import Settings
 from pixelpool.engine.backend import Backend, Options
 from pixelpool.engine.devices import DeviceInfo, detect_devices
-from pixelpool.engine.handle import OnExit, OnMessage, WorkerHandle
+from pixelpool.engine.handle import MachineGone, OnExit, OnMessage, WorkerHandle
+from pixelpool.engine.membership import Membership
 from pixelpool.engine.messages import RunBatch, Stop
-from pixelpool.engine.ray_actor import CONCURRENCY, WorkerActor, input_files, models_here
+from pixelpool.engine.ray_actor import (
+    CONCURRENCY,
+    WorkerActor,
+    input_files,
+    models_here,
+    staged_bytes,
+)
+from pixelpool.engine.scheduler import InputsTooLarge
+from pixelpool.engine.task import Task
 
 log = logging.getLogger(__name__)
+
+MIB = 1 << 20
+ASK_TIMEOUT_S = 30.0  # a node that does not answer a discovery round in this is left for the next
 
 
 @ray.remote(concurrency_groups=CONCURRENCY, max_restarts=0)
@@ -74,13 +88,23 @@ def _inspect(server_models_dir: str, relative: list[str]) -> NodeReport:
     return NodeReport(socket.gethostname(), detect_devices(), root, present)
 
 
+@ray.remote(num_cpus=0)
+def _models_on(server_models_dir: str, relative: list[str]) -> list[str]:
+    """Runs on a node already known: only which of the models it has (a stat each)."""
+    return models_here(server_models_dir, relative)[1]
+
+
 def connect(address: str | None) -> None:
     """Join the cluster at `address` ("auto", "ray://host:10001", "host:6379"), or start
     a Ray runtime on this machine when it is empty. Once per process."""
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main else None
     ray.init(address=address or None, include_dashboard=False)
+    if previous is not None:  # a driver's ray.init makes SIGTERM a bare sys.exit: put the
+        signal.signal(signal.SIGTERM, previous)  # server's graceful stop back
 
 
 def alive_nodes() -> list[Node]:
@@ -120,28 +144,41 @@ class RayBackend(Backend):
         return self.cluster.discover_interval_s
 
     def devices(self, models: Sequence[str] = (), refresh: bool = True) -> list[DeviceInfo]:
-        """Every live node's devices; a node is asked (a zero-CPU task on it) for its
-        devices and which of `models` (the server's paths) it has when it is new, when
-        `models` changed, or on `refresh`; else its answer from before stands, so a
-        periodic round costs one cluster-state read. A node that does not answer in
-        time is left for the next round."""
+        """Every live node's devices. A new node is asked (a zero-CPU task on it) for its
+        devices and which of `models` (the server's paths) it has; a known one, on
+        `refresh` or when `models` changed, only which models it has (a stat each); else
+        its answer from before stands. A node that does not answer in time is left for
+        the next round."""
         changed = refresh or frozenset(models) != self._asked
         self._asked = frozenset(models)
         relative = self._relative(models)
+        server_path = dict(zip(relative, models, strict=True))
         nodes = alive_nodes()
-        ask = [n for n in nodes if changed or n.node_id not in self._found]
-        calls = [
-            _inspect.options(scheduling_strategy=_on(n)).remote(str(self.models_dir), relative)
-            for n in ask
-        ]
-        for node, call in zip(ask, calls, strict=True):
+        alive = {n.node_id for n in nodes}
+        self._found = {k: v for k, v in self._found.items() if k in alive}
+        root = str(self.models_dir)
+        calls = {
+            node: (_models_on if node.node_id in self._found else _inspect)
+            .options(scheduling_strategy=_on(node))
+            .remote(root, relative)
+            for node in nodes
+            if changed or node.node_id not in self._found
+        }
+        ready: list[Any] = []
+        if calls:
+            ready, _ = ray.wait(list(calls.values()), num_returns=len(calls), timeout=ASK_TIMEOUT_S)
+        for node, call in calls.items():
             try:
-                report: NodeReport = ray.get(call, timeout=60)
+                if call not in ready:
+                    raise TimeoutError(f"no answer in {ASK_TIMEOUT_S:.0f}s")
+                answer = ray.get(call)
             except Exception as exc:  # the node left meanwhile, or is too busy to answer
-                log.warning("node %s did not report its devices: %s", node.name, exc)
+                log.warning("node %s did not report its devices or models: %s", node.name, exc)
                 continue
-            self._models[node.name] = frozenset(str(self.models_dir / r) for r in report.models)
-            self._found[node.node_id] = self._node_devices(node, report.devices)
+            present = answer.models if isinstance(answer, NodeReport) else answer
+            self._models[node.name] = frozenset(server_path[r] for r in present if r in server_path)
+            if isinstance(answer, NodeReport):
+                self._found[node.node_id] = self._node_devices(node, answer.devices)
         devices: list[DeviceInfo] = []
         for node in nodes:
             for device in self._found.get(node.node_id, []):
@@ -150,6 +187,27 @@ class RayBackend(Backend):
                     self._nodes[device.id] = node
                     devices.append(device)
         return devices
+
+    def membership(self) -> Membership:
+        return Membership(
+            known_models=lambda: self._asked,
+            vet=self._vet,
+            forget=lambda device: self._nodes.pop(device.id, None),
+            gone_after_s=self.cluster.node_gone_after_s,
+        )
+
+    def _vet(self, task: Task) -> None:
+        """Refuse a job whose input files are more than `cluster.max_inputs_mib`: they
+        travel to its node with the batch, through Ray's object store."""
+        sizes = staged_bytes(task.params, self.settings.server.data_dir)
+        limit = self.cluster.max_inputs_mib
+        if sum(sizes.values()) > limit * MIB:
+            field = max(sizes, key=lambda f: sizes[f])
+            raise InputsTooLarge(
+                f"{field}: the job's input files are {sum(sizes.values()) / MIB:.1f} MiB; "
+                f"at most {limit:g} MiB go to a cluster node (cluster.max_inputs_mib)",
+                field,
+            )
 
     def _relative(self, models: Sequence[str]) -> list[str]:
         """Paths relative to the models dir; one outside it (a symlinked model) stays
@@ -163,6 +221,7 @@ class RayBackend(Backend):
         return relative
 
     def models_on(self, device: DeviceInfo) -> frozenset[str] | None:
+        """Also the LoRAs, ControlNets ... it has, when the registry listed them."""
         node = self._nodes.get(device.id)
         return self._models.get(node.name, frozenset()) if node is not None else frozenset()
 
@@ -248,7 +307,7 @@ class RayWorker(WorkerHandle):
         alive = await asyncio.to_thread(alive_nodes)
         node = next((n for n in alive if n.name == self.node.name), None)
         if node is None:  # the scheduler tries again later, backing off
-            raise RuntimeError(f"node {self.node.name} is not in the Ray cluster")
+            raise MachineGone(f"node {self.node.name} is not in the Ray cluster")
         self.node = node
         gpu = self.device.kind == "cuda"
         # Inside the actor Ray shows it only its own GPU: that one is cuda:0 there.

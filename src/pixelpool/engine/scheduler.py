@@ -20,7 +20,8 @@ from typing import Any
 
 from pixelpool.config import SchedulerSettings
 from pixelpool.engine import policy
-from pixelpool.engine.handle import WorkerHandle
+from pixelpool.engine.handle import MachineGone, WorkerHandle
+from pixelpool.engine.membership import Machines, Membership
 from pixelpool.engine.messages import (
     Admin,
     AdminDone,
@@ -33,6 +34,7 @@ from pixelpool.engine.messages import (
     Ready,
     RunBatch,
 )
+from pixelpool.engine.needs import named_models
 from pixelpool.engine.slot import Slot
 from pixelpool.engine.task import EngineListener, Task
 from pixelpool.pipelines.base import WorkItem
@@ -54,7 +56,20 @@ class NoDeviceFits(ValueError):
 
 
 class NoDeviceServes(NoDeviceFits):
-    """No configured device runs the task's family (`devices.<id>.families`)."""
+    """No configured device runs the task's family (`devices.<id>.families`), or no live
+    machine has the models it names; `field`: the request field to blame."""
+
+    def __init__(self, reason: str, field: str = "model") -> None:
+        super().__init__(reason)
+        self.field = field
+
+
+class InputsTooLarge(NoDeviceFits):
+    """The job's input files are more than may travel to another machine with it."""
+
+    def __init__(self, reason: str, field: str) -> None:
+        super().__init__(reason)
+        self.field = field
 
 
 def restart_delay(crashes: int) -> float:
@@ -63,7 +78,7 @@ def restart_delay(crashes: int) -> float:
     return min(RESTART_BACKOFF_MAX_S, 0.25 * 2 ** min(crashes, 7))
 
 
-class Scheduler:
+class Scheduler(Machines):
     def __init__(
         self,
         slots: list[Slot],
@@ -74,8 +89,10 @@ class Scheduler:
         nodes: Callable[[], list[dict[str, Any]]] | None = None,
         discover: Discover | None = None,
         discover_interval_s: float = 0.0,
+        membership: Membership | None = None,
     ) -> None:
         self.slots = slots
+        self.membership = membership
         self._discover = discover
         self._discover_s = discover_interval_s
         self._discovery: asyncio.Task[None] | None = None
@@ -117,10 +134,8 @@ class Scheduler:
         slot.last_seen = self._clock()
         try:
             await slot.handle.start(self._on_message, self._on_exit)
-        except Exception:
-            log.exception("cannot start a worker for %s; trying again", slot.device_id)
-            self._crashes[slot.device_id] = self._crashes.get(slot.device_id, 0) + 1
-            self._restart_at[id(slot)] = self._clock() + restart_delay(1)
+        except Exception as exc:
+            self._start_failed(slot, exc, self._clock())
         self._wake.set()
 
     async def rediscover(self, refresh: bool = True) -> None:
@@ -136,7 +151,7 @@ class Scheduler:
     async def _discover_loop(self) -> None:
         while True:
             await asyncio.sleep(self._discover_s)
-            await self.rediscover(refresh=False)  # new nodes, or a changed model list
+            await self.rediscover()  # new nodes, and each node's models again
 
     async def stop(self) -> None:
         self._stopping = True
@@ -157,13 +172,18 @@ class Scheduler:
 
     def check(self, task: Task) -> None:
         """Raise NoDeviceFits, saying why, if no device could ever run the task
-        (NoDeviceServes when none is configured for its family)."""
-        unserved = policy.unserved(task, self.slots)
-        if unserved is not None:
-            raise NoDeviceServes(unserved)
+        (NoDeviceServes when none is configured for its family, or no live machine has
+        its models; InputsTooLarge when its inputs may not travel to a machine)."""
+        if self.membership is not None:
+            task.needs = named_models(task.params, self.membership.known_models())
+        missing = policy.missing(task, self.slots)
+        if missing is not None:
+            raise NoDeviceServes(*missing)
         reason = policy.refusal(task, self.slots)
         if reason is not None:
             raise NoDeviceFits(reason)
+        if self.membership is not None:
+            self.membership.vet(task)
 
     def submit(self, task: Task) -> None:
         """Queue a task (after `check`); it runs when a fitting worker is free."""
@@ -222,8 +242,12 @@ class Scheduler:
         return self._nodes() if self._nodes is not None else []
 
     def model_nodes(self, model_path: str) -> list[str]:
-        """The machines (by the name their workers give) that have the model."""
-        names = {s.handle.describe().get("node") for s in self.slots if s.has_model(model_path)}
+        """The live machines (by the name their workers give) that have the model."""
+        names = {
+            s.handle.describe().get("node")
+            for s in self.slots
+            if s.has_model(model_path) and not s.gone
+        }
         return sorted(n for n in names if n)
 
     # --- dispatch --------------------------------------------------------------
@@ -246,6 +270,7 @@ class Scheduler:
         now = self._clock()
         due = [d for d in (await self._restart_due(now), self._dispatch(now)) if d is not None]
         self._watchdog(now)
+        self._expire(now)
         return min(due) if due else None
 
     def _dispatch(self, now: float) -> float | None:
@@ -326,12 +351,20 @@ class Scheduler:
             slot.last_seen = now
             try:
                 await slot.handle.start(self._on_message, self._on_exit)
-            except Exception:
-                log.exception("cannot start a worker for %s; trying again", slot.device_id)
+            except Exception as exc:
                 slot.restarts += 1
-                crashes = self._crashes[slot.device_id] = self._crashes.get(slot.device_id, 0) + 1
-                self._restart_at[id(slot)] = now + restart_delay(crashes)
+                self._start_failed(slot, exc, now)
         return next_due
+
+    def _start_failed(self, slot: Slot, exc: Exception, now: float) -> None:
+        """Try again with back-off; a machine that left the cluster marks the slot gone."""
+        if isinstance(exc, MachineGone):
+            log.warning("cannot start a worker for %s: %s", slot.device_id, exc)
+            self.mark_gone(slot, now)
+        else:
+            log.error("cannot start a worker for %s; trying again", slot.device_id, exc_info=exc)
+        crashes = self._crashes[slot.device_id] = self._crashes.get(slot.device_id, 0) + 1
+        self._restart_at[id(slot)] = now + restart_delay(crashes)
 
     # --- worker callbacks (on the loop) -----------------------------------------------
 
@@ -347,6 +380,7 @@ class Scheduler:
         match message:
             case Ready(budget_bytes=budget, cache=cache):
                 slot.ready, slot.budget_bytes, slot.cache = True, budget, cache
+                slot.gone_since = None
                 log.info("worker %s ready %s", slot.device_id, handle.describe())
                 self._wake.set()
             case BatchStarted(model_load_s=load_s):

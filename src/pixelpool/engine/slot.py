@@ -26,6 +26,11 @@ class Slot:
     cache: dict[str, Any] = field(default_factory=dict)
     last_seen: float = field(default_factory=time.monotonic)
     restarts: int = 0
+    gone_since: float | None = None  # its machine left the cluster (scheduler's clock)
+
+    @property
+    def gone(self) -> bool:
+        return self.gone_since is not None
 
     @property
     def idle(self) -> bool:
@@ -45,7 +50,12 @@ class Slot:
         )
 
     def can_run(self, task: Task) -> bool:
-        return self.configured_for(task) and self.has_model(task.model["path"])
+        return (
+            not self.gone
+            and self.configured_for(task)
+            and self.has_model(task.model["path"])
+            and all(self.has_model(path) for path in task.needs)
+        )
 
     def configured_for(self, task: Task) -> bool:
         """Its settings let it run the task (whatever models its machine has)."""
@@ -67,6 +77,7 @@ class Slot:
         return {
             **self.handle.device.to_dict(),
             "ready": self.ready,
+            "gone": self.gone,
             "busy": self.batch_id is not None,
             "active_jobs": [t.job_id for t in self.batch],
             **self.handle.describe(),

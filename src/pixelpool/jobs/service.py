@@ -18,7 +18,7 @@ from typing import Any
 
 from pixelpool import families
 from pixelpool.config import Settings
-from pixelpool.engine.scheduler import NoDeviceFits, NoDeviceServes, Scheduler
+from pixelpool.engine.scheduler import InputsTooLarge, NoDeviceFits, NoDeviceServes, Scheduler
 from pixelpool.engine.task import Task
 from pixelpool.jobs.artifacts import ArtifactStore
 from pixelpool.jobs.encode import NPY_MEDIA_TYPE, encode_arrays, encode_image, encode_result
@@ -29,7 +29,7 @@ from pixelpool.jobs.store import JobStore
 from pixelpool.logs import note_job
 from pixelpool.pipelines.base import Result
 
-__all__ = ["JobService", "NoDeviceFits", "NoDeviceServes", "QueueFull"]
+__all__ = ["InputsTooLarge", "JobService", "NoDeviceFits", "NoDeviceServes", "QueueFull"]
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,11 @@ class JobService:
             if existing is None:
                 raise
             return self._active.get(existing.id, existing)
-        self._enqueue(record, task)
+        try:
+            self._enqueue(record, task)
+        except NoDeviceFits as exc:  # the last node with its model left while it was written
+            await self._finish(record.id, JobStatus.failed, error=f"cannot run: {exc}")
+            raise
         return record
 
     def _check_queue(self, owner: str | None) -> None:

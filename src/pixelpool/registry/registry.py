@@ -164,6 +164,16 @@ class Registry:
         with self._lock:
             return sorted(self._entries.values(), key=lambda e: (e.folder, e.name))
 
+    def paths(self) -> list[str]:
+        """Every model file or folder a job may name: models, LoRAs, ControlNets,
+        IP-Adapters and their image encoders, preview decoders (a cluster asks each node
+        which it has)."""
+        found = [e.path for e in self.entries()] + [e.path for e in self.loras()]
+        found += [e.path for e in self.controlnets()] + [e.path for e in self.preview_decoders()]
+        for adapter in self.ip_adapters():
+            found += [adapter.path, adapter.image_encoder]
+        return [str(p) for p in dict.fromkeys(found)]
+
     def fingerprint(self, entry: ModelEntry | LoraEntry) -> str | None:
         with self._lock:
             return self._fingerprints.get(entry.path)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -44,6 +45,7 @@ class ServerProcess:
         port: int | None = None,
         config: Path | None = None,
         log_path: Path | None = None,
+        args: Sequence[str] = (),
     ) -> None:
         self.models_dir = models_dir
         self.data_dir = data_dir
@@ -51,6 +53,7 @@ class ServerProcess:
         self.env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
         self.config = config
         self.log_path = log_path or data_dir / "server.log"
+        self.args = list(args)  # more `serve` options (e.g. --cluster ray)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -67,6 +70,7 @@ class ServerProcess:
         ]  # fmt: skip
         if self.config is not None:
             cmd += ["--config", str(self.config)]
+        cmd += self.args
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             cmd,
