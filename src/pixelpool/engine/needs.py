@@ -1,11 +1,16 @@
 """Which models a job names besides its main one (LoRAs, ControlNets, IP-Adapters and
-their image encoders, a TAESD preview decoder, an upscaler, a depth model): on a cluster
-each node has its own models dir, so a job may go only to a node that has them all."""
+their image encoders, an upscaler, a depth model): on a cluster each node has its own
+models dir, so a job may go only to a node that has them all.
+
+A TAESD preview decoder is not needed: a worker that cannot load it draws its previews
+with the latent-to-RGB approximation, so a node without it still runs the job."""
 
 from __future__ import annotations
 
 from collections.abc import Set
 from typing import Any
+
+OPTIONAL = frozenset({"preview_decoder"})  # the worker does without (see above)
 
 
 def named_models(params: dict[str, Any], known: Set[str]) -> dict[str, str]:
@@ -26,5 +31,6 @@ def named_models(params: dict[str, Any], known: Set[str]) -> dict[str, str]:
                 walk(item, field)
 
     for field, value in params.items():
-        walk(value, field)
+        if field not in OPTIONAL:
+            walk(value, field)
     return found
