@@ -31,11 +31,12 @@ PRELOAD = ["pixelpool.engine.preload"]
 def _context(device: DeviceInfo) -> Any:
     """Spawn for GPU workers, the preloaded fork server for the others.
 
-    A process forked from one where CUDA was initialised cannot use CUDA, and on an
-    H200 machine (torch 2.11) the fork server's imports left CUDA initialised: every
-    GPU worker failed at start ("Cannot re-initialize CUDA in forked subprocess").
-    A spawned worker imports torch itself (seconds, next to loading a model); CPU
-    workers keep the fast fork, which is what makes their restarts cheap."""
+    A process forked from one where CUDA was initialised cannot use CUDA. On an H200
+    machine (torch 2.11) every forked GPU worker failed at start with "Cannot
+    re-initialize CUDA in forked subprocess", though importing the preload alone did
+    not initialise CUDA there: what did was not pinned down, and spawning does not
+    depend on it. A spawned worker imports torch itself (seconds, next to loading a
+    model); CPU workers keep the fast fork, which is what makes their restarts cheap."""
     if device.kind != "cpu":
         return mp.get_context("spawn")
     ctx = mp.get_context("forkserver")

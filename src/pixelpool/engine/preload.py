@@ -3,8 +3,8 @@
 A worker forks from that server with torch and the diffusion family already imported,
 so starting or restarting one costs a fork instead of ~10 s of CPU importing them
 again: a worker that crashed serves again in about a second. Only CPU workers fork
-from it: on a GPU machine these imports were seen to initialise CUDA, which a forked
-child cannot use, so GPU workers are spawned (`engine/local.py`).
+from it: on a GPU machine, GPU workers forked from it could not use CUDA, so they are
+spawned (`engine/local.py`).
 """
 
 from __future__ import annotations
