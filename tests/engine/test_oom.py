@@ -21,7 +21,8 @@ from pixelpool.engine.slot import Slot
 from .engine_helpers import Recorder, make_task
 
 GIB = 1 << 30
-HEADROOM = 16 << 20  # far less than a 512x512 decode needs, plenty for bookkeeping
+HEADROOM = 64 << 20  # far less than a 512x512 batch needs; room for a few thread stacks
+# (8 MiB each, counted by RLIMIT_DATA: with 16 MiB a thread start could abort the worker)
 BIG = {"width": 512, "height": 512, "steps": 2}
 
 
