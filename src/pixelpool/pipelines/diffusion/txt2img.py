@@ -7,8 +7,8 @@ from typing import Any
 from pixelpool.families.diffusion.params import DiffusionParams, Txt2ImgParams
 from pixelpool.pipelines.base import CancelFn, Loaded, Pending, ProgressFn, Result, WorkItem
 from pixelpool.pipelines.diffusion import controlnet, ip_adapter, sampling
-from pixelpool.pipelines.diffusion.latents import DECODED_HERE, decoding
 from pixelpool.pipelines.diffusion.common import to_uint8
+from pixelpool.pipelines.diffusion.latents import DECODED_HERE, decoding
 
 
 def latent_shape(pipe: Any, width: int, height: int) -> tuple[int, ...]:
