@@ -6,7 +6,10 @@ and pickling the results for the pipe (PNG encoding happens in the HTTP process)
 
 No server: loads a model into this process (the tiny demo model by default), runs the
 batch's denoising alone (`output_type="latent"`), then decodes those latents exactly as
-the worker does, and prints the median seconds of each stage per batch.
+the worker does, and prints the median seconds of each stage per batch. Then
+(`--worker-batches N`, 0 to skip) N such batches through an in-process worker with
+`overlap_decode` off and on (interleaved), and the seconds per batch of each: what
+decoding beside the next batch's denoising saves on this device.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -32,6 +36,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--worker-batches", type=int, default=3)
     args = ap.parse_args()
 
     import torch
@@ -99,6 +104,56 @@ def main() -> None:
     for name in runs[0]:
         t = statistics.median(r[name] for r in runs)
         print(f"{name:28s} {t:8.3f} s/batch  {100 * t / denoise:6.1f} % of denoise")
+    if args.worker_batches > 0:
+        worker_overlap(entry, params, args)
+
+
+def worker_overlap(entry: dict[str, str], params: list[Any], args: argparse.Namespace) -> None:
+    """Seconds per batch through a WorkerCore, decode inline against overlapped."""
+    import threading
+
+    from pixelpool.engine.messages import BatchDone, RunBatch, Stop
+    from pixelpool.engine.worker import WorkerCore
+    from pixelpool.pipelines.base import WorkItem
+
+    kind = "cuda" if args.device.startswith("cuda") else "cpu"
+    device = {"id": "d0", "kind": kind, "index": 0, "torch_device": args.device,
+              "total_memory_bytes": 16 << 30}  # fmt: skip
+    done = threading.Semaphore(0)
+
+    def send(message: object) -> None:
+        if isinstance(message, BatchDone):
+            done.release()
+
+    options = {"dtype": "auto", "overlap_decode": True, "budget_bytes": 16 << 30,
+               "ram_budget_bytes": 0}  # fmt: skip
+    core = WorkerCore(device, options, send)
+    core.open()
+    finisher = core.finisher
+    model = {**entry, "path": entry["path"]}
+    items = [WorkItem(f"j{i}", "txt2img", p.model_dump()) for i, p in enumerate(params)]
+
+    def burst(overlap: bool) -> float:
+        core.finisher = finisher if overlap else None
+        for n in range(args.worker_batches):
+            core.deliver(RunBatch(f"b{n}", "diffusion", model, items))
+        core.deliver(Stop())
+        t = time.perf_counter()
+        core.serve()
+        for _ in range(args.worker_batches):
+            done.acquire()
+        return (time.perf_counter() - t) / args.worker_batches
+
+    core.finisher = None
+    burst(False)  # warm-up (model load)
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(args.repeats):
+        for overlap in (False, True):
+            times[overlap].append(burst(overlap))
+    off, on = statistics.median(times[False]), statistics.median(times[True])
+    print(f"worker, {args.worker_batches} batches back to back, median of {args.repeats}:")
+    print(f"overlap_decode off {off:8.3f} s/batch")
+    print(f"overlap_decode on  {on:8.3f} s/batch  ({off / on:.3f}x)")
 
 
 if __name__ == "__main__":
