@@ -98,6 +98,7 @@ class WorkerCore:
         self._cancelled: set[str] = set()
         self.stopping = threading.Event()
         self.finisher: Finisher | None = None  # set by `open` where overlap_decode is on
+        self._cache_lock = threading.RLock()
 
     def deliver(self, message: object) -> None:
         """Take one message from the engine (any thread): a cancel or stop acts at once,
@@ -151,7 +152,8 @@ class WorkerCore:
     def _snapshot(self) -> dict[str, Any]:
         from pixelpool.pipelines import family_stats
 
-        return {**self.cache.snapshot(), **family_stats()}
+        with self._cache_lock:  # the finisher's thread reads it while the next batch runs
+            return {**self.cache.snapshot(), **family_stats()}
 
     def _budget(self) -> int:
         configured = self.options.get("budget_bytes")
@@ -177,9 +179,10 @@ class WorkerCore:
         from pixelpool.pipelines import get_family
 
         family = get_family(family_name)
-        return self.cache.get(
-            model["path"], lambda: family.load(model, self.torch_device, self.options["dtype"])
-        )
+        with self._cache_lock:
+            return self.cache.get(
+                model["path"], lambda: family.load(model, self.torch_device, self.options["dtype"])
+            )
 
     def _admin(self, message: Admin) -> None:
         if self.finisher is not None:
@@ -258,6 +261,8 @@ class WorkerCore:
                 pending, lambda: self._finish(run, items, job_ids, started, pending, cancel)
             )
         else:
+            if self.finisher is not None:
+                self.finisher.wait()  # batches report (and snapshot the cache) in order
             self._finish(run, items, job_ids, started, pending, cancel)
 
     def _finish(
