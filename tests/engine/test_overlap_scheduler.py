@@ -3,9 +3,12 @@ event when the test says), and the dtype in the memory fit that picks batch size
 
 import asyncio
 
-from pixelpool.config import SchedulerSettings
+import pytest
+
+from pixelpool.config import SchedulerSettings, Settings, load_settings
+from pixelpool.engine.devices import DeviceInfo
 from pixelpool.engine.messages import BatchDenoised, BatchDone, ItemFailed, ItemResult
-from pixelpool.engine.pool import activation_scale
+from pixelpool.engine.pool import activation_scale, worker_options
 from pixelpool.engine.scheduler import Scheduler
 from pixelpool.engine.slot import Slot
 from pixelpool.testing.fakes import (
@@ -92,3 +95,10 @@ def test_sixteen_bit_devices_fit_twice_the_activations() -> None:
     fp32.budget_bytes = fp16.budget_bytes = 8 * GIB
     assert fp32.fits(task, 6) and not fp32.fits(task, 7)
     assert fp16.fits(task, 12) and not fp16.fits(task, 13)
+
+
+def test_overlap_decode_reaches_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = DeviceInfo("cpu", "cpu", 0, "CPU", 8 * GIB)
+    assert worker_options(Settings(), cpu)["overlap_decode"] == "auto"
+    monkeypatch.setenv("PIXELPOOL_DEVICES__CPU__OVERLAP_DECODE", "true")
+    assert worker_options(load_settings(), cpu)["overlap_decode"] is True

@@ -15,7 +15,6 @@ thread shares torch's intra-op threads with the main loop (see docs/benchmarks.m
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -38,7 +37,7 @@ class Finisher:
     def __init__(self, torch: Any, device: str) -> None:
         self._torch = torch
         self._device = device
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="decode")
+        self._pool: ThreadPoolExecutor | None = None  # its thread starts with the first batch
         self._future: Future[None] | None = None
         cuda = device.startswith("cuda")
         self._stream = torch.cuda.Stream(device) if cuda else None
@@ -49,6 +48,8 @@ class Finisher:
         self.wait()
         if self._stream is not None:
             self._hand_off(pending.tensors)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="decode")
         self._future = self._pool.submit(self._in_stream, work)
 
     def _hand_off(self, tensors: list[Any]) -> None:
@@ -81,6 +82,8 @@ class Finisher:
             log.exception("a batch's decode failed outside its own error handling")
 
     def close(self) -> None:
+        """Wait for the last batch, then end the thread (a later `submit` starts another)."""
         self.wait()
-        with contextlib.suppress(RuntimeError):
-            self._pool.shutdown(wait=True)
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
