@@ -221,3 +221,40 @@ def test_overlap_defaults_to_cuda_only() -> None:
     assert enabled("auto", "cuda") and enabled(None, "cuda")
     assert not enabled("auto", "cpu") and not enabled("auto", "mps")
     assert enabled(True, "cpu") and not enabled(False, "cuda")
+
+
+def test_a_worker_process_with_overlap_runs_batches_to_the_end(models_dir: Path) -> None:
+    """The real pipe path: BatchDenoised crosses it, the scheduler hands the worker its
+    next batch, and every job ends with its own image."""
+    import asyncio
+
+    from pixelpool.config import DeviceSettings, SchedulerSettings, Settings
+    from pixelpool.engine.pool import build_scheduler
+
+    from .engine_helpers import Recorder as Listener
+    from .engine_helpers import make_task
+
+    async def go() -> None:
+        settings = Settings(scheduler=SchedulerSettings(max_batch=2),
+                            devices={"cpu": DeviceSettings(overlap_decode=True)})  # fmt: skip
+        listener = Listener()
+        engine = build_scheduler(settings, listener)
+        seen: list[str] = []
+        engine.watchers.append(lambda _slot, message: seen.append(type(message).__name__))
+        await engine.start()
+        try:
+            jobs = {f"j{i}": make_task(models_dir, f"j{i}", seed=10 + i, steps=2, width=64)
+                    for i in range(4)}  # fmt: skip
+            for task in jobs.values():
+                engine.submit(task)
+            results = {job: await listener._future(job) for job in jobs}
+            assert all(kind == "ok" for kind, _ in results.values())
+            images = [r.images[0] for _, r in results.values()]
+            assert len({img.tobytes() for img in images}) == 4
+            assert seen.count("BatchDenoised") >= 2  # each batch decoded in the background
+            while engine.snapshot()[0]["busy"] or engine.snapshot()[0]["active_jobs"]:
+                await asyncio.sleep(0.02)
+        finally:
+            await engine.stop()
+
+    asyncio.run(go())
