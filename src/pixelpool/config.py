@@ -154,6 +154,10 @@ class DeviceSettings(_Section):
     compile_warmup: list[tuple[WarmupSide, WarmupSide, WarmupBatch]] = []
     # Compiled shapes kept per model; new shapes past it run uncompiled.
     compile_cache_size: int = Field(8, ge=1, le=256)
+    # Decode a batch (VAE, post-processing) in a second thread (CUDA: a second stream)
+    # while the next batch denoises. auto: on for CUDA, off elsewhere (on the CPU the
+    # two compete for the same cores; measured in docs/benchmarks.md).
+    overlap_decode: bool | Literal["auto"] = "auto"
 
     @field_validator("families")
     @classmethod

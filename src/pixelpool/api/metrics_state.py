@@ -95,7 +95,7 @@ class StateCollector(Collector):
         for slot in slots:
             device = slot.device_id
             up.add_metric([device], 1.0 if slot.ready else 0.0)
-            running.add_metric([device], len(slot.batch))
+            running.add_metric([device], len(slot.tasks()))
             restarts.add_metric([device], slot.restarts)
             cache = slot.cache
             tiers = Counter(m.get("tier") for m in cache.get("models", []))

@@ -37,7 +37,7 @@ def devices(state: AppState, caller: Principal) -> list[dict[str, Any]]:
     snapshot = state.scheduler.snapshot()
     if sees_all(caller):
         return snapshot
-    owners = {t.job_id: t.owner for slot in state.scheduler.slots for t in slot.batch}
+    owners = {t.job_id: t.owner for slot in state.scheduler.slots for t in slot.tasks()}
     shown = []
     for device in snapshot:
         view = {k: v for k, v in device.items() if k not in HOST_KEYS}

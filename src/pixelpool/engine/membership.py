@@ -104,7 +104,7 @@ class Machines:
             self.slots.remove(slot)
             self._restart_at.pop(id(slot), None)
             self._crashes.pop(slot.device_id, None)
-            lost, slot.batch = slot.batch, []
+            lost, slot.batch, slot.finishing = slot.tasks(), [], {}  # decoding too
             for task in lost:  # (its worker's exit normally took them back already)
                 lost_run = policy.after_worker_lost(
                     task, "its node left", self.settings.max_retries

@@ -87,6 +87,15 @@ class ItemFailed:
 
 
 @dataclass
+class BatchDenoised:
+    """The batch's device-heavy part is done and its decode runs beside the next batch
+    (`overlap_decode`): the worker takes another batch now; this one's results and its
+    BatchDone follow."""
+
+    batch_id: str
+
+
+@dataclass
 class BatchDone:
     batch_id: str
     run_s: float

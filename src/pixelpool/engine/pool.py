@@ -28,6 +28,7 @@ def worker_options(settings: Settings, device: DeviceInfo) -> dict[str, Any]:
         "compile": cfg.compile if cfg else False,
         "compile_warmup": [list(s) for s in cfg.compile_warmup] if cfg else [],
         "compile_cache_size": cfg.compile_cache_size if cfg else 8,
+        "overlap_decode": cfg.overlap_decode if cfg else "auto",
         "threads": cfg.threads if cfg else None,
         "budget_bytes": gib(cfg.vram_budget_gb) if cfg else None,
         "ram_budget_bytes": gib(cfg.ram_budget_gb) if cfg else None,
@@ -38,6 +39,14 @@ def worker_options(settings: Settings, device: DeviceInfo) -> dict[str, Any]:
         "batch_invariant": settings.scheduler.batch_invariant,
         "log_format": settings.server.log_format,
     }
+
+
+def activation_scale(dtype: str, device_kind: str) -> float:
+    """Activation bytes against the float32 the cost estimates assume: half for 16-bit
+    dtypes (a device's "auto" is float16 or bfloat16 on CUDA, float32 elsewhere)."""
+    if dtype == "auto":
+        return 0.5 if device_kind == "cuda" else 1.0
+    return 0.5 if dtype in ("float16", "bfloat16") else 1.0
 
 
 ModelPaths = Callable[[], Sequence[str]]
@@ -57,10 +66,12 @@ def build_scheduler(
     def slot(device: DeviceInfo) -> Slot:
         config = settings.devices.get(device.id)
         available = backend.models_on(device)
+        scale = activation_scale(config.dtype if config else "auto", device.kind)
         if config is None:
-            return Slot(backend.make(device), ["*"], models=available)
+            return Slot(backend.make(device), ["*"], models=available, activation_scale=scale)
         served = frozenset(config.families) if config.families is not None else None
-        return Slot(backend.make(device), list(config.capabilities), served, models=available)
+        return Slot(backend.make(device), list(config.capabilities), served, models=available,
+                    activation_scale=scale)  # fmt: skip
 
     interval = backend.discover_interval_s
     return Scheduler(

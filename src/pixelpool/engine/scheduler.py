@@ -25,6 +25,7 @@ from pixelpool.engine.membership import Machines, Membership
 from pixelpool.engine.messages import (
     Admin,
     AdminDone,
+    BatchDenoised,
     BatchDone,
     BatchStarted,
     CancelJob,
@@ -35,7 +36,7 @@ from pixelpool.engine.messages import (
     RunBatch,
 )
 from pixelpool.engine.needs import named_models
-from pixelpool.engine.slot import Slot
+from pixelpool.engine.slot import Finishing, Slot
 from pixelpool.engine.task import EngineListener, Task
 from pixelpool.pipelines.base import WorkItem
 
@@ -199,7 +200,7 @@ class Scheduler(Machines):
             self.listener.job_failed(job_id, "cancelled", "cancelled")
             return "cancelled"
         for slot in self.slots:
-            running = next((t for t in slot.batch if t.job_id == job_id), None)
+            running = next((t for t in slot.tasks() if t.job_id == job_id), None)
             if running is not None:
                 running.cancel_requested = True  # also if its worker dies before it stops
                 with contextlib.suppress(OSError, RuntimeError):
@@ -392,26 +393,34 @@ class Scheduler(Machines):
                     preview = pv[i] if pv and i < len(pv) else None
                     self.listener.job_progress(job_id, step, total, stage, preview)
             case ItemResult(job_id=job_id, result=result):
+                found = slot.find(job_id)
+                started = found[2] if found is not None else slot.batch_started
                 self._settle(slot, job_id)
-                run_s = self._clock() - slot.batch_started
-                self.listener.job_finished(job_id, result, slot.device_id, run_s)
+                self.listener.job_finished(job_id, result, slot.device_id, self._clock() - started)
             case ItemFailed(job_id=job_id, error=error, kind="oom"):
                 self._out_of_memory(slot, job_id, error)
             case ItemFailed(job_id=job_id, error=error, kind=kind):
                 self._settle(slot, job_id)
                 self.listener.job_failed(job_id, error, kind)
+            case BatchDenoised(batch_id=batch_id) if batch_id == slot.batch_id:
+                # The worker decodes this batch beside its next one: free for another.
+                self._ran(slot)
+                slot.finishing[batch_id] = Finishing(
+                    slot.batch, slot.batch_size, slot.batch_started
+                )
+                slot.batch_id, slot.batch = None, []
+                self._wake.set()
             case BatchDone(batch_id=batch_id, cache=cache):
+                unreported: list[Task] = []
                 if batch_id == slot.batch_id:
-                    now = self._clock()
-                    run_s = now - slot.batch_started
-                    self.queue.ran(
-                        slot.device_id, slot.batch_group, slot.batch_size, run_s, ended=now
-                    )
+                    self._ran(slot)
                     unreported, slot.batch_id, slot.batch = slot.batch, None, []
-                    for task in unreported:  # never left running forever
-                        self.listener.job_failed(
-                            task.job_id, "the worker ended the batch without a result", "error"
-                        )
+                elif batch_id in slot.finishing:
+                    unreported = slot.finishing.pop(batch_id).tasks
+                for task in unreported:  # never left running forever
+                    self.listener.job_failed(
+                        task.job_id, "the worker ended the batch without a result", "error"
+                    )
                 self._crashes.pop(slot.device_id, None)  # healthy again: no backoff
                 slot.cache = cache
                 self._wake.set()
@@ -420,6 +429,12 @@ class Scheduler(Machines):
                 _, future = self._admin.pop(request_id, (None, None))
                 if future is not None and not future.done():
                     future.set_result({"device": slot.device_id, "error": error, "cache": cache})
+
+    def _ran(self, slot: Slot) -> None:
+        """The slot's running batch has left the device: the policy learns how long it took."""
+        now = self._clock()
+        run_s = now - slot.batch_started
+        self.queue.ran(slot.device_id, slot.batch_group, slot.batch_size, run_s, ended=now)
 
     def _watch(self, slot: Slot, message: object) -> None:
         for watch in self.watchers:
@@ -431,17 +446,18 @@ class Scheduler(Machines):
     def _settle(self, slot: Slot, job_id: str) -> None:
         """The job has its outcome: a worker dying later must not run it again."""
         slot.batch = [t for t in slot.batch if t.job_id != job_id]
+        for finishing in slot.finishing.values():
+            finishing.tasks = [t for t in finishing.tasks if t.job_id != job_id]
 
     def _out_of_memory(self, slot: Slot, job_id: str, error: str) -> None:
         """Retry with a smaller batch, then on another device, before failing the job."""
-        task = next((t for t in slot.batch if t.job_id == job_id), None)
-        if task is None:
+        found = slot.find(job_id)
+        if found is None:
             self.listener.job_failed(job_id, error, "error")
             return
+        task, batch_size, _started = found
         self._settle(slot, job_id)
-        outcome = policy.after_out_of_memory(
-            task, slot.batch_size, slot.device_id, self.slots, error
-        )
+        outcome = policy.after_out_of_memory(task, batch_size, slot.device_id, self.slots, error)
         self._apply(task, outcome)
 
     def _apply(self, task: Task, outcome: policy.Outcome) -> None:
@@ -459,7 +475,8 @@ class Scheduler(Machines):
         if self._stopping or slot is None:
             return
         log.error("worker %s died: %s", slot.device_id, reason)
-        lost, slot.batch, slot.batch_id, slot.ready = slot.batch, [], None, False
+        lost, slot.batch, slot.batch_id, slot.ready = slot.tasks(), [], None, False
+        slot.finishing = {}
         slot.cache = {}
         for request_id, (owner, future) in list(self._admin.items()):
             if owner is slot:  # only this device's requests: the others' workers live

@@ -11,6 +11,15 @@ from pixelpool.engine.task import Task
 
 
 @dataclass
+class Finishing:
+    """A batch the worker is decoding beside its next one (`overlap_decode`)."""
+
+    tasks: list[Task]  # still without an outcome
+    size: int
+    started: float
+
+
+@dataclass
 class Slot:
     handle: WorkerHandle
     capabilities: list[str]
@@ -23,6 +32,8 @@ class Slot:
     batch_size: int = 0  # how many tasks the batch started with
     batch_group: tuple[Any, ...] = ()  # the batch's Task.group
     batch_started: float = 0.0
+    finishing: dict[str, Finishing] = field(default_factory=dict)  # batch id -> its decode
+    activation_scale: float = 1.0  # 0.5 where the device computes in 16 bits
     cache: dict[str, Any] = field(default_factory=dict)
     last_seen: float = field(default_factory=time.monotonic)
     restarts: int = 0
@@ -71,7 +82,25 @@ class Slot:
         return self.models is None or model_path in self.models
 
     def fits(self, task: Task, batch: int) -> bool:
-        return task.bytes_for(batch) <= self.budget
+        """The model and `batch` items' activations (halved on a 16-bit device: the cost
+        estimates are for float32) within the device's budget."""
+        item = int(task.item_bytes * self.activation_scale)
+        return task.model_bytes + batch * item <= self.budget
+
+    def tasks(self) -> list[Task]:
+        """Its tasks without an outcome: the running batch's and those still decoding."""
+        return [*self.batch, *(t for f in self.finishing.values() for t in f.tasks)]
+
+    def find(self, job_id: str) -> tuple[Task, int, float] | None:
+        """A task of this worker without an outcome, with its batch's size and start."""
+        for task in self.batch:
+            if task.job_id == job_id:
+                return task, self.batch_size, self.batch_started
+        for finishing in self.finishing.values():
+            for task in finishing.tasks:
+                if task.job_id == job_id:
+                    return task, finishing.size, finishing.started
+        return None
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -79,7 +108,7 @@ class Slot:
             "ready": self.ready,
             "gone": self.gone,
             "busy": self.batch_id is not None,
-            "active_jobs": [t.job_id for t in self.batch],
+            "active_jobs": [t.job_id for t in self.tasks()],
             **self.handle.describe(),
             "restarts": self.restarts,
             "budget_bytes": self.budget,

@@ -21,9 +21,11 @@ from collections.abc import Callable
 from typing import Any
 
 from pixelpool import logs
+from pixelpool.engine.finisher import Finisher, enabled
 from pixelpool.engine.messages import (
     Admin,
     AdminDone,
+    BatchDenoised,
     BatchDone,
     BatchStarted,
     CancelJob,
@@ -35,6 +37,7 @@ from pixelpool.engine.messages import (
     Stop,
 )
 from pixelpool.engine.progress import INTERVAL_S, CoalescedProgress
+from pixelpool.pipelines.base import Cancelled, Pending, WorkItem
 
 log = logging.getLogger("pixelpool.worker")
 
@@ -94,6 +97,8 @@ class WorkerCore:
         self._inbox: queue.Queue[RunBatch | Admin | None] = queue.Queue()
         self._cancelled: set[str] = set()
         self.stopping = threading.Event()
+        self.finisher: Finisher | None = None  # set by `open` where overlap_decode is on
+        self._cache_lock = threading.RLock()
 
     def deliver(self, message: object) -> None:
         """Take one message from the engine (any thread): a cancel or stop acts at once,
@@ -127,20 +132,28 @@ class WorkerCore:
             device=self.torch_device,
             move=lambda loaded, dev: get_family(loaded.family).move(loaded, dev),
         )
+        if enabled(self.options.get("overlap_decode"), self.device["kind"]):
+            self.finisher = Finisher(torch, self.torch_device)
         self.send(Ready(self.device, os.getpid(), self.cache.budget_bytes, self._snapshot()))
 
     def serve(self) -> None:
-        """Run queued batches and cache commands until Stop (call `open` first)."""
-        while (message := self._inbox.get()) is not None:
-            if isinstance(message, RunBatch):
-                self._run(message)
-            else:
-                self._admin(message)
+        """Run queued batches and cache commands until Stop (call `open` first); a batch
+        still decoding at Stop finishes and reports first."""
+        try:
+            while (message := self._inbox.get()) is not None:
+                if isinstance(message, RunBatch):
+                    self._run(message)
+                else:
+                    self._admin(message)
+        finally:
+            if self.finisher is not None:
+                self.finisher.close()
 
     def _snapshot(self) -> dict[str, Any]:
         from pixelpool.pipelines import family_stats
 
-        return {**self.cache.snapshot(), **family_stats()}
+        with self._cache_lock:  # the finisher's thread reads it while the next batch runs
+            return {**self.cache.snapshot(), **family_stats()}
 
     def _budget(self) -> int:
         configured = self.options.get("budget_bytes")
@@ -166,11 +179,14 @@ class WorkerCore:
         from pixelpool.pipelines import get_family
 
         family = get_family(family_name)
-        return self.cache.get(
-            model["path"], lambda: family.load(model, self.torch_device, self.options["dtype"])
-        )
+        with self._cache_lock:
+            return self.cache.get(
+                model["path"], lambda: family.load(model, self.torch_device, self.options["dtype"])
+            )
 
     def _admin(self, message: Admin) -> None:
+        if self.finisher is not None:
+            self.finisher.wait()  # a model must not move or go while a decode uses it
         key = message.model["path"]
         error = None
         try:
@@ -191,24 +207,41 @@ class WorkerCore:
         self.send(AdminDone(message.request_id, error, self._snapshot()))
 
     def _free_memory(self) -> None:
+        """Give cached device memory back, and the pinned host buffers the RAM tier's
+        moves left in torch's host cache (private API: where this torch has it)."""
         if self.device["kind"] == "cuda":
             self.torch.cuda.empty_cache()
+        host_empty_cache = getattr(self.torch._C, "_host_emptyCache", None)
+        if callable(host_empty_cache):
+            try:
+                host_empty_cache()
+            except RuntimeError:  # no CUDA in this build or process: nothing pinned
+                log.debug("no pinned host memory to release")
 
     def _run(self, run: RunBatch) -> None:
+        """Run a batch up to its decode, then finish it here, or (`overlap_decode`) in the
+        finisher's thread while this loop takes the next batch."""
         from pixelpool.pipelines import get_family
-        from pixelpool.pipelines.base import Cancelled
+        from pixelpool.pipelines.base import start
 
         started = time.perf_counter()
         job_ids = [item.job_id for item in run.items]
         items = [i for i in run.items if i.job_id not in self._cancelled]
         for job_id in set(job_ids) - {i.job_id for i in items}:
             self.send(ItemFailed(job_id, "cancelled before start", "cancelled"))
+        live = [i.job_id for i in items]
+
+        def cancel() -> bool:
+            return all(job_id in self._cancelled for job_id in live)
+
+        pending = None
         try:
             if items:
+                if self.finisher is not None and self.cache.tier_of(run.model["path"]) != "device":
+                    self.finisher.wait()  # loading may evict the model a decode is using
                 source = self.cache.tier_of(run.model["path"]) or "disk"
                 loaded = self._loaded(run.family, run.model)
                 self.send(BatchStarted(run.batch_id, time.perf_counter() - started, source))
-                live = [i.job_id for i in items]
 
                 def send_progress(
                     step: int, total: int, stage: str, previews: list[Any] | None = None
@@ -217,33 +250,61 @@ class WorkerCore:
 
                 interval = self.options.get("progress_interval_s", INTERVAL_S)
                 progress = CoalescedProgress(send_progress, interval)
+                pending = start(get_family(run.family), loaded, items, progress, cancel)
+        except Exception as exc:
+            self._failed(run, items, exc)
+            pending = None
+            items = []
+        if pending is not None and pending.overlap and self.finisher is not None:
+            self.send(BatchDenoised(run.batch_id))
+            self.finisher.submit(
+                pending, lambda: self._finish(run, items, job_ids, started, pending, cancel)
+            )
+        else:
+            if self.finisher is not None:
+                self.finisher.wait()  # batches report (and snapshot the cache) in order
+            self._finish(run, items, job_ids, started, pending, cancel)
 
-                def cancel() -> bool:
-                    return all(job_id in self._cancelled for job_id in live)
-
-                results = get_family(run.family).run(loaded, items, progress, cancel)
+    def _finish(
+        self,
+        run: RunBatch,
+        items: list[WorkItem],
+        job_ids: list[str],
+        started: float,
+        pending: Pending | None,
+        cancel: Callable[[], bool],
+    ) -> None:
+        """Decode (what `pending` has left), send each job's outcome, then BatchDone."""
+        try:
+            if pending is not None:
+                if pending.overlap and cancel():
+                    raise Cancelled()
+                results = pending.finish()
                 for item, result in zip(items, results, strict=True):
                     if item.job_id in self._cancelled:
                         self.send(ItemFailed(item.job_id, "cancelled", "cancelled"))
                     else:
                         self.send(ItemResult(item.job_id, result))
-        except Cancelled:
-            for item in items:
-                self.send(ItemFailed(item.job_id, "cancelled", "cancelled"))
         except Exception as exc:
-            oom = is_out_of_memory(exc)
-            log.error("batch %s failed: %s", run.batch_id, traceback.format_exc())
-            if oom:
-                self._free_memory()
-            for item in items:
-                self.send(
-                    ItemFailed(
-                        item.job_id, f"{type(exc).__name__}: {exc}", "oom" if oom else "error"
-                    )
-                )
+            self._failed(run, items, exc)
         finally:
             self._cancelled.difference_update(job_ids)
         self.send(BatchDone(run.batch_id, time.perf_counter() - started, self._snapshot()))
+
+    def _failed(self, run: RunBatch, items: list[WorkItem], exc: Exception) -> None:
+        """Every job of the batch ends with the reason: cancelled, out of memory, or the error."""
+        if isinstance(exc, Cancelled):
+            for item in items:
+                self.send(ItemFailed(item.job_id, "cancelled", "cancelled"))
+            return
+        oom = is_out_of_memory(exc)
+        log.error("batch %s failed: %s", run.batch_id, traceback.format_exc())
+        if oom:
+            self._free_memory()
+        for item in items:
+            self.send(
+                ItemFailed(item.job_id, f"{type(exc).__name__}: {exc}", "oom" if oom else "error")
+            )
 
 
 def lower_priority(increment: int) -> None:

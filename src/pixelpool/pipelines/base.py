@@ -59,6 +59,34 @@ class Result:
     caches: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class Pending:
+    """A batch whose denoising (the device-heavy part) is done: `finish()` makes its
+    results (VAE decode, post-processing). `tensors`: the device tensors `finish` reads,
+    so a worker running it on a second CUDA stream can hand them across streams.
+    `overlap`: whether running `finish` beside the next batch pays at all (false when
+    the results are already made)."""
+
+    finish: Callable[[], list[Result]]
+    tensors: list[Any] = field(default_factory=list)
+    overlap: bool = True
+
+
+def done(results: list[Result]) -> Pending:
+    """Results already made, as a Pending (families that do not split their batches)."""
+    return Pending(lambda: results, overlap=False)
+
+
+def start(
+    family: Family, loaded: Loaded, batch: list[WorkItem], progress: ProgressFn, cancel: CancelFn
+) -> Pending:
+    """The family's `start` where it has one (it splits the batch), else its `run`."""
+    split = getattr(family, "start", None)
+    if split is None:
+        return done(family.run(loaded, batch, progress, cancel))
+    return split(loaded, batch, progress, cancel)  # type: ignore[no-any-return]
+
+
 class Family(Protocol):
     def load(self, entry: dict[str, Any], device: str, dtype: str) -> Loaded: ...
 
@@ -67,3 +95,6 @@ class Family(Protocol):
     def run(
         self, loaded: Loaded, batch: list[WorkItem], progress: ProgressFn, cancel: CancelFn
     ) -> list[Result]: ...
+
+    # Optional: `start(loaded, batch, progress, cancel) -> Pending` runs the batch up to
+    # its decode, so a worker can decode it while the next batch denoises.

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from pixelpool.pipelines.base import CancelFn, Loaded, ProgressFn, Result, WorkItem
+from pixelpool.pipelines.base import CancelFn, Loaded, Pending, ProgressFn, Result, WorkItem, done
 from pixelpool.pipelines.diffusion import (
     accel,
     caches,
@@ -22,6 +22,8 @@ from pixelpool.pipelines.diffusion.loader import load_pipeline, module_bytes, to
 log = logging.getLogger("pixelpool.worker")
 
 RunFn = Callable[[Loaded, list[WorkItem], ProgressFn, CancelFn], list[Result]]
+# Operations that can stop before their decode (None when a batch cannot: nothing run).
+StartFn = Callable[[Loaded, list[WorkItem], ProgressFn, CancelFn], Pending | None]
 
 OPERATIONS: dict[str, RunFn] = {
     "txt2img": txt2img.run,
@@ -32,6 +34,7 @@ OPERATIONS: dict[str, RunFn] = {
     "encode_latents": latents.run_encode,
     "enhance": enhance.run,
 }
+SPLITS: dict[str, StartFn] = {"txt2img": txt2img.start, "hires": hires.start}
 
 
 class DiffusionFamily:
@@ -59,13 +62,35 @@ class DiffusionFamily:
     def run(
         self, loaded: Loaded, batch: list[WorkItem], progress: ProgressFn, cancel: CancelFn
     ) -> list[Result]:
+        return self.start(loaded, batch, progress, cancel).finish()
+
+    def start(
+        self, loaded: Loaded, batch: list[WorkItem], progress: ProgressFn, cancel: CancelFn
+    ) -> Pending:
+        """The batch up to its VAE decode, which the Pending does (txt2img and latent
+        hires on SD 1.x / SDXL); any other batch runs whole, holding the VAE lock (it may
+        use the VAE while another batch decodes beside it)."""
         op = batch[0].op
         if op not in OPERATIONS:
             raise ValueError(f"diffusion cannot run operation {op!r}")
+        split = SPLITS.get(op)
         with caches.collecting() as got:
-            results = OPERATIONS[op](loaded, batch, progress, cancel)
-        caches.attach(loaded.obj, batch, results, got)
-        return results
+            pending = split(loaded, batch, progress, cancel) if split else None
+            if pending is None:
+                with latents.VAE_LOCK:
+                    results = OPERATIONS[op](loaded, batch, progress, cancel)
+        if pending is None:
+            caches.attach(loaded.obj, batch, results, got)
+            return done(results)
+        decode = pending.finish
+
+        def finish() -> list[Result]:
+            results = decode()
+            caches.attach(loaded.obj, batch, results, got)
+            return results
+
+        recorded = [t for _p, t in got.latents.values()]  # read by `attach`
+        return Pending(finish, [*pending.tensors, *recorded])
 
     def stats(self) -> dict[str, Any]:
         """For the worker's cache snapshot (`/api/status`)."""

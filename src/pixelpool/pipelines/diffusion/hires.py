@@ -16,10 +16,16 @@ import torch.nn.functional as F
 from PIL import Image
 
 from pixelpool.families.diffusion.params import HiresParams
-from pixelpool.pipelines.base import CancelFn, Loaded, ProgressFn, Result, WorkItem
+from pixelpool.pipelines.base import CancelFn, Loaded, Pending, ProgressFn, Result, WorkItem
 from pixelpool.pipelines.diffusion import sampling
 from pixelpool.pipelines.diffusion.common import to_uint8
-from pixelpool.pipelines.diffusion.latents import decode, latents_results, read_latents
+from pixelpool.pipelines.diffusion.latents import (
+    DECODED_HERE,
+    decode,
+    decoding,
+    latents_results,
+    read_latents,
+)
 from pixelpool.pipelines.diffusion.txt2img import generate, result_info
 
 MAX_CALL_STEPS = 1000
@@ -44,10 +50,32 @@ def upscale(
     ]
 
 
-def run(
+def start(
     loaded: Loaded, batch: list[WorkItem], progress: ProgressFn, cancel: CancelFn
-) -> list[Result]:
+) -> Pending | None:
+    """Both passes run, the final decode left to the Pending; None (nothing run) where a
+    pass uses the VAE (pixel upscaler), the decode stays inside diffusers, or latents
+    were asked for."""
     params = [HiresParams.model_validate(item.params) for item in batch]
+    first = params[0]
+    if (
+        first.latent_format is not None
+        or first.hires_upscaler != "latent"
+        or loaded.architecture not in DECODED_HERE
+    ):
+        return None
+    out = _passes(loaded, params, progress, cancel, "latent")
+    return decoding(loaded, out.images, lambda images: [
+        Result(images=[img], seeds=[p.seed], info={**result_info(p), "hires": p.hires_upscaler})
+        for img, p in zip(images, params, strict=True)
+    ])  # fmt: skip
+
+
+def _passes(
+    loaded: Loaded, params: list[HiresParams], progress: ProgressFn, cancel: CancelFn,
+    output_type: str,
+) -> Any:  # fmt: skip
+    """The base pass (or the uploaded latents), the upscale, and the second pass."""
     first = params[0]
     if first.latents is None:
         base = generate(
@@ -59,13 +87,20 @@ def run(
     image: Any = upscale(loaded, base, first)
     steps = second_pass_steps(first.hires_steps, first.hires_denoising_strength)
     pipe = sampling.derived(loaded, "img2img")
-    latent_out = first.latent_format is not None
-    out = sampling.call(
+    return sampling.call(
         loaded, pipe, params, [p.seed for p in params], progress, cancel,
         total=sampling.denoise_steps(steps, first.hires_denoising_strength), stage="hires",
         steps=steps, image=image, strength=first.hires_denoising_strength,
-        output_type="latent" if latent_out else "np",
+        output_type=output_type,
     )  # fmt: skip
+
+
+def run(
+    loaded: Loaded, batch: list[WorkItem], progress: ProgressFn, cancel: CancelFn
+) -> list[Result]:
+    params = [HiresParams.model_validate(item.params) for item in batch]
+    latent_out = params[0].latent_format is not None
+    out = _passes(loaded, params, progress, cancel, "latent" if latent_out else "np")
     if latent_out:
         return latents_results(loaded, out.images, params)
     return [

@@ -8,6 +8,8 @@ with their media type in `Result.info["media_type"]`; the job service stores the
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +27,18 @@ from pixelpool.families.diffusion.params import (
     DiffusionParams,
     EncodeLatentsParams,
 )
-from pixelpool.pipelines.base import CancelFn, Loaded, ProgressFn, Result, WorkItem
-from pixelpool.pipelines.diffusion import accel
+from pixelpool.pipelines.base import CancelFn, Loaded, Pending, ProgressFn, Result, WorkItem
+from pixelpool.pipelines.diffusion import accel, invariance
 from pixelpool.pipelines.diffusion.common import to_uint8
 from pixelpool.pipelines.diffusion.images import open_image, split_alpha
+
+# Pipelines whose latents this module decodes exactly as their own call would (FLUX packs
+# its latents, SD3 shifts them: those decode inside diffusers).
+DECODED_HERE = frozenset({"sd15", "sdxl"})
+# Held while the VAE works for a batch decoding beside the next one, and by every batch
+# that may use the VAE itself: the float16 VAEs that overflow are upcast in place
+# (`accel.vae_upcast`, and diffusers' own SDXL code), which must not happen mid-decode.
+VAE_LOCK = threading.RLock()
 
 
 def vae_meta(pipe: Any, architecture: str) -> dict[str, Any]:
@@ -73,8 +83,22 @@ def read_latents(loaded: Loaded, path: str | Path) -> torch.Tensor:
 @torch.inference_mode()
 def decode(pipe: Any, latents: torch.Tensor) -> list[np.ndarray]:
     """Latents (denoiser space) -> uint8 images, exactly as the pipelines decode."""
-    with accel.vae_upcast(pipe):
+    with VAE_LOCK, accel.vae_upcast(pipe):
         return _decode(pipe, latents)
+
+
+def decoding(
+    loaded: Loaded, latents: torch.Tensor, make: Callable[[list[np.ndarray]], list[Result]]
+) -> Pending:
+    """The rest of a batch denoised to `latents`: decode them as the pipeline would have
+    (one image at a time when batch-invariant), then `make` the results from the images."""
+    pipe = loaded.obj
+
+    def finish() -> list[Result]:
+        invariance.one_image_vae(pipe, invariance.enabled())
+        return make(decode(pipe, latents))
+
+    return Pending(finish, tensors=[latents])
 
 
 def _decode(pipe: Any, latents: torch.Tensor) -> list[np.ndarray]:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from pixelpool.families.diffusion.params import DiffusionParams, Txt2ImgParams
-from pixelpool.pipelines.base import CancelFn, Loaded, ProgressFn, Result, WorkItem
+from pixelpool.pipelines.base import CancelFn, Loaded, Pending, ProgressFn, Result, WorkItem
 from pixelpool.pipelines.diffusion import controlnet, ip_adapter, sampling
 from pixelpool.pipelines.diffusion.common import to_uint8
+from pixelpool.pipelines.diffusion.latents import DECODED_HERE, decoding
 
 
 def latent_shape(pipe: Any, width: int, height: int) -> tuple[int, ...]:
@@ -58,6 +59,21 @@ def run(
         Result(images=[img], seeds=[p.seed], info=result_info(p))
         for img, p in zip(to_uint8(out.images), params, strict=True)
     ]
+
+
+def start(
+    loaded: Loaded, batch: list[WorkItem], progress: ProgressFn, cancel: CancelFn
+) -> Pending | None:
+    """The batch denoised, its decode left to the Pending; None (nothing run) where the
+    decode must stay inside diffusers or no image is made (latents asked for)."""
+    params = [Txt2ImgParams.model_validate(item.params) for item in batch]
+    if params[0].latent_format is not None or loaded.architecture not in DECODED_HERE:
+        return None
+    latents = generate(loaded, params, progress, cancel, output_type="latent").images
+    return decoding(loaded, latents, lambda images: [
+        Result(images=[img], seeds=[p.seed], info=result_info(p))
+        for img, p in zip(images, params, strict=True)
+    ])  # fmt: skip
 
 
 def result_info(p: DiffusionParams) -> dict[str, Any]:
