@@ -76,3 +76,16 @@ def test_unknown_device_family_names_the_key_and_the_name(tmp_path: Path) -> Non
         load_settings(cfg)
     message = str(info.value)
     assert "devices.cuda0.families" in message and "'upscaler'" in message
+
+
+def test_cluster_address_under_either_name(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`[cluster] address` (Ray's own word for it) and `ray_address` are one setting in the
+    file; the environment has PIXELPOOL_CLUSTER__RAY_ADDRESS."""
+    cfg = tmp_path / "p.toml"
+    cfg.write_text('[cluster]\nray_address = "ray://head:10001"\n')
+    assert load_settings(cfg).cluster.ray_address == "ray://head:10001"
+    cfg.write_text('[cluster]\nbackend = "ray"\naddress = "auto"\n')
+    assert load_settings(cfg).cluster.ray_address == "auto"
+    cfg.write_text('[cluster]\nbackend = "ray"\n')
+    monkeypatch.setenv("PIXELPOOL_CLUSTER__RAY_ADDRESS", "head:6379")
+    assert load_settings(cfg).cluster.ray_address == "head:6379"

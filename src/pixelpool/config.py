@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
@@ -184,7 +185,8 @@ class ClusterSettings(_Section):
     files (uploads, latents) one job may send to a node (over it: 413 at submit)."""
 
     backend: Literal["local", "ray"] = "local"
-    ray_address: str | None = None
+    # `address` is accepted too (Ray's own word for it); use one of the two names.
+    ray_address: str | None = Field(None, validation_alias=AliasChoices("ray_address", "address"))
     cpu_actors_per_node: int | None = Field(None, ge=0, le=64)
     cpus_per_actor: float = Field(1.0, gt=0)
     discover_interval_s: float = Field(10.0, ge=0)

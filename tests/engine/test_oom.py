@@ -21,9 +21,13 @@ from pixelpool.engine.slot import Slot
 from .engine_helpers import Recorder, make_task
 
 GIB = 1 << 30
-HEADROOM = 64 << 20  # far less than a 512x512 batch needs; room for a few thread stacks
-# (8 MiB each, counted by RLIMIT_DATA: with 16 MiB a thread start could abort the worker)
-BIG = {"width": 512, "height": 512, "steps": 2}
+# Squeezed workers keep this much room: room for what a worker allocates outside torch
+# after an out-of-memory error (a thread's stack, a library's thread-local data, which
+# RLIMIT_DATA counts: with 16 MiB that could abort the worker process), and far less
+# than a 1024x1024 image needs (its decode's activations are ~256 MiB a tensor; at
+# 512x512 a 64 MiB squeeze was sometimes enough for one image).
+HEADROOM = 128 << 20
+BIG = {"width": 1024, "height": 1024, "steps": 2}
 
 
 def _cpu(device_id: str) -> LocalWorker:
@@ -69,13 +73,20 @@ def test_oom_batch_is_split_then_moved_to_a_device_with_room(models_dir: Path) -
         engine = await _engine(2, rec)
         try:
             await _warm(engine, rec, models_dir)
-            small = engine.slots[0]
+            small, roomy = engine.slots
             _squeeze(small)
-            # Both queue before the scheduler looks: they leave as one batch, on the
-            # first idle worker (the squeezed one).
+            # The roomy worker gets a job first (the squeezed one is excluded from it);
+            # then both queue before the scheduler looks and leave as one batch on the
+            # only idle worker, the squeezed one (two idle workers would share them).
+            hold = make_task(models_dir, "hold", width=256, height=256, steps=4)
+            hold.excluded = {small.device_id}
+            engine.submit(hold)
+            while roomy.idle:
+                await asyncio.sleep(0.01)
             for job in ("a", "b"):
                 engine.submit(make_task(models_dir, job, **BIG, seed=len(job)))
-            results = [await asyncio.wait_for(rec._future(j), 300) for j in ("a", "b")]
+            results = [await asyncio.wait_for(rec._future(j), 300) for j in ("a", "b", "hold")]
+            results = results[:2]
             assert [kind for kind, _ in results] == ["ok", "ok"]
             assert ("started", ("a", 2)) in rec.events  # first try: one batch of two
             assert all(_requeues(rec, j) >= 1 for j in ("a", "b"))

@@ -374,3 +374,35 @@ def test_no_owner_waits_behind_more_than_one_batch_per_other_owner(
                     assert seen[head] <= 1, f"{owner} waited behind two batches of {head}"
         waiting = {t.owner for t in queue.tasks()}
         heads_since = {o: c for o, c in heads_since.items() if o in waiting}
+
+
+def test_idle_devices_share_the_queue_evenly() -> None:
+    """16 queued tasks and two idle devices: 8 each, not 16 on one while the other waits;
+    a device alone takes them all. Its share is a full batch: no window hold."""
+    queue = Queue(SchedulerSettings())  # max_batch and window "auto"
+    first, second = fake_slots(2)
+    for n in range(16):
+        queue.add(fake_task(f"t{n}", submitted=10.0))
+    group = fake_task("x").group
+    queue.ran(first.device_id, group, 16, 1.0, ended=10.0)  # expects 16 again: would hold
+    plan = queue.plan(first, 10.0, [first, second])
+    assert plan is not None and len(plan.batch) == 8 and plan.wait_s == 0
+    queue.take(plan.batch)
+    plan = queue.plan(second, 10.0, [second])  # the first is busy now
+    assert plan is not None and len(plan.batch) == 8
+    queue.take(plan.batch)
+    for n in range(5):
+        queue.add(fake_task(f"u{n}", submitted=10.0))
+    assert len(queue.plan(first, 10.0, [first]).batch) == 5  # type: ignore[union-attr]
+    assert len(queue.plan(first, 10.0, [first, second]).batch) == 3  # type: ignore[union-attr]
+
+
+def test_idle_devices_that_cannot_run_a_group_do_not_take_a_share() -> None:
+    """A device configured for other families is idle but does not count."""
+    queue = Queue(SchedulerSettings())
+    runs_it, other = fake_slots(2)
+    other.families = frozenset({"upscale"})
+    for n in range(6):
+        queue.add(fake_task(f"t{n}"))
+    plan = queue.plan(runs_it, 0.0, [runs_it, other])
+    assert plan is not None and len(plan.batch) == 6

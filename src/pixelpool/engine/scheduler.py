@@ -280,8 +280,9 @@ class Scheduler(Machines):
         for slot in self.slots:
             if not slot.idle or not len(self.queue):
                 continue
+            idle = [s for s in self.slots if s.idle]  # they share the queue (policy.share)
             try:
-                plan = self.queue.plan(slot, now)
+                plan = self.queue.plan(slot, now, idle)
             except Exception:
                 log.exception("planning a batch for %s failed", slot.device_id)
                 self._fail_unplannable(slot, now)
