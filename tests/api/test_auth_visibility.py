@@ -28,7 +28,7 @@ def fake_state() -> Any:
                                                "tier": "device", "pinned": False}]},
     }  # fmt: skip
     scheduler = SimpleNamespace(
-        slots=[SimpleNamespace(batch=batch)], snapshot=lambda: [dict(device)]
+        slots=[SimpleNamespace(tasks=lambda: batch)], snapshot=lambda: [dict(device)]
     )
     return SimpleNamespace(scheduler=scheduler, registry=SimpleNamespace(models_dir=MODELS))
 

@@ -28,6 +28,7 @@ GIB = 1 << 30
 # 512x512 a 64 MiB squeeze was sometimes enough for one image).
 HEADROOM = 128 << 20
 BIG = {"width": 1024, "height": 1024, "steps": 2}
+TWO = {"width": 640, "height": 640, "steps": 2}  # two of them: ~210 MiB a decode tensor
 
 
 def _cpu(device_id: str) -> LocalWorker:
@@ -84,7 +85,7 @@ def test_oom_batch_is_split_then_moved_to_a_device_with_room(models_dir: Path) -
             while roomy.idle:
                 await asyncio.sleep(0.01)
             for job in ("a", "b"):
-                engine.submit(make_task(models_dir, job, **BIG, seed=len(job)))
+                engine.submit(make_task(models_dir, job, **TWO, seed=len(job)))
             results = [await asyncio.wait_for(rec._future(j), 300) for j in ("a", "b", "hold")]
             results = results[:2]
             assert [kind for kind, _ in results] == ["ok", "ok"]
