@@ -121,6 +121,19 @@ def prepare_gpu_models(
     return paths
 
 
+def demo_entry(arch: str, models: Path | None, prefix: str) -> dict[str, str]:
+    """The registry entry the profilers load: `models` (a diffusers dir), or the tiny
+    demo model of `arch` written to a new temp dir."""
+    from pixelpool.testing import write_demo_models
+
+    path = models
+    if path is None:
+        root = Path(tempfile.mkdtemp(prefix=prefix))
+        write_demo_models(root)
+        path = root / {"sd15": "sd15/demo-sd", "sdxl": "sdxl/demo-sdxl"}[arch]
+    return {"architecture": arch, "path": str(path), "format": "diffusers", "name": "m"}
+
+
 def model_bytes_on_disk(path: Path) -> int:
     """Weight bytes of a diffusers dir: what the cache budgets once it is loaded
     (the server loads tiny models in the dtype they were saved in, fp32 on CPU and

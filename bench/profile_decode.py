@@ -18,7 +18,6 @@ import argparse
 import pickle
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -41,20 +40,15 @@ def main() -> None:
 
     import torch
 
+    from bench.models import demo_entry
     from pixelpool.families.diffusion.params import Txt2ImgParams
     from pixelpool.pipelines import get_family
     from pixelpool.pipelines.base import Result
     from pixelpool.pipelines.diffusion import latents as latent_ops
     from pixelpool.pipelines.diffusion import txt2img
     from pixelpool.pipelines.diffusion.common import to_uint8
-    from pixelpool.testing import write_demo_models
 
-    path = args.models
-    if path is None:
-        root = Path(tempfile.mkdtemp(prefix="profile-decode-"))
-        write_demo_models(root)
-        path = root / {"sd15": "sd15/demo-sd", "sdxl": "sdxl/demo-sdxl"}[args.arch]
-    entry = {"architecture": args.arch, "path": str(path), "format": "diffusers", "name": "m"}
+    entry = demo_entry(args.arch, args.models, "profile-decode-")
     loaded = get_family("diffusion").load(entry, args.device, "auto")
     params = [
         Txt2ImgParams.model_validate(

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,19 +37,14 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
 
+    from bench.models import demo_entry
     from pixelpool import pipelines
     from pixelpool.pipelines import get_family
     from pixelpool.pipelines.base import WorkItem
     from pixelpool.pipelines.diffusion import text_cache
-    from pixelpool.testing import write_demo_models
 
-    path = args.models
-    if path is None:
-        root = Path(tempfile.mkdtemp(prefix="profile-worker-"))
-        write_demo_models(root)
-        path = root / {"sd15": "sd15/demo-sd", "sdxl": "sdxl/demo-sdxl"}[args.arch]
     family = get_family("diffusion")
-    entry = {"architecture": args.arch, "path": str(path), "format": "diffusers", "name": "m"}
+    entry = demo_entry(args.arch, args.models, "profile-worker-")
     loaded = family.load(entry, args.device, "auto")
     params = [
         {"prompt": "a photo of a red fox in the snow", "negative_prompt": "blurry",
