@@ -14,6 +14,8 @@ import asyncio
 import io
 import json
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,6 +34,7 @@ from pixelpool.api.app import create_app, lifespan  # noqa: E402
 from pixelpool.config import Settings  # noqa: E402
 from pixelpool.engine.pool import build_scheduler  # noqa: E402
 from pixelpool.engine.ray_actor import NODE_MODELS_ENV  # noqa: E402
+from pixelpool.engine.ray_backend import LOOPBACK, is_loopback, loopback_only  # noqa: E402
 from pixelpool.engine.scheduler import InputsTooLarge, NoDeviceServes, Scheduler  # noqa: E402
 from pixelpool.engine.task import Task  # noqa: E402
 from pixelpool.testing.client import wait_for_job  # noqa: E402
@@ -41,7 +44,6 @@ from .engine_helpers import Recorder, make_task  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
-LOOPBACK = "127.0.0.2"  # Ray swaps 127.0.0.1 for the machine's outward address
 MB = 1 << 20
 NODE = {"node_ip_address": LOOPBACK, "object_store_memory": 80 * MB, "include_dashboard": False}
 FAST_FAILURE = {  # notice a lost node in about a second, not the default 30 s
@@ -97,6 +99,7 @@ def _node_models(root: Path, models_dir: Path, names: list[str]) -> Path:
 @pytest.fixture(scope="module")
 def harness(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
     os.environ["RAY_DISABLE_USAGE_STATS"] = "1"
+    loopback_only()  # every node on 127.0.0.1, as a Ray runtime the server starts itself
     root = tmp_path_factory.mktemp("nodes").resolve()
     cluster = Cluster(
         initialize_head=True,
@@ -211,23 +214,61 @@ def test_an_upload_in_the_data_dir_travels_to_the_remote_worker(harness: Harness
 
 
 def test_the_cluster_speaks_on_loopback_only(harness: Harness) -> None:
-    """Every node advertises, and every Ray listener binds, a loopback address or the
-    wildcard: none binds this machine's outward address. (Ray's gRPC servers bind the
-    wildcard in this Ray version; docs/deploy.md says to firewall the Ray ports.)"""
+    """Every node advertises 127.0.0.1, every Ray process (and this driver) listens on
+    it alone, and none has a connection to anything but loopback."""
     assert {n["NodeManagerAddress"] for n in ray.nodes()} == {LOOPBACK}
-    ray_pids = {
+    listening, elsewhere = _sockets(_ray_pids() | {os.getpid()})
+    assert listening, "found no Ray listener: the check would prove nothing"
+    assert set(listening) == {LOOPBACK} and not elsewhere, (listening, elsewhere)
+
+
+def test_a_runtime_the_server_starts_listens_on_loopback_only(tmp_path: Path) -> None:
+    """`cluster.address` empty: the server starts its own Ray runtime, on 127.0.0.1."""
+    script = (
+        "import json, os, sys, ray\n"
+        "from pixelpool.engine.ray_backend import connect\n"
+        "connect('')\n"
+        "print(json.dumps([os.getpid(), ray.util.get_node_ip_address()]), flush=True)\n"
+        "sys.stdin.readline()\n"
+    )
+    env = {**os.environ, "RAY_DISABLE_USAGE_STATS": "1"}
+    for name in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_ADDRESS"):  # as a fresh server
+        env.pop(name, None)  # sees them (the cluster above sets them here)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, env=env, cwd=tmp_path)  # fmt: skip
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        pid, address = json.loads(proc.stdout.readline())
+        family = {pid} | {c.pid for c in psutil.Process(pid).children(recursive=True)}
+        listening, elsewhere = _sockets(family)
+        assert address == LOOPBACK and len(listening) >= 3, listening
+        assert set(listening) == {LOOPBACK} and not elsewhere, (listening, elsewhere)
+        proc.stdin.close()
+        assert proc.wait(60) == 0
+    finally:
+        proc.kill()
+
+
+def _ray_pids() -> set[int]:
+    return {
         p.pid
         for p in psutil.process_iter(["cmdline"])
         if any("ray" in Path(part).name for part in p.info["cmdline"] or [])
     }
-    listening = [
-        c.laddr
-        for c in psutil.net_connections("inet")
-        if c.status == psutil.CONN_LISTEN and c.pid in ray_pids
-    ]
-    assert listening, "found no Ray listener: the check would prove nothing"
-    loopback_or_any = ("127.", "::1", "0.0.0.0", "::")
-    assert not [a for a in listening if not a.ip.startswith(loopback_or_any)]
+
+
+def _sockets(pids: set[int]) -> tuple[list[str], list[tuple[Any, Any]]]:
+    """The addresses `pids` listen on (IPv4-mapped ones as IPv4), and their connections
+    with an end off loopback."""
+    listening, elsewhere = [], []
+    for c in psutil.net_connections("inet"):
+        if c.pid not in pids:
+            continue
+        if c.status == psutil.CONN_LISTEN:
+            listening.append(c.laddr.ip.removeprefix("::ffff:"))
+        elif not all(is_loopback(a.ip) for a in (c.laddr, c.raddr) if a):
+            elsewhere.append((c.laddr, c.raddr))
+    return listening, elsewhere
 
 
 def _sdxl(models: Path, job_id: str, steps: int) -> Task:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import signal
@@ -50,6 +51,8 @@ from pixelpool.engine.task import Task
 log = logging.getLogger(__name__)
 
 MIB = 1 << 20
+SWAP_LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # see loopback_only()
+LOOPBACK = "127.0.0.1"
 ASK_TIMEOUT_S = 30.0  # a node that does not answer a discovery round in this is left for the next
 
 
@@ -96,15 +99,42 @@ def _models_on(server_models_dir: str, relative: list[str]) -> list[str]:
 
 def connect(address: str | None) -> None:
     """Join the cluster at `address` ("auto", "ray://host:10001", "host:6379"), or start
-    a Ray runtime on this machine when it is empty. Once per process."""
+    a Ray runtime on this machine, listening on loopback only, when it is empty. Once
+    per process."""
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
+    local = {} if address else {"_node_ip_address": loopback_only()}
     main = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGTERM) if main else None
-    ray.init(address=address or None, include_dashboard=False)
+    ray.init(address=address or "local", include_dashboard=False, **local)  # "local": a new one
     if previous is not None:  # a driver's ray.init makes SIGTERM a bare sys.exit: put the
         signal.signal(signal.SIGTERM, previous)  # server's graceful stop back
+    if local and not is_loopback(ray.util.get_node_ip_address()):
+        log.warning("the Ray runtime started here listens on every interface (%s=1 is set):"
+                    " firewall its ports", SWAP_LOOPBACK_ENV)  # fmt: skip
+
+
+def loopback_only() -> str:
+    """Make the Ray nodes this process starts listen on 127.0.0.1 alone, and return it.
+
+    Ray's servers (GCS, raylet, workers) bind 127.0.0.1 when their node's address is
+    exactly 127.0.0.1 and every interface otherwise; but on Linux Ray swaps 127.0.0.1
+    for the machine's outward address, unless `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER` is
+    off (then it also refuses `ray start --address` joins, which no local runtime needs).
+    Off for the processes Ray starts (the environment) and for this one (which read it
+    when ray was imported). An explicit setting of the variable is left as it is.
+    """
+    if SWAP_LOOPBACK_ENV not in os.environ:
+        os.environ[SWAP_LOOPBACK_ENV] = "0"
+        from ray._private import ray_constants  # where Ray keeps what it read
+
+        ray_constants.ENABLE_RAY_CLUSTER = False
+    return LOOPBACK
+
+
+def is_loopback(host: str) -> bool:
+    return ipaddress.ip_address(host.removeprefix("::ffff:")).is_loopback
 
 
 def alive_nodes() -> list[Node]:
