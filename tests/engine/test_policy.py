@@ -397,6 +397,23 @@ def test_idle_devices_share_the_queue_evenly() -> None:
     assert len(queue.plan(first, 10.0, [first, second]).batch) == 3  # type: ignore[union-attr]
 
 
+def test_a_device_running_the_group_counts_for_its_share() -> None:
+    """Closed-loop clients on two devices: the first is free with 14 queued while the
+    second runs 2 of the same group. It takes 8 of the 16 in flight, not all 14 (which
+    would leave the second device batches of 2 for good); a batch of another group does
+    not count, and a device alone still takes everything."""
+    queue = Queue(SchedulerSettings())
+    first = fake_slots(2)[0]
+    for n in range(14):
+        queue.add(fake_task(f"t{n}", submitted=10.0))
+    running = [[fake_task("r0"), fake_task("r1")]]
+    plan = queue.plan(first, 10.0, [first], running)
+    assert plan is not None and len(plan.batch) == 8 and plan.wait_s == 0
+    other = [[fake_task("o0", group="other"), fake_task("o1", group="other")]]
+    assert len(queue.plan(first, 10.0, [first], other).batch) == 14  # type: ignore[union-attr]
+    assert len(queue.plan(first, 10.0, [first]).batch) == 14  # type: ignore[union-attr]
+
+
 def test_idle_devices_that_cannot_run_a_group_do_not_take_a_share() -> None:
     """A device configured for other families is idle but does not count."""
     queue = Queue(SchedulerSettings())

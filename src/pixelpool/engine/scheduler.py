@@ -281,8 +281,9 @@ class Scheduler(Machines):
             if not slot.idle or not len(self.queue):
                 continue
             idle = [s for s in self.slots if s.idle]  # they share the queue (policy.share)
+            running = [s.batch for s in self.slots if s.batch and not s.idle and not s.gone]
             try:
-                plan = self.queue.plan(slot, now, idle)
+                plan = self.queue.plan(slot, now, idle, running)
             except Exception:
                 log.exception("planning a batch for %s failed", slot.device_id)
                 self._fail_unplannable(slot, now)
