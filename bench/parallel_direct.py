@@ -20,15 +20,21 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.plan import Workload  # noqa: E402
+from bench.plan import Workload
 
 
 def _one(model: Path, workload: Workload, images: int, batch: int) -> None:
     """A child: load, warm up, wait for "go", run `images` in batches, print its end."""
+    import warnings
+
     import torch
+    from diffusers.utils import logging as diffusers_logging
 
     from bench.models import direct_batch, load_direct
 
+    diffusers_logging.disable_progress_bar()  # N children writing bars to one terminal
+    diffusers_logging.set_verbosity_error()
+    warnings.filterwarnings("ignore", category=FutureWarning)
     torch.set_num_threads(1)
     pipe = load_direct(model, "cpu")
     direct_batch(pipe, workload, list(range(batch)), "cpu")
@@ -46,12 +52,11 @@ def run(model: Path, workload: Workload, processes: int, images: int, batch: int
     """Images/s of `processes` one-thread direct callers sharing `images` between them."""
     share = [images // processes + (i < images % processes) for i in range(processes)]
     args = [workload.model, str(workload.width), str(workload.height), str(workload.steps)]
+    command = [sys.executable, __file__, str(model), "--batch", str(batch), "--workload", *args]
     children = [
         subprocess.Popen(
-            [sys.executable, __file__, str(model), "--child", str(n), "--batch", str(batch),
-             "--workload", *args],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            [*command, "--child", str(n)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
         for n in share
     ]
     try:

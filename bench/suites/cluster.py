@@ -7,7 +7,10 @@ rate (target >= 0.9). One machine bounds it at cores / N where N exceeds its cor
 (4 one-thread actors on 2 cores: 0.5), and the server and its clients share those
 cores; on a real cluster each actor brings its own machine. Beside it, the Ray
 backend's own cost: seconds per image at one client, one Ray actor against a local
-worker process, both one thread (ratio > 1: what the actor calls add). Opt-in.
+worker process, both one thread (ratio > 1: what the actor calls add). And the
+ceiling: N processes calling diffusers directly at once, one thread each, the same
+images in batches of 8 (`bench/parallel_direct.py`): what this machine gives N
+independent workers with no server at all. Opt-in.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from bench import parallel_direct
 from bench.common import Row, fmt_num, log
 from bench.context import Context
 from bench.servers import scheduler_env
@@ -23,7 +27,8 @@ from bench.suites.throughput import _clients
 ACTORS = (1, 2, 4)
 CLIENTS = 16
 BASE_SEED = 9000
-ONE_CLIENT_IMAGES = 6
+ONE_CLIENT_IMAGES = 10
+DIRECT_BATCH = 8
 
 
 def _server(actors: int) -> str:
@@ -86,6 +91,10 @@ def run(ctx: Context) -> dict[str, Any]:
         per_image["local"] = 1 / _clients(ctx, local, workload, single, 1)["images_per_s"]
     finally:
         ctx.servers.stop(local)
+    model = ctx.model_paths[workload.model]
+    direct = {n: parallel_direct.run(model, workload, n, images, DIRECT_BATCH) for n in ACTORS}
+    for n in ACTORS:
+        log(f"cluster: direct, {n} process(es): {direct[n]:.3f} images/s")
     for actors in ACTORS:
         name = _server(actors)
         ctx.servers.define(name, _env(ctx, actors))
@@ -111,6 +120,9 @@ def run(ctx: Context) -> dict[str, Any]:
         "cores": _cores(),
         "ratio_to_n_x_one": {n: rates[n] / (n * one) for n in ACTORS},
         "bound_on_this_machine": {n: min(1.0, _cores() / n) for n in ACTORS},
+        "direct_images_per_s": direct,
+        "direct_ratio_to_n_x_one": {n: direct[n] / (n * direct[ACTORS[0]]) for n in ACTORS},
+        "ratio_to_direct": {n: rates[n] / direct[n] for n in ACTORS},
         "one_client_s_per_image": per_image,
         "one_client_ray_over_local": per_image["ray"] / per_image["local"],
     }
@@ -119,11 +131,18 @@ def run(ctx: Context) -> dict[str, Any]:
 def rows(result: dict[str, Any]) -> list[Row]:
     out: list[Row] = []
     for n in ACTORS:
+        rate = result["direct_images_per_s"][n]
+        ratio = result["direct_ratio_to_n_x_one"][n]
+        out.append(("cluster", f"direct diffusers, {n} one-thread process(es)",
+                    f"{fmt_num(rate)} img/s",
+                    f"x{ratio:.2f} of {n} x one process; batches of {DIRECT_BATCH}"))  # fmt: skip
+    for n in ACTORS:
         rate = result["images_per_s"][n]
         ratio = result["ratio_to_n_x_one"][n]
         out.append(("cluster", f"{n} CPU actor(s), {CLIENTS} clients", f"{fmt_num(rate)} img/s",
                     f"x{ratio:.2f} of {n} x one actor (<= "
                     f"{result['bound_on_this_machine'][n]:.2f} on {result['cores']} cores); "
+                    f"{result['ratio_to_direct'][n]:.2f} of direct; "
                     f"mean batch {result['mean_batch'][n]:.1f}"))  # fmt: skip
     per_image = result["one_client_s_per_image"]
     out.append(("cluster", "1 client: one Ray actor / a local worker",
