@@ -14,8 +14,6 @@ import asyncio
 import io
 import json
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,7 +21,6 @@ from typing import Any
 
 import httpx
 import numpy as np
-import psutil
 import pytest
 from PIL import Image
 
@@ -34,13 +31,14 @@ from pixelpool.api.app import create_app, lifespan  # noqa: E402
 from pixelpool.config import Settings  # noqa: E402
 from pixelpool.engine.pool import build_scheduler  # noqa: E402
 from pixelpool.engine.ray_actor import NODE_MODELS_ENV  # noqa: E402
-from pixelpool.engine.ray_backend import LOOPBACK, is_loopback, loopback_only  # noqa: E402
+from pixelpool.engine.ray_backend import LOOPBACK, loopback_only  # noqa: E402
 from pixelpool.engine.scheduler import InputsTooLarge, NoDeviceServes, Scheduler  # noqa: E402
 from pixelpool.engine.task import Task  # noqa: E402
 from pixelpool.testing.client import wait_for_job  # noqa: E402
 from pixelpool.testing.server import ServerProcess  # noqa: E402
 
 from .engine_helpers import Recorder, make_task  # noqa: E402
+from .ray_sockets import ray_pids, sockets  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
@@ -217,58 +215,9 @@ def test_the_cluster_speaks_on_loopback_only(harness: Harness) -> None:
     """Every node advertises 127.0.0.1, every Ray process (and this driver) listens on
     it alone, and none has a connection to anything but loopback."""
     assert {n["NodeManagerAddress"] for n in ray.nodes()} == {LOOPBACK}
-    listening, elsewhere = _sockets(_ray_pids() | {os.getpid()})
+    listening, elsewhere = sockets(ray_pids() | {os.getpid()})
     assert listening, "found no Ray listener: the check would prove nothing"
     assert set(listening) == {LOOPBACK} and not elsewhere, (listening, elsewhere)
-
-
-def test_a_runtime_the_server_starts_listens_on_loopback_only(tmp_path: Path) -> None:
-    """`cluster.address` empty: the server starts its own Ray runtime, on 127.0.0.1."""
-    script = (
-        "import json, os, sys, ray\n"
-        "from pixelpool.engine.ray_backend import connect\n"
-        "connect('')\n"
-        "print(json.dumps([os.getpid(), ray.util.get_node_ip_address()]), flush=True)\n"
-        "sys.stdin.readline()\n"
-    )
-    env = {**os.environ, "RAY_DISABLE_USAGE_STATS": "1"}
-    for name in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_ADDRESS"):  # as a fresh server
-        env.pop(name, None)  # sees them (the cluster above sets them here)
-    proc = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, env=env, cwd=tmp_path)  # fmt: skip
-    try:
-        assert proc.stdout is not None and proc.stdin is not None
-        pid, address = json.loads(proc.stdout.readline())
-        family = {pid} | {c.pid for c in psutil.Process(pid).children(recursive=True)}
-        listening, elsewhere = _sockets(family)
-        assert address == LOOPBACK and len(listening) >= 3, listening
-        assert set(listening) == {LOOPBACK} and not elsewhere, (listening, elsewhere)
-        proc.stdin.close()
-        assert proc.wait(60) == 0
-    finally:
-        proc.kill()
-
-
-def _ray_pids() -> set[int]:
-    return {
-        p.pid
-        for p in psutil.process_iter(["cmdline"])
-        if any("ray" in Path(part).name for part in p.info["cmdline"] or [])
-    }
-
-
-def _sockets(pids: set[int]) -> tuple[list[str], list[tuple[Any, Any]]]:
-    """The addresses `pids` listen on (IPv4-mapped ones as IPv4), and their connections
-    with an end off loopback."""
-    listening, elsewhere = [], []
-    for c in psutil.net_connections("inet"):
-        if c.pid not in pids:
-            continue
-        if c.status == psutil.CONN_LISTEN:
-            listening.append(c.laddr.ip.removeprefix("::ffff:"))
-        elif not all(is_loopback(a.ip) for a in (c.laddr, c.raddr) if a):
-            elsewhere.append((c.laddr, c.raddr))
-    return listening, elsewhere
 
 
 def _sdxl(models: Path, job_id: str, steps: int) -> Task:
