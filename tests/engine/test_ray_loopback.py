@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,12 +23,15 @@ pytestmark = pytest.mark.ray
 
 
 def test_a_runtime_the_server_starts_listens_on_loopback_only(tmp_path: Path) -> None:
-    """`cluster.address` empty: the server starts its own Ray runtime, on 127.0.0.1."""
+    """`cluster.address` empty: the server starts its own Ray runtime, on 127.0.0.1,
+    its node named after this machine."""
     script = (
         "import json, os, sys, ray\n"
         "from pixelpool.engine.ray_backend import connect\n"
         "connect('')\n"
-        "print(json.dumps([os.getpid(), ray.util.get_node_ip_address()]), flush=True)\n"
+        "node = ray.nodes()[0]\n"
+        "seen = [os.getpid(), node['NodeManagerAddress'], node['NodeName']]\n"
+        "print(json.dumps(seen), flush=True)\n"
         "sys.stdin.readline()\n"
     )
     env = {**os.environ, "RAY_DISABLE_USAGE_STATS": "1"}
@@ -37,10 +41,11 @@ def test_a_runtime_the_server_starts_listens_on_loopback_only(tmp_path: Path) ->
                             stdout=subprocess.PIPE, text=True, env=env, cwd=tmp_path)  # fmt: skip
     try:
         assert proc.stdout is not None and proc.stdin is not None
-        pid, address = json.loads(proc.stdout.readline())
+        pid, address, name = json.loads(proc.stdout.readline())
         family = {pid} | {c.pid for c in psutil.Process(pid).children(recursive=True)}
         listening, elsewhere = sockets(family)
         assert address == LOOPBACK and len(listening) >= 3, listening
+        assert name == socket.gethostname().split(".")[0]  # not the address
         assert set(listening) == {LOOPBACK} and not elsewhere, (listening, elsewhere)
         proc.stdin.close()
         assert proc.wait(60) == 0

@@ -104,7 +104,9 @@ def connect(address: str | None) -> None:
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
-    local = {} if address else {"_node_ip_address": loopback_only()}
+    # A runtime of its own: on loopback, and named after this machine (device ids read
+    # `<host>/cpu0`, not `127.0.0.1/cpu0`).
+    local = {} if address else {"_node_ip_address": loopback_only(), "_node_name": _host()}
     main = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGTERM) if main else None
     ray.init(address=address or "local", include_dashboard=False, **local)  # "local": a new one
@@ -131,6 +133,10 @@ def loopback_only() -> str:
 
         ray_constants.ENABLE_RAY_CLUSTER = False
     return LOOPBACK
+
+
+def _host() -> str:
+    return socket.gethostname().split(".")[0] or LOOPBACK
 
 
 def is_loopback(host: str) -> bool:
