@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pixelpool.config import SchedulerSettings
+from pixelpool.engine.devices import DeviceInfo
 from pixelpool.engine.scheduler import Scheduler, restart_delay
 from pixelpool.testing.fakes import FakeClock, FakeWorker, Ledger, fake_slots, fake_task
 
@@ -40,8 +41,8 @@ class Rig:
         await self.step()
 
 
-def run(body: Callable[[Rig], Awaitable[None]], **options: Any) -> Rig:
-    rig = Rig(**options)
+def run(body: Callable[[Rig], Awaitable[None]], rig: Rig | None = None, **options: Any) -> Rig:
+    rig = rig or Rig(**options)
 
     async def go() -> None:
         await rig.scheduler.start(run_loop=False)
@@ -338,3 +339,39 @@ def test_every_accepted_job_ends(actions: list[tuple[str, Any]]) -> None:
             assert attempts <= 3  # max_retries 2: the third lost run fails it
 
     run(body, workers=2, max_batch=3, max_retries=2)
+
+
+def test_a_freed_device_leaves_a_share_for_a_busy_peer() -> None:
+    """Two devices under closed-loop load: one frees up with 14 queued while the other
+    runs 2 of the same kind of job. It takes 8 of the 16 in flight, not all 14."""
+
+    async def body(rig: Rig) -> None:
+        rig.scheduler.submit(fake_task("a"))
+        await rig.step()
+        for job_id in ("b", "c"):
+            rig.scheduler.submit(fake_task(job_id))
+        await rig.step()
+        assert [rig.worker(i).job_ids() for i in (0, 1)] == [["a"], ["b", "c"]]
+        for n in range(14):
+            rig.scheduler.submit(fake_task(f"t{n}"))
+        rig.worker(0).finish()
+        await rig.step()
+        assert len(rig.worker(0).job_ids()) == 8
+
+    run(body, workers=2)
+
+
+def test_a_gpu_does_not_share_the_queue_with_a_cpu_worker_beside_it() -> None:
+    """Devices share the queue with devices of their kind only: an idle GPU takes the
+    whole batch rather than leave half of it to a far slower CPU worker."""
+
+    async def body(rig: Rig) -> None:
+        for n in range(12):
+            rig.scheduler.submit(fake_task(f"t{n}"))
+        await rig.step()
+        assert len(rig.worker(0).job_ids()) == 12 and rig.worker(1).batch is None
+
+    rig = Rig(workers=2)
+    gpu = DeviceInfo("cuda0", "cuda", 0, "fake GPU", 8 << 30)
+    rig.slots[0].handle = FakeWorker(gpu)
+    run(body, rig)

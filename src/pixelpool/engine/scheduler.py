@@ -280,8 +280,11 @@ class Scheduler(Machines):
         for slot in self.slots:
             if not slot.idle or not len(self.queue):
                 continue
-            idle = [s for s in self.slots if s.idle]  # they share the queue (policy.share)
-            running = [s.batch for s in self.slots if s.batch and not s.idle and not s.gone]
+            # Devices of its kind share the queue (policy.share): a GPU does not leave half
+            # of it to a CPU worker, many times slower, that is enabled beside it.
+            peers = [s for s in self.slots if s.handle.device.kind == slot.handle.device.kind]
+            idle = [s for s in peers if s.idle]
+            running = [s.batch for s in peers if s.batch and not s.idle and not s.gone]
             try:
                 plan = self.queue.plan(slot, now, idle, running)
             except Exception:
