@@ -173,16 +173,17 @@ class DeviceSettings(_Section):
 
 
 class ClusterSettings(_Section):
-    """Where workers run. local: one process per device of this machine. ray: one actor
-    per device on every node of a Ray cluster; ray_address is "auto" (the cluster this
-    machine is a node of), "ray://host:10001" (Ray Client), "host:6379", or empty to
-    start a Ray runtime on this machine. cpu_actors_per_node: CPU workers on each node
-    (default: one on a node without GPUs, none beside GPUs); cpus_per_actor: the Ray
-    CPUs each CPU worker reserves; discover_interval_s: how often to look for nodes that
-    joined and ask every node which models it has (0: only at start and on a model
-    rescan); node_gone_after_s: how long the devices of a node that left stay listed (as
-    gone) before they leave the status and the scheduler; max_inputs_mib: the most input
-    files (uploads, latents) one job may send to a node (over it: 413 at submit)."""
+    """Where workers run. local: one process per device of this machine. ray: one actor per
+    device on every node of a Ray cluster; ray_address is "auto" (the cluster this
+    machine is a node of), "ray://host:10001" (Ray Client), "host:6379", or empty:
+    RAY_ADDRESS if set, else a new Ray runtime on this machine (loopback only).
+    cpu_actors_per_node: CPU workers on each node (default: one on a node without GPUs,
+    none beside GPUs); cpus_per_actor: the Ray CPUs each CPU worker reserves;
+    discover_interval_s: how often to look for nodes that joined and ask every node
+    which models it has (0: only at start and on a model rescan); node_gone_after_s: how
+    long the devices of a node that left stay listed (as gone) before they leave the
+    status and the scheduler; max_inputs_mib: the most input files (uploads, latents)
+    one job may send to a node (over it: 413 at submit)."""
 
     backend: Literal["local", "ray"] = "local"
     # `address` is accepted too (Ray's own word for it); use one of the two names.

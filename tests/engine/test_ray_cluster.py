@@ -14,6 +14,8 @@ import asyncio
 import io
 import json
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -218,6 +220,16 @@ def test_the_cluster_speaks_on_loopback_only(harness: Harness) -> None:
     listening, elsewhere = sockets(ray_pids() | {os.getpid()})
     assert listening, "found no Ray listener: the check would prove nothing"
     assert set(listening) == {LOOPBACK} and not elsewhere, (listening, elsewhere)
+
+
+def test_an_empty_address_joins_the_cluster_ray_address_names(harness: Harness) -> None:
+    """`cluster.address` empty and Ray's own RAY_ADDRESS set: that cluster, not a new one."""
+    script = "import ray\nfrom pixelpool.engine.ray_backend import connect\nconnect('')\n"
+    script += "print(sorted(n['NodeID'] for n in ray.nodes()))"
+    env = {**os.environ, "RAY_ADDRESS": harness.cluster.address}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                         text=True, timeout=120, check=True)  # fmt: skip
+    assert out.stdout.strip().splitlines()[-1] == str(sorted(n["NodeID"] for n in ray.nodes()))
 
 
 def _sdxl(models: Path, job_id: str, steps: int) -> Task:

@@ -98,12 +98,13 @@ def _models_on(server_models_dir: str, relative: list[str]) -> list[str]:
 
 
 def connect(address: str | None) -> None:
-    """Join the cluster at `address` ("auto", "ray://host:10001", "host:6379"), or start
-    a Ray runtime on this machine, listening on loopback only, when it is empty. Once
-    per process."""
+    """Join the cluster at `address` ("auto", "ray://host:10001", "host:6379"); when it
+    is empty, the one Ray's own `RAY_ADDRESS` names, else start a new Ray runtime on
+    this machine, listening on loopback only. Once per process."""
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
+    address = address or os.environ.get("RAY_ADDRESS", "")
     # A runtime of its own: on loopback, and named after this machine (device ids read
     # `<host>/cpu0`, not `127.0.0.1/cpu0`).
     local = {} if address else {"_node_ip_address": loopback_only(), "_node_name": _host()}
