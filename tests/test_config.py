@@ -89,3 +89,11 @@ def test_cluster_address_under_either_name(monkeypatch: pytest.MonkeyPatch, tmp_
     cfg.write_text('[cluster]\nbackend = "ray"\n')
     monkeypatch.setenv("PIXELPOOL_CLUSTER__RAY_ADDRESS", "head:6379")
     assert load_settings(cfg).cluster.ray_address == "head:6379"
+
+
+def test_cluster_address_under_both_names_is_refused(tmp_path: Path) -> None:
+    """Both names in one file would leave one silently unused: refused, naming it."""
+    cfg = tmp_path / "p.toml"
+    cfg.write_text('[cluster]\nbackend = "ray"\naddress = "auto"\nray_address = "head:6379"\n')
+    with pytest.raises(ConfigError, match=r"cluster\.address"):
+        load_settings(cfg)

@@ -178,7 +178,9 @@ def form_batch(
     """The head and the best-ranked tasks of its group, within every member's batch limit,
     `cap` (its share of the idle devices) and the device's memory (the memory-fit
     split: what does not fit waits)."""
-    limit = batch_limit(head, settings) if cap is None else min(batch_limit(head, settings), cap)
+    limit = batch_limit(head, settings)
+    if cap is not None:
+        limit = min(limit, cap)
     mates = [t for t in candidates if t is not head and t.group == head.group]
     mates.sort(key=lambda t: (fair.key(t.owner), effective_priority(t, now), t.submitted))
     batch = [head]
@@ -212,7 +214,7 @@ def window_left(
     """
     limit = batch_limit(batch[0], settings)
     if not settings.batching or len(batch) >= limit or (cap is not None and len(batch) >= cap):
-        return 0.0  # full, or its share of a queue that other idle devices take the rest of
+        return 0.0  # full, or its share of a queue that other devices take the rest of
     start = batch[0].submitted
     if settings.batch_window_ms == "auto":
         if last is None or len(batch) >= min(limit, last.size + last.backlog):
