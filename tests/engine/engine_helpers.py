@@ -30,6 +30,7 @@ class Recorder:
         self.events.append(("progress", (job_id, step, total)))
 
     def job_finished(self, job_id: str, result: Result, device_id: str, run_s: float) -> None:
+        self.events.append(("finished", (job_id, device_id)))
         self._future(job_id).set_result(("ok", result))
 
     def job_failed(self, job_id: str, error: str, kind: str, attempts: int | None = None) -> None:
