@@ -130,6 +130,8 @@ backend = "local"           # "ray": workers on every node of a Ray cluster (doc
                             # (0: at start and on a model rescan only)
 # node_gone_after_s = 300   # ray: a node that left shows as gone this long, then its
                             # devices leave the status (discovery adds them back)
+# wait_for_node_s = 60     # ray: queued jobs whose nodes all left wait this long for
+                            # one to come back (a restart), then fail; 0: fail at once
 # max_inputs_mib = 256      # ray: the most input files one job sends to a node (else 413)
 # Ray device ids name their node: [devices."<node>/cuda0"], [devices."<node>/cpu0"].
 

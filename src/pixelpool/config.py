@@ -182,8 +182,10 @@ class ClusterSettings(_Section):
     discover_interval_s: how often to look for nodes that joined and ask every node
     which models it has (0: only at start and on a model rescan); node_gone_after_s: how
     long the devices of a node that left stay listed (as gone) before they leave the
-    status and the scheduler; max_inputs_mib: the most input files (uploads, latents)
-    one job may send to a node (over it: 413 at submit)."""
+    status and the scheduler; wait_for_node_s: how long a queued job whose every node
+    able to run it left waits for one to come back (a restart) before it fails (0: fails
+    at once; new jobs for it get 503 meanwhile); max_inputs_mib: the most input files
+    (uploads, latents) one job may send to a node (over it: 413 at submit)."""
 
     backend: Literal["local", "ray"] = "local"
     # `address` is accepted too (Ray's own word for it); use one of the two names.
@@ -192,6 +194,7 @@ class ClusterSettings(_Section):
     cpus_per_actor: float = Field(1.0, gt=0)
     discover_interval_s: float = Field(10.0, ge=0)
     node_gone_after_s: float = Field(300.0, ge=0)
+    wait_for_node_s: float = Field(60.0, ge=0)
     max_inputs_mib: float = Field(256.0, gt=0)
 
 

@@ -47,7 +47,7 @@ class Node(FakeWorker):
 
 
 class Rig:
-    def __init__(self, models: Sequence[frozenset[str]]) -> None:
+    def __init__(self, models: Sequence[frozenset[str]], wait_for_node_s: float = 0.0) -> None:
         self.clock = FakeClock()
         self.ledger = Ledger()
         self.forgotten: list[str] = []
@@ -59,6 +59,7 @@ class Rig:
             vet=lambda task: None,
             forget=lambda device: self.forgotten.append(device.id),
             gone_after_s=GONE_AFTER_S,
+            wait_for_node_s=wait_for_node_s,
         )
         self.scheduler = Scheduler(
             list(self.slots),
@@ -84,6 +85,14 @@ class Rig:
         assert isinstance(worker, FakeWorker)
         if die:
             worker.die("worker actor lost: ActorDiedError")
+
+    def node_returns(self, i: int) -> None:
+        """Its machine is back: discovery finds every node again."""
+        self._left = getattr(self, "_left", set()) - {self.slots[i].device_id}
+        node = self.slots[i].handle
+        assert isinstance(node, Node)
+        node.left = False  # the replacement worker made while it was away can start now
+        self.scheduler.seen({s.device_id for s in self.slots})
 
     async def restart_due(self) -> None:
         self.clock.advance(1)
@@ -129,6 +138,68 @@ def test_a_model_only_on_nodes_that_left_is_refused_and_its_jobs_fail_saying_why
         assert refused.value.field == "model"
         assert rig.scheduler.model_nodes(MODEL) == []
         assert [d["gone"] for d in rig.scheduler.snapshot()] == [True, False]
+
+    run(rig, body)
+
+
+def _lose_the_only_node(rig: Rig) -> Callable[[], Awaitable[None]]:
+    async def lose() -> None:
+        rig.scheduler.submit(task("running"))
+        await rig.scheduler.step()
+        rig.scheduler.submit(task("queued", group="other"))
+        rig.node_leaves(0)  # the running job goes back to the queue
+        await rig.restart_due()  # its worker cannot start: the machine is gone
+        assert rig.slots[0].gone
+
+    return lose
+
+
+def test_queued_jobs_wait_for_a_node_that_comes_back_and_run_there() -> None:
+    """A restarting node (`wait_for_node_s`): its jobs wait instead of failing; new
+    ones are refused meanwhile; when it is back they run."""
+    rig = Rig([frozenset({MODEL}), frozenset()], wait_for_node_s=30)
+
+    async def body(rig: Rig) -> None:
+        await _lose_the_only_node(rig)()
+        rig.clock.advance(28)  # the wait began when the worker could not start (t = 1)
+        assert await rig.scheduler.step() == pytest.approx(2)  # wakes when it is up
+        assert rig.ledger.ended == {} and rig.scheduler.queue_depth() == 2
+        with pytest.raises(NoDeviceServes, match="'fake-model' is on no node"):
+            rig.scheduler.check(task("new"))
+        rig.node_returns(0)
+        await rig.restart_due()  # its worker starts and takes the jobs
+        worker = rig.slots[0].handle
+        assert isinstance(worker, FakeWorker) and rig.slots[0].ready
+        while rig.scheduler.queue_depth() or worker.job_ids():
+            assert worker.job_ids(), "a job was left in the queue"
+            worker.finish()
+            await rig.scheduler.step()
+        assert {j: kind for j, (kind, _) in rig.ledger.ended.items()} == {
+            "running": "ok",
+            "queued": "ok",
+        }
+        rig.clock.advance(60)  # no wait left over to fail them later
+        await rig.scheduler.step()
+        assert rig.ledger.ended["queued"][0] == "ok"
+
+    run(rig, body)
+
+
+def test_queued_jobs_fail_saying_why_when_no_node_comes_back_in_time() -> None:
+    rig = Rig([frozenset({MODEL}), frozenset()], wait_for_node_s=30)
+
+    async def body(rig: Rig) -> None:
+        await _lose_the_only_node(rig)()
+        rig.clock.advance(29.5)  # 29.5 s after its worker could not start (t = 1)
+        await rig.scheduler.step()
+        assert rig.ledger.ended == {}
+        rig.clock.advance(0.5)
+        await rig.scheduler.step()
+        for job_id in ("running", "queued"):
+            kind, reason = rig.ledger.ended[job_id]
+            assert kind == "error" and "'fake-model' is on no node" in reason
+            assert "(waited 30 s for a node)" in reason
+        assert rig.scheduler.queue_depth() == 0
 
     run(rig, body)
 

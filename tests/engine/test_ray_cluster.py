@@ -121,6 +121,7 @@ def harness(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
             "cpu_actors_per_node": 1,
             "discover_interval_s": 2,
             "node_gone_after_s": 2,
+            "wait_for_node_s": 1,
             "max_inputs_mib": 1,
         },
         devices={"head/cpu0": {"enabled": False}},
@@ -332,9 +333,10 @@ def test_a_lost_node_requeues_its_job_on_another(harness: Harness) -> None:
 def test_a_model_whose_last_node_leaves_fails_its_jobs_and_the_node_goes(
     harness: Harness,
 ) -> None:
-    """The last node with the SDXL model dies while it runs an SDXL job: the job fails
-    saying why (no node left to re-run it on), a new one is refused like a model on no
-    node, and once `node_gone_after_s` (2 s here) has passed the node's device leaves."""
+    """The last node with the SDXL model dies while it runs an SDXL job: the job waits
+    `wait_for_node_s` (1 s here) for the node to come back, then fails saying why; a new
+    one is refused like a model on no node, and once `node_gone_after_s` (2 s here) has
+    passed the node's device leaves."""
     engine = harness.engine
     assert engine is not None
     holders = engine.model_nodes(str(harness.models / MODELS[1]))
@@ -353,6 +355,7 @@ def test_a_model_whose_last_node_leaves_fails_its_jobs_and_the_node_goes(
 
     kind, reason = harness.run(lose_it())
     assert kind == "error" and "'demo-sdxl' is on no node" in reason, reason
+    assert "(waited 1 s for a node)" in reason, reason
     with pytest.raises(NoDeviceServes, match="'demo-sdxl' is on no node") as refused:
         engine.check(_sdxl(harness.models, "after", steps=2))
     assert refused.value.field == "model"

@@ -231,6 +231,7 @@ class RayBackend(Backend):
             vet=self._vet,
             forget=lambda device: self._nodes.pop(device.id, None),
             gone_after_s=self.cluster.node_gone_after_s,
+            wait_for_node_s=self.cluster.wait_for_node_s,
         )
 
     def _vet(self, task: Task) -> None:

@@ -269,9 +269,9 @@ class Scheduler(Machines):
         """One round: start due workers, start every batch that can start, check
         heartbeats. Returns seconds until something is due (None: nothing)."""
         now = self._clock()
-        due = [d for d in (await self._restart_due(now), self._dispatch(now)) if d is not None]
+        due = [await self._restart_due(now), self._dispatch(now)]
         self._watchdog(now)
-        self._expire(now)
+        due = [d for d in (*due, self._expire(now)) if d is not None]
         return min(due) if due else None
 
     def _dispatch(self, now: float) -> float | None:

@@ -28,6 +28,7 @@ class Task:
     excluded: set[str] = field(default_factory=set)  # devices it ran out of memory on
     max_batch: int | None = None  # lowered after an out-of-memory error
     cancel_requested: bool = False  # cancelled while running: never run again
+    orphaned_since: float | None = None  # queued, and no live machine can run it
     # Other models its params name (LoRAs, ControlNets, ...): path -> the param naming it.
     # Filled where machines differ in the models they have (a cluster); else empty.
     needs: dict[str, str] = field(default_factory=dict)
