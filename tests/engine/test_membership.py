@@ -78,13 +78,12 @@ class Rig:
     def left(self, device_id: str) -> bool:
         return device_id in getattr(self, "_left", set())
 
-    def node_leaves(self, i: int, die: bool = True) -> None:
+    def node_leaves(self, i: int) -> None:
         """Its machine dies: the worker's stream ends, and it cannot start again."""
         self._left = getattr(self, "_left", set()) | {self.slots[i].device_id}
         worker = self.slots[i].handle
         assert isinstance(worker, FakeWorker)
-        if die:
-            worker.die("worker actor lost: ActorDiedError")
+        worker.die("worker actor lost: ActorDiedError")
 
     def node_returns(self, i: int) -> None:
         """Its machine is back: discovery finds every node again."""
@@ -228,7 +227,7 @@ def test_a_node_gone_past_the_grace_period_leaves_the_slots_and_discovery_adds_i
 
     async def body(rig: Rig) -> None:
         scheduler = rig.scheduler
-        rig.node_leaves(0, die=False)
+        rig.node_leaves(0)  # its worker ends with it
         scheduler.seen({"n1/cpu0"})  # discovery no longer finds n0's machine
         assert rig.slots[0].gone and [s.device_id for s in scheduler.slots] == [
             "n0/cpu0",
@@ -246,6 +245,22 @@ def test_a_node_gone_past_the_grace_period_leaves_the_slots_and_discovery_adds_i
         await scheduler.add_slot(Slot(Node(fake_device("n0/cpu0")), ["*"], models=None))
         assert [s.device_id for s in scheduler.slots] == ["n1/cpu0", "n0/cpu0"]
         assert all(s.ready and not s.gone for s in scheduler.slots)
+
+    run(rig, body)
+
+
+def test_a_round_that_misses_a_machine_whose_worker_is_up_leaves_it_alone() -> None:
+    """A discovery round that began before the machine came back (or has not heard from
+    its new node yet) does not take out a device whose worker is up."""
+    rig = Rig([frozenset({MODEL})])
+
+    async def body(rig: Rig) -> None:
+        assert rig.slots[0].ready
+        rig.scheduler.seen(set())
+        assert not rig.slots[0].gone
+        rig.scheduler.submit(task("a"))
+        await rig.scheduler.step()
+        assert rig.slots[0].batch  # it still takes jobs
 
     run(rig, body)
 
@@ -356,6 +371,7 @@ def test_discovery_marks_a_vanished_machine_gone_and_adds_it_when_it_returns(
         await scheduler.start(run_loop=False)
         try:
             b = cluster.present.pop("b/cpu0")
+            scheduler.slots[1].ready = False  # its machine left: its worker ended too
             await scheduler.rediscover()
             assert [s.gone for s in scheduler.slots] == [False, True]
             await scheduler.step()  # node_gone_after_s = 0 here: removed at once

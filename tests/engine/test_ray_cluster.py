@@ -17,7 +17,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +32,14 @@ from ray.cluster_utils import Cluster  # noqa: E402
 from pixelpool.api.app import create_app, lifespan  # noqa: E402
 from pixelpool.config import Settings  # noqa: E402
 from pixelpool.engine.pool import build_scheduler  # noqa: E402
-from pixelpool.engine.ray_actor import NODE_MODELS_ENV  # noqa: E402
 from pixelpool.engine.ray_backend import LOOPBACK, loopback_only  # noqa: E402
-from pixelpool.engine.scheduler import InputsTooLarge, NoDeviceServes, Scheduler  # noqa: E402
+from pixelpool.engine.scheduler import InputsTooLarge, NoDeviceServes  # noqa: E402
 from pixelpool.engine.task import Task  # noqa: E402
 from pixelpool.testing.client import wait_for_job  # noqa: E402
 from pixelpool.testing.server import ServerProcess  # noqa: E402
 
-from .engine_helpers import Recorder, make_task  # noqa: E402
+from .engine_helpers import make_task  # noqa: E402
+from .ray_harness import Harness, drain, node_models  # noqa: E402
 from .ray_sockets import ray_pids, sockets  # noqa: E402
 
 pytestmark = pytest.mark.ray
@@ -55,47 +55,6 @@ FAST_FAILURE = {  # notice a lost node in about a second, not the default 30 s
 MODELS = ["sd15/demo-sd", "sdxl/demo-sdxl"]
 
 
-class Where(Recorder):
-    """Also records the device each job started on."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.device: dict[str, str] = {}
-        self.on_start: dict[str, Callable[[], None]] = {}
-
-    def job_started(self, job_id: str, device_id: str, batch_size: int) -> None:
-        super().job_started(job_id, device_id, batch_size)
-        self.device[job_id] = device_id
-        if job_id in self.on_start:  # right after the batch was sent to its worker
-            self.on_start.pop(job_id)()
-
-
-class Harness:
-    def __init__(self, cluster: Cluster, loop: asyncio.AbstractEventLoop) -> None:
-        self.cluster = cluster
-        self.loop = loop
-        self.recorder = Where()
-        self.engine: Scheduler | None = None
-        self.data_dir = Path()
-        self.models = Path()  # the scheduler's models dir: no such directory
-        self.full = Path()  # a node's models dir with every demo model
-        self.sd_only = Path()  # n2's: only the SD 1.x model
-
-    def env(self, models: Path) -> dict[str, Any]:
-        return {"env_vars": {NODE_MODELS_ENV: str(models)}}
-
-    def run(self, coro: Any) -> Any:
-        return self.loop.run_until_complete(coro)
-
-
-def _node_models(root: Path, models_dir: Path, names: list[str]) -> Path:
-    """A node's own models dir holding `names` (links to the demo models)."""
-    for name in names:
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).symlink_to(models_dir / name, target_is_directory=True)
-    return root
-
-
 @pytest.fixture(scope="module")
 def harness(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
     os.environ["RAY_DISABLE_USAGE_STATS"] = "1"
@@ -107,9 +66,9 @@ def harness(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     )
     loop = asyncio.new_event_loop()
     h = Harness(cluster, loop)
-    h.full = _node_models(root / "n1", models_dir, MODELS)
+    h.full = node_models(root / "n1", models_dir, MODELS)
     cluster.add_node(**NODE, num_cpus=1, node_name="n1", **h.env(h.full))
-    h.sd_only = _node_models(root / "n2", models_dir, MODELS[:1])
+    h.sd_only = node_models(root / "n2", models_dir, MODELS[:1])
     cluster.add_node(**NODE, num_cpus=2, node_name="n2", **h.env(h.sd_only))
     ray.init(address=cluster.address)
     h.data_dir = tmp_path_factory.mktemp("data")
@@ -140,18 +99,10 @@ def harness(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         yield h
     finally:
         h.run(h.engine.stop())
-        h.run(_drain())
+        h.run(drain())
         loop.close()
         ray.shutdown()
         cluster.shutdown()
-
-
-async def _drain() -> None:
-    """Let the tasks that stop() cancelled (the scheduler's loop) finish cancelling."""
-    pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-    for task in pending:
-        task.cancel()
-    await asyncio.gather(*pending, return_exceptions=True)
 
 
 def _result(h: Harness, job_id: str) -> tuple[str, Any]:
@@ -328,6 +279,42 @@ def test_a_lost_node_requeues_its_job_on_another(harness: Harness) -> None:
     assert kind == "ok"
     assert ("requeued", "survivor") in harness.recorder.events
     assert harness.recorder.device["survivor"] != first
+
+
+def test_a_job_waits_for_its_only_node_to_restart_and_runs_there(harness: Harness) -> None:
+    """The last node with the SDXL model dies mid-job and starts again under its name
+    (a new Ray node id): the job, waiting meanwhile (`wait_for_node_s`, 120 s for this
+    test), runs on it."""
+    engine = harness.engine
+    assert engine is not None and engine.membership is not None
+    [holder] = engine.model_nodes(str(harness.models / MODELS[1]))  # n1 or n3 is left
+    slot = next(s for s in engine.slots if s.device_id == f"{holder}/cpu0")
+    engine.membership.wait_for_node_s = 120
+    engine.submit(_sdxl(harness.models, "patient", steps=100))
+
+    async def restart_its_node() -> tuple[str, Any]:
+        while not any(k == "progress" and v[0] == "patient" for k, v in harness.recorder.events):
+            await asyncio.sleep(0.02)
+        node_id = slot.handle.node.node_id  # type: ignore[attr-defined]
+        harness.cluster.remove_node(
+            next(n for n in harness.cluster.worker_nodes if n.node_id == node_id)
+        )
+        while not slot.gone:  # noticed: its worker cannot start, or discovery missed it
+            await asyncio.sleep(0.05)
+        assert not harness.recorder._future("patient").done()  # waiting, not failed
+        harness.cluster.add_node(**NODE, num_cpus=1, node_name=holder, **harness.env(harness.full))
+        return await asyncio.wait_for(harness.recorder._future("patient"), 120)
+
+    try:
+        kind, result = harness.run(restart_its_node())
+    finally:
+        engine.membership.wait_for_node_s = 1
+    assert kind == "ok", result
+    assert ("requeued", "patient") in harness.recorder.events
+    assert harness.recorder.device["patient"] == f"{holder}/cpu0"
+    # Gone longer than `node_gone_after_s` (2 s here), its slot left; the node's return
+    # made a new one.
+    assert [s.gone for s in engine.slots if s.device_id == f"{holder}/cpu0"] == [False]
 
 
 def test_a_model_whose_last_node_leaves_fails_its_jobs_and_the_node_goes(

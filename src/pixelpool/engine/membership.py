@@ -61,12 +61,15 @@ class Machines:
 
     def seen(self, device_ids: set[str]) -> None:
         """Discovery found these devices on live machines: every other slot's machine is
-        gone; a gone one found again starts its worker now. Then look again at what no
-        live machine can run any more (models move between rounds too)."""
+        gone, unless its worker is up (a round that began before the machine came back,
+        or has not heard from it yet, must not take a working device out; a machine that
+        really left ends its worker, and the slot is gone when the worker cannot start
+        again). A gone one found again starts its worker now. Then look again at what
+        no live machine can run any more (models move between rounds too)."""
         now = self._clock()
         for slot in self.slots:
             if slot.device_id not in device_ids:
-                if not slot.gone:
+                if not slot.gone and not slot.ready:
                     log.warning("device %s: its machine left the cluster", slot.device_id)
                     slot.gone_since = now
             elif slot.gone:
