@@ -1,12 +1,12 @@
 """Machines that come and go (a cluster's nodes): which devices are gone, for how long,
 and the jobs that no live machine can run any more.
 
-A device is gone when discovery no longer finds its machine, or its worker cannot start
-because the machine left. A gone device takes no jobs. A queued job that no live device
-can run waits `cluster.wait_for_node_s` for a machine that can to come back (a node that
-restarts, a rolling update), then fails saying why; a new one is refused at submit
-meanwhile, as for a model on no node. After `cluster.node_gone_after_s` the device leaves
-the slots; discovery adds it again if its machine comes back.
+A device is gone when discovery no longer finds its machine while its worker is down, or
+its worker cannot start because the machine left. A gone device takes no jobs. A queued
+job that no live device can run waits `cluster.wait_for_node_s` for a machine that can to
+come back (a node that restarts, a rolling update), then fails saying why; a new one is
+refused at submit meanwhile, as for a model on no node. After `cluster.node_gone_after_s`
+the device leaves the slots; discovery adds it again if its machine comes back.
 """
 
 from __future__ import annotations
