@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing as mp
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -52,3 +54,61 @@ def test_a_spawned_worker_runs_a_job(models_dir: Path, monkeypatch: pytest.Monke
     kind, result = asyncio.run(main())
     assert kind == "ok", result
     assert result.images[0].shape == (64, 64, 3)
+
+
+def test_a_signal_to_the_process_group_leaves_the_worker_to_the_server(
+    models_dir: Path,
+) -> None:
+    """systemd's default stop and Ctrl+C signal every process of the group: the worker
+    finishes its job (no lost run) and ends when the server stops it."""
+
+    async def main() -> tuple[tuple[str, object], Recorder, LocalWorker, bool]:
+        rec = Recorder()
+        device = DeviceInfo("cpu", "cpu", 0, "cpu", 8 * GIB)
+        worker = LocalWorker(device, {"dtype": "auto", "budget_bytes": 2 * GIB})
+        engine = Scheduler([Slot(worker, ["*"])], rec, SchedulerSettings())
+        await engine.start()
+        try:
+            engine.submit(make_task(models_dir, "long", steps=30))
+            while not any(k == "progress" and v[0] == "long" for k, v in rec.events):
+                await asyncio.sleep(0.01)
+            assert worker.pid is not None
+            os.kill(worker.pid, signal.SIGTERM)
+            os.kill(worker.pid, signal.SIGINT)
+            await asyncio.sleep(0.5)
+            assert worker.is_alive(), "the signal killed the worker"
+            outcome = await asyncio.wait_for(rec._future("long"), 120)
+            return outcome, rec, worker, worker.is_alive()
+        finally:
+            await engine.stop()
+
+    (kind, result), rec, worker, alive_after_job = asyncio.run(main())
+    assert kind == "ok", result
+    assert ("requeued", "long") not in rec.events
+    assert alive_after_job and not worker.is_alive()
+
+
+def test_a_worker_whose_server_is_gone_stops_its_batch_and_ends_cleanly(
+    models_dir: Path,
+) -> None:
+    """The engine's end of the pipe closes mid-job (the server stopped, or died): the
+    worker stops the batch at its next step and exits 0, not with a broken-pipe crash."""
+
+    async def main() -> LocalWorker:
+        rec = Recorder()
+        device = DeviceInfo("cpu", "cpu", 0, "cpu", 8 * GIB)
+        worker = LocalWorker(device, {"dtype": "auto", "budget_bytes": 2 * GIB})
+        engine = Scheduler([Slot(worker, ["*"])], rec, SchedulerSettings(progress_interval_ms=0))
+        await engine.start()
+        try:
+            engine.submit(make_task(models_dir, "orphaned", steps=1000))
+            while not any(k == "progress" and v[0] == "orphaned" for k, v in rec.events):
+                await asyncio.sleep(0.01)
+            worker._conn.close()  # type: ignore[union-attr]  # as a server that is gone
+            await asyncio.to_thread(worker._process.join, 120)  # type: ignore[union-attr]
+            return worker
+        finally:
+            await engine.stop()
+
+    worker = asyncio.run(main())
+    assert worker._process is not None and worker._process.exitcode == 0

@@ -97,6 +97,7 @@ class WorkerCore:
         self._inbox: queue.Queue[RunBatch | Admin | None] = queue.Queue()
         self._cancelled: set[str] = set()
         self.stopping = threading.Event()
+        self._engine_gone = False  # its end of the transport closed: nobody to report to
         self.finisher: Finisher | None = None  # set by `open` where overlap_decode is on
         self._cache_lock = threading.RLock()
 
@@ -112,6 +113,12 @@ class WorkerCore:
             self._inbox.put(message)
         else:
             log.warning("worker ignored an unknown message %s", type(message).__name__)
+
+    def engine_gone(self) -> None:
+        """The engine's end of the transport closed (its server stopped or died): stop
+        the running batch at its next step and end, quietly, with nobody left to tell."""
+        self._engine_gone = True
+        self.deliver(Stop())
 
     def open(self) -> None:
         """Import torch, open the device and the model cache, then report Ready."""
@@ -232,7 +239,7 @@ class WorkerCore:
         live = [i.job_id for i in items]
 
         def cancel() -> bool:
-            return all(job_id in self._cancelled for job_id in live)
+            return self._engine_gone or all(job_id in self._cancelled for job_id in live)
 
         pending = None
         try:
