@@ -11,6 +11,7 @@ import asyncio
 import multiprocessing as mp
 import os
 import signal
+import socket
 from pathlib import Path
 
 import pytest
@@ -104,7 +105,11 @@ def test_a_worker_whose_server_is_gone_stops_its_batch_and_ends_cleanly(
             engine.submit(make_task(models_dir, "orphaned", steps=1000))
             while not any(k == "progress" and v[0] == "orphaned" for k, v in rec.events):
                 await asyncio.sleep(0.01)
-            worker._conn.close()  # type: ignore[union-attr]  # as a server that is gone
+            assert worker._conn is not None
+            # The server's end goes away (as when its process ends): the worker's sends
+            # fail with a broken pipe and its reads end.
+            with socket.socket(fileno=os.dup(worker._conn.fileno())) as end:
+                end.shutdown(socket.SHUT_RDWR)
             await asyncio.to_thread(worker._process.join, 120)  # type: ignore[union-attr]
             return worker
         finally:

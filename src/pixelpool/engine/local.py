@@ -83,12 +83,15 @@ class LocalWorker(WorkerHandle):
         self._process, self._conn = process, parent
 
         def read() -> None:
+            # This thread alone closes `parent`: closed under a blocked recv, the
+            # connection raised TypeError here instead of EOFError.
             while True:
                 try:
                     message = parent.recv()
                 except (EOFError, OSError):
                     break
                 loop.call_soon_threadsafe(on_message, self, message)
+            parent.close()
             process.join(timeout=5)
             reason = f"worker process exited with code {process.exitcode}"
             if not loop.is_closed():
@@ -120,5 +123,4 @@ class LocalWorker(WorkerHandle):
             log.warning("worker %s did not stop in %.0fs; killing it", self.device.id, timeout)
             process.kill()
             await asyncio.to_thread(process.join, 5)
-        if self._conn is not None:
-            self._conn.close()
+        # The pipe closes in the reader thread, at the EOF the worker's exit gives.
