@@ -28,6 +28,17 @@ from .engine_helpers import Recorder, make_task
 GIB = 1 << 30
 
 
+def _cpu_worker() -> LocalWorker:
+    device = DeviceInfo("cpu", "cpu", 0, "cpu", 8 * GIB)
+    return LocalWorker(device, {"dtype": "auto", "budget_bytes": 2 * GIB})
+
+
+async def _until_running(rec: Recorder, job_id: str) -> None:
+    """Until the job's first progress step: its batch is on the worker."""
+    while not any(k == "progress" and v[0] == job_id for k, v in rec.events):
+        await asyncio.sleep(0.01)
+
+
 @pytest.mark.parametrize(("kind", "method"), [("cuda", "spawn"), ("mps", "spawn"),
                                               ("cpu", "forkserver")])  # fmt: skip
 def test_start_method_per_device_kind(kind: str, method: str) -> None:
@@ -42,8 +53,7 @@ def test_a_spawned_worker_runs_a_job(models_dir: Path, monkeypatch: pytest.Monke
 
     async def main() -> tuple[str, object]:
         rec = Recorder()
-        device = DeviceInfo("cpu", "cpu", 0, "cpu", 8 * GIB)
-        worker = LocalWorker(device, {"dtype": "auto", "budget_bytes": 2 * GIB})
+        worker = _cpu_worker()
         engine = Scheduler([Slot(worker, ["*"])], rec, SchedulerSettings())
         await engine.start()
         try:
@@ -65,14 +75,12 @@ def test_a_signal_to_the_process_group_leaves_the_worker_to_the_server(
 
     async def main() -> tuple[tuple[str, object], Recorder, LocalWorker, bool]:
         rec = Recorder()
-        device = DeviceInfo("cpu", "cpu", 0, "cpu", 8 * GIB)
-        worker = LocalWorker(device, {"dtype": "auto", "budget_bytes": 2 * GIB})
+        worker = _cpu_worker()
         engine = Scheduler([Slot(worker, ["*"])], rec, SchedulerSettings())
         await engine.start()
         try:
             engine.submit(make_task(models_dir, "long", steps=30))
-            while not any(k == "progress" and v[0] == "long" for k, v in rec.events):
-                await asyncio.sleep(0.01)
+            await _until_running(rec, "long")
             assert worker.pid is not None
             os.kill(worker.pid, signal.SIGTERM)
             os.kill(worker.pid, signal.SIGINT)
@@ -97,14 +105,12 @@ def test_a_worker_whose_server_is_gone_stops_its_batch_and_ends_cleanly(
 
     async def main() -> LocalWorker:
         rec = Recorder()
-        device = DeviceInfo("cpu", "cpu", 0, "cpu", 8 * GIB)
-        worker = LocalWorker(device, {"dtype": "auto", "budget_bytes": 2 * GIB})
+        worker = _cpu_worker()
         engine = Scheduler([Slot(worker, ["*"])], rec, SchedulerSettings(progress_interval_ms=0))
         await engine.start()
         try:
             engine.submit(make_task(models_dir, "orphaned", steps=1000))
-            while not any(k == "progress" and v[0] == "orphaned" for k, v in rec.events):
-                await asyncio.sleep(0.01)
+            await _until_running(rec, "orphaned")
             assert worker._conn is not None
             # The server's end goes away (as when its process ends): the worker's sends
             # fail with a broken pipe and its reads end.
