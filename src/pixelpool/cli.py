@@ -207,7 +207,8 @@ def serve(
     """Start the server (default 127.0.0.1:8800)."""
     import uvicorn
 
-    from pixelpool.api.app import create_app
+    from pixelpool.engine.devices import detect_devices, select_devices
+    from pixelpool.engine.local import start_fork_server
 
     settings = _settings(config, host=host, port=port, models_dir=models_dir, data_dir=data_dir)
     try:
@@ -231,8 +232,12 @@ def serve(
     except datalock.DataDirBusy as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+    if settings.cluster.backend == "local":  # its imports overlap the app's from here on
+        start_fork_server(select_devices(detect_devices(), settings.devices))
     # Text or JSON lines; no key, token or bearer value in any log line.
     logs.configure(settings.server.log_level, settings.server.log_format)
+    from pixelpool.api.app import create_app
+
     uvicorn.run(
         create_app(settings),
         host=settings.server.host,

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from pixelpool.config import SchedulerSettings
 from pixelpool.engine.devices import DeviceInfo
+from pixelpool.engine.messages import Stop
 from pixelpool.engine.scheduler import Scheduler, restart_delay
 from pixelpool.testing.fakes import FakeClock, FakeWorker, Ledger, fake_slots, fake_task
 
@@ -374,4 +375,49 @@ def test_a_gpu_does_not_share_the_queue_with_a_cpu_worker_beside_it() -> None:
     rig = Rig(workers=2)
     gpu = DeviceInfo("cuda0", "cuda", 0, "fake GPU", 8 << 30)
     rig.slots[0].handle = FakeWorker(gpu)
+    run(body, rig)
+
+
+class SlowStart(FakeWorker):
+    """A worker whose start takes as long as the test says (a fork server importing)."""
+
+    def __init__(self, device: DeviceInfo) -> None:
+        super().__init__(device)
+        self.go = asyncio.Event()
+
+    async def start(self, on_message: Any, on_exit: Any) -> None:
+        await self.go.wait()
+        await super().start(on_message, on_exit)
+
+
+def test_the_server_does_not_wait_for_its_workers_to_start_and_stop_waits_for_them() -> None:
+    async def go() -> None:
+        rig = Rig(workers=2)
+        slow = SlowStart(rig.slots[1].handle.device)
+        rig.slots[1].handle = slow
+        await asyncio.wait_for(rig.scheduler.start(), 1)  # returns with one start pending
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert rig.scheduler.ready and [s.ready for s in rig.slots] == [True, False]
+        stopping = asyncio.create_task(rig.scheduler.stop())
+        await asyncio.sleep(0.05)
+        assert not stopping.done()  # it waits for the start under way, then stops it
+        slow.go.set()
+        await asyncio.wait_for(stopping, 1)
+        assert slow.started == 1 and not slow.alive and isinstance(slow.sent[-1], Stop)
+
+    asyncio.run(go())
+
+
+def test_a_worker_that_cannot_start_at_boot_is_tried_again_with_back_off() -> None:
+    rig = Rig()
+    rig.slots[0].handle = FakeWorker(rig.slots[0].handle.device, failed_starts=1)
+
+    async def body(rig: Rig) -> None:
+        assert not rig.scheduler.ready and rig.worker().started == 0  # start did not raise
+        await rig.step()
+        assert rig.worker().started == 0  # not before its back-off
+        await rig.restart_all()
+        assert rig.worker().started == 1 and rig.scheduler.ready
+
     run(body, rig)

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import multiprocessing as mp
 import threading
+from multiprocessing import forkserver
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -42,6 +43,17 @@ def _context(device: DeviceInfo) -> Any:
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(PRELOAD)
     return ctx
+
+
+def start_fork_server(devices: list[DeviceInfo]) -> None:
+    """Start the fork server now if a CPU worker will need it, so that its imports
+    (~10 s of one core) run while the HTTP process imports and starts, not after.
+
+    It does not wait for them: the first worker's start does (in a thread)."""
+    cpu = next((device for device in devices if device.kind == "cpu"), None)
+    if cpu is not None:
+        _context(cpu)  # sets the preload
+        forkserver.ensure_running()
 
 
 class LocalWorker(WorkerHandle):
@@ -78,7 +90,9 @@ class LocalWorker(WorkerHandle):
             name=f"pixelpool-worker-{self.device.id}",
             daemon=True,
         )
-        process.start()
+        # A fork server's first start waits for its imports (~10 s): in the event loop
+        # that kept the port closed and every request waiting until the worker was up.
+        await asyncio.to_thread(process.start)
         child.close()
         self._process, self._conn = process, parent
 

@@ -107,6 +107,7 @@ class Scheduler(Machines):
         self._restart_at: dict[int, float] = {}  # id(slot) -> when to start its new worker
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._starting: asyncio.Future[list[None]] | None = None  # the workers' first start
         self._stopping = False
         # Deaths per device since its worker last finished a batch: the respawn backoff
         # grows with these, not with every restart in the server's life.
@@ -116,14 +117,28 @@ class Scheduler(Machines):
     # --- lifecycle -------------------------------------------------------------
 
     async def start(self, run_loop: bool = True) -> None:
-        """Start the workers and (unless a test drives `step` itself) the dispatch loop."""
-        for slot in self.slots:
-            slot.last_seen = self._clock()
+        """Start the workers and (unless a test drives `step` itself) the dispatch loop.
+
+        With the loop, workers start in the background, all at once: the server
+        answers from its first second (`/ready` says when a worker is up) while a CPU
+        worker's first start waits for the fork server's imports (~10 s). A worker
+        that cannot start is tried again with back-off, as at any later start."""
+        starts = asyncio.gather(*(self._start_worker(slot) for slot in self.slots))
+        if not run_loop:
+            await starts
+            return
+        self._starting = starts
+        self._task = asyncio.create_task(self._loop(), name="scheduler")
+        if self._discover is not None and self._discover_s > 0:
+            self._discovery = asyncio.create_task(self._discover_loop(), name="discover")
+
+    async def _start_worker(self, slot: Slot) -> None:
+        slot.last_seen = self._clock()
+        try:
             await slot.handle.start(self._on_message, self._on_exit)
-        if run_loop:
-            self._task = asyncio.create_task(self._loop(), name="scheduler")
-            if self._discover is not None and self._discover_s > 0:
-                self._discovery = asyncio.create_task(self._discover_loop(), name="discover")
+        except Exception as exc:
+            self._start_failed(slot, exc, self._clock())
+            self._wake.set()  # the loop's next step starts it again when due
 
     async def add_slot(self, slot: Slot) -> None:
         """A device that joined while running (a new node): start its worker; it takes
@@ -132,11 +147,7 @@ class Scheduler(Machines):
             return
         log.info("device %s joined", slot.device_id)
         self.slots.append(slot)
-        slot.last_seen = self._clock()
-        try:
-            await slot.handle.start(self._on_message, self._on_exit)
-        except Exception as exc:
-            self._start_failed(slot, exc, self._clock())
+        await self._start_worker(slot)
         self._wake.set()
 
     async def rediscover(self, refresh: bool = True) -> None:
@@ -163,6 +174,8 @@ class Scheduler(Machines):
             if not future.done():
                 future.set_result(self._admin_report(slot, "server stopping"))
         self._admin.clear()
+        if self._starting is not None:  # a start under way ends first: then it stops
+            await asyncio.gather(self._starting, return_exceptions=True)
         await asyncio.gather(*(s.handle.stop() for s in self.slots), return_exceptions=True)
 
     @property
