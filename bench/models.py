@@ -155,11 +155,11 @@ def load_direct(path: Path, device: str) -> Any:
     dtype = torch.float16 if device.startswith("cuda") else torch.float32
     if architecture_of(path) == "sdxl":
         pipe = StableDiffusionXLPipeline.from_pretrained(
-            path, torch_dtype=dtype, local_files_only=True
+            path, dtype=dtype, local_files_only=True
         )
     else:
         pipe = StableDiffusionPipeline.from_pretrained(
-            path, torch_dtype=dtype, local_files_only=True,
+            path, dtype=dtype, local_files_only=True,
             safety_checker=None, requires_safety_checker=False,
         )  # fmt: skip
     pipe.set_progress_bar_config(disable=True)

@@ -27,7 +27,7 @@ def direct(path: Path, seeds: list[int]) -> list[np.ndarray]:
     from diffusers import AutoPipelineForText2Image
 
     pipe = AutoPipelineForText2Image.from_pretrained(
-        path, torch_dtype=torch.float16, local_files_only=True
+        path, dtype=torch.float16, local_files_only=True
     ).to("cuda")
     pipe.set_progress_bar_config(disable=True)
     for module in (pipe.unet, pipe.vae):  # the server's default layout on CUDA

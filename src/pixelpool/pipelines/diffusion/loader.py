@@ -63,7 +63,7 @@ def load_pipeline(entry: dict[str, Any], dtype: torch.dtype) -> DiffusionPipelin
         pipe = load_single_file(path, arch, torch_dtype=dtype)
     else:
         pipe = PIPELINE_CLASSES[arch].from_pretrained(
-            str(path), torch_dtype=dtype, local_files_only=True, **extra
+            str(path), dtype=dtype, local_files_only=True, **extra
         )
     pipe.set_progress_bar_config(disable=True)
     one_image_vae(pipe)

@@ -190,7 +190,7 @@ def load_single_file(
             str(path),
             config=str(config),
             local_files_only=True,
-            torch_dtype=torch_dtype,
+            dtype=torch_dtype,
             **extra,
         )
     except NotImplementedError as exc:  # diffusers casting a model that kept meta weights
