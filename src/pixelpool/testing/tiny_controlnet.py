@@ -38,6 +38,7 @@ def build_tiny_union_controlnet(model_dir: Path, seed: int = 0) -> ControlNetUni
     control-type transformer is narrowed to the UNet's first block width, as the real
     ones (320) match SDXL's."""
     unet = UNet2DConditionModel.from_pretrained(model_dir / "unet", local_files_only=True)
+    torch.manual_seed(seed)  # from_unet initialises layers the UNet lacks at random
     full = ControlNetUnionModel.from_unet(
         unet, conditioning_embedding_out_channels=CONDITIONING_CHANNELS
     )
