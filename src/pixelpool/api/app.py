@@ -34,6 +34,7 @@ from pixelpool.api.diffusion import native as native_diffusion
 from pixelpool.api.errors import ErrorInfo, install_error_handlers, render_error
 from pixelpool.api.guard import AuthGate
 from pixelpool.api.limits import BodyLimitMiddleware
+from pixelpool.api.loop_lag import watch_loop_lag
 from pixelpool.api.memory import trim_when_idle
 from pixelpool.api.metrics import Metrics
 from pixelpool.api.state import AppState
@@ -141,6 +142,7 @@ async def _serving(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
     await scheduler.start()
     await jobs.recover()
     maintenance = asyncio.create_task(_maintenance(state))
+    lag = asyncio.create_task(watch_loop_lag(metrics.loop_lag.observe))
     warmup = asyncio.create_task(_warm_up(state))
     trimmer = asyncio.create_task(
         trim_when_idle(lambda: jobs.active_count() > 0, lambda: _forget_finished(state), SETTLE_S)
@@ -149,6 +151,7 @@ async def _serving(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
         yield
     finally:
         maintenance.cancel()
+        lag.cancel()
         warmup.cancel()
         trimmer.cancel()
         await scheduler.stop()

@@ -32,6 +32,7 @@ SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 
 LOAD_SECONDS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 HTTP_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                 10.0, 30.0, 60.0)  # fmt: skip
+LAG_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_SIZES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 JOB = ("operation", "model")
 JOB_ON_DEVICE = ("operation", "model", "device")
@@ -139,6 +140,13 @@ class Metrics:
             "pixelpool_rate_limited",
             "Requests refused by the per-key rate limit.",
             ["key"],
+            registry=r,
+        )
+        self.loop_lag = Histogram(
+            "pixelpool_event_loop_lag_seconds",
+            "How late the HTTP process's event loop fired a 0.25 s timer: the time it "
+            "spent on work that blocked every request.",
+            buckets=LAG_SECONDS,
             registry=r,
         )
         ProcessCollector(registry=r)  # process_*: this (the HTTP) process
