@@ -8,9 +8,6 @@ TORCHVISION_SPEC ?= torchvision==0.28.0
 LOCK ?= requirements/lock.txt
 MODELS_DIR ?= models
 PY := $(VENV)/bin/python
-# Python compiles what it imports on first use; pip compiling all of torch, ray and the
-# rest up front took ~90 s of a fresh install, most of it for modules never imported.
-PIP_INSTALL := $(PY) -m pip install --no-compile
 BASE_STAMP := $(VENV)/.pixelpool-base
 TORCH_PIN := $(VENV)/.pixelpool-torch-pin
 DEV_STAMP := $(VENV)/.pixelpool-dev
@@ -32,16 +29,16 @@ $(VENV)/.ok:
 # TORCH_INDEX (a PyTorch wheel index: CPU-only or one CUDA version) takes that index's.
 # Everything else installs at the exact versions of $(LOCK) (LOCK= installs unpinned).
 $(BASE_STAMP): pyproject.toml $(LOCK) $(VENV)/.ok
-	@$(PY) -c "import torch" 2>/dev/null || $(PIP_INSTALL) $(TORCH_INDEX_FLAGS) "$(TORCH_SPEC)" "$(TORCHVISION_SPEC)"
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install $(TORCH_INDEX_FLAGS) "$(TORCH_SPEC)" "$(TORCHVISION_SPEC)"
 	@$(PY) -c "import torch; print('torch==' + torch.__version__.split('+')[0])" > $(TORCH_PIN)
-	$(PIP_INSTALL) -c $(TORCH_PIN) $(LOCK_FLAGS) -e .
+	$(PY) -m pip install -c $(TORCH_PIN) $(LOCK_FLAGS) -e .
 	@touch $@
 
 # The status page tests drive a real Chromium: playwright's own (with the system
 # libraries it needs, when root), else the system package. Neither is fatal here:
 # the tests then fail and say how to get one.
 $(DEV_STAMP): $(BASE_STAMP)
-	$(PIP_INSTALL) -c $(TORCH_PIN) $(LOCK_FLAGS) -e ".[dev]"
+	$(PY) -m pip install -c $(TORCH_PIN) $(LOCK_FLAGS) -e ".[dev]"
 	@$(PY) -m playwright install $$([ "$$(id -u)" = 0 ] && echo --with-deps) chromium \
 	  || command -v chromium >/dev/null || command -v chromium-browser >/dev/null \
 	  || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
