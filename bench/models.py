@@ -154,9 +154,7 @@ def load_direct(path: Path, device: str) -> Any:
 
     dtype = torch.float16 if device.startswith("cuda") else torch.float32
     if architecture_of(path) == "sdxl":
-        pipe = StableDiffusionXLPipeline.from_pretrained(
-            path, dtype=dtype, local_files_only=True
-        )
+        pipe = StableDiffusionXLPipeline.from_pretrained(path, dtype=dtype, local_files_only=True)
     else:
         pipe = StableDiffusionPipeline.from_pretrained(
             path, dtype=dtype, local_files_only=True,
