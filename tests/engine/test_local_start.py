@@ -116,7 +116,7 @@ def test_a_worker_whose_server_is_gone_stops_its_batch_and_ends_cleanly(
             # fail with a broken pipe and its reads end.
             with socket.socket(fileno=os.dup(worker._conn.fileno())) as end:
                 end.shutdown(socket.SHUT_RDWR)
-            await asyncio.to_thread(worker._process.join, 120)  # type: ignore[union-attr]
+            await asyncio.to_thread(worker.join, 120)
             return worker
         finally:
             await engine.stop()

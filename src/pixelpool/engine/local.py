@@ -63,6 +63,7 @@ class LocalWorker(WorkerHandle):
         self._process: mp.process.BaseProcess | None = None
         self._conn: Connection | None = None
         self._send_lock = threading.Lock()
+        self._join_lock = threading.Lock()
 
     @property
     def pid(self) -> int | None:
@@ -106,12 +107,20 @@ class LocalWorker(WorkerHandle):
                     break
                 loop.call_soon_threadsafe(on_message, self, message)
             parent.close()
-            process.join(timeout=5)
+            self.join(5)
             reason = f"worker process exited with code {process.exitcode}"
             if not loop.is_closed():
                 loop.call_soon_threadsafe(on_exit, self, reason)
 
         threading.Thread(target=read, name=f"reader-{self.device.id}", daemon=True).start()
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the process to end, one thread at a time: a fork server's child reports
+        its exit status once, so two threads joining at once (the reader at EOF, `stop`)
+        left one reading nothing, and the process's exit code read 255 though it was 0."""
+        if self._process is not None:
+            with self._join_lock:
+                self._process.join(timeout)
 
     def send(self, message: object) -> None:
         if self._conn is None:
@@ -120,7 +129,16 @@ class LocalWorker(WorkerHandle):
             self._conn.send(message)
 
     def is_alive(self) -> bool:
-        return self._process is not None and self._process.is_alive()
+        """`is_alive` reads the exit status too: while a thread joins, the process counts
+        as alive (its end is reported by the reader thread right after)."""
+        if self._process is None:
+            return False
+        if not self._join_lock.acquire(blocking=False):
+            return True
+        try:
+            return self._process.is_alive()
+        finally:
+            self._join_lock.release()
 
     def kill(self) -> None:
         if self._process is not None and self._process.is_alive():
@@ -132,9 +150,9 @@ class LocalWorker(WorkerHandle):
             return
         with contextlib.suppress(OSError, RuntimeError):
             self.send(Stop())
-        await asyncio.to_thread(process.join, timeout)
+        await asyncio.to_thread(self.join, timeout)
         if process.is_alive():
             log.warning("worker %s did not stop in %.0fs; killing it", self.device.id, timeout)
             process.kill()
-            await asyncio.to_thread(process.join, 5)
+            await asyncio.to_thread(self.join, 5)
         # The pipe closes in the reader thread, at the EOF the worker's exit gives.
