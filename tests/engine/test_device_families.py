@@ -11,7 +11,8 @@ import pytest
 from pixelpool.config import SchedulerSettings
 from pixelpool.engine import policy
 from pixelpool.engine.policy import Queue
-from pixelpool.engine.scheduler import NoDeviceServes, Scheduler
+from pixelpool.engine.refusals import NoDeviceServes
+from pixelpool.engine.scheduler import Scheduler
 from pixelpool.engine.task import Task
 from pixelpool.testing.fakes import FakeClock, FakeWorker, Ledger, fake_slots, fake_task
 

@@ -18,7 +18,8 @@ from pixelpool.engine.membership import Membership
 from pixelpool.engine.needs import named_models
 from pixelpool.engine.pool import build_scheduler
 from pixelpool.engine.ray_actor import staged_bytes
-from pixelpool.engine.scheduler import NoDeviceServes, Scheduler
+from pixelpool.engine.refusals import NoDeviceServes
+from pixelpool.engine.scheduler import Scheduler
 from pixelpool.engine.slot import Slot
 from pixelpool.engine.task import Task
 from pixelpool.testing.fakes import (

@@ -33,7 +33,7 @@ from pixelpool.api.app import create_app, lifespan  # noqa: E402
 from pixelpool.config import Settings  # noqa: E402
 from pixelpool.engine.pool import build_scheduler  # noqa: E402
 from pixelpool.engine.ray_backend import LOOPBACK, loopback_only  # noqa: E402
-from pixelpool.engine.scheduler import InputsTooLarge, NoDeviceServes  # noqa: E402
+from pixelpool.engine.refusals import InputsTooLarge, NoDeviceServes  # noqa: E402
 from pixelpool.engine.task import Task  # noqa: E402
 from pixelpool.testing.client import wait_for_job  # noqa: E402
 from pixelpool.testing.server import ServerProcess  # noqa: E402

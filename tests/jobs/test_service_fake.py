@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pixelpool.config import SchedulerSettings, Settings
-from pixelpool.engine.scheduler import NoDeviceServes, Scheduler, restart_delay
+from pixelpool.engine.refusals import NoDeviceServes
+from pixelpool.engine.scheduler import Scheduler, restart_delay
 from pixelpool.jobs.artifacts import ArtifactStore
 from pixelpool.jobs.eventlog import EventLog
 from pixelpool.jobs.events import EventBus

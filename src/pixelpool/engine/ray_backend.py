@@ -45,7 +45,7 @@ from pixelpool.engine.ray_actor import (
     models_here,
     staged_bytes,
 )
-from pixelpool.engine.scheduler import InputsTooLarge
+from pixelpool.engine.refusals import InputsTooLarge
 from pixelpool.engine.task import Task
 
 log = logging.getLogger(__name__)

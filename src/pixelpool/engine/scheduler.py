@@ -36,6 +36,7 @@ from pixelpool.engine.messages import (
     RunBatch,
 )
 from pixelpool.engine.needs import named_models
+from pixelpool.engine.refusals import NoDeviceFits, NoDeviceServes
 from pixelpool.engine.slot import Finishing, Slot
 from pixelpool.engine.task import EngineListener, Task
 from pixelpool.pipelines.base import WorkItem
@@ -50,27 +51,6 @@ Watcher = Callable[[Slot, object], None]
 # Looks for devices that joined, calling `Scheduler.add_slot` for each new one, and
 # (when its flag says refresh) asks every machine again what it has; pool.py builds it.
 Discover = Callable[["Scheduler", bool], Awaitable[None]]
-
-
-class NoDeviceFits(ValueError):
-    """No device can run the task at all: refused at submit, never left queued."""
-
-
-class NoDeviceServes(NoDeviceFits):
-    """No configured device runs the task's family (`devices.<id>.families`), or no live
-    machine has the models it names; `field`: the request field to blame."""
-
-    def __init__(self, reason: str, field: str = "model") -> None:
-        super().__init__(reason)
-        self.field = field
-
-
-class InputsTooLarge(NoDeviceFits):
-    """The job's input files are more than may travel to another machine with it."""
-
-    def __init__(self, reason: str, field: str) -> None:
-        super().__init__(reason)
-        self.field = field
 
 
 def restart_delay(crashes: int) -> float:

@@ -18,7 +18,8 @@ from typing import Any
 
 from pixelpool import families
 from pixelpool.config import Settings
-from pixelpool.engine.scheduler import InputsTooLarge, NoDeviceFits, NoDeviceServes, Scheduler
+from pixelpool.engine.refusals import InputsTooLarge, NoDeviceFits, NoDeviceServes
+from pixelpool.engine.scheduler import Scheduler
 from pixelpool.engine.task import Task
 from pixelpool.jobs.artifacts import ArtifactStore
 from pixelpool.jobs.encode import NPY_MEDIA_TYPE, encode_arrays, encode_image, encode_result
