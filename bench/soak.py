@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 import numpy as np
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -135,18 +136,22 @@ class Soak:
 
 def lag_quantiles(metrics: str) -> dict[str, Any]:
     """The event loop's lag histogram: samples, and the bucket bounds of p50/p99/max."""
-    buckets = []
-    for line in metrics.splitlines():
-        if line.startswith("pixelpool_event_loop_lag_seconds_bucket"):
-            bound = line.split('le="')[1].split('"')[0]
-            buckets.append((float(bound), float(line.rsplit(" ", 1)[1])))
+    buckets = [
+        (float(sample.labels["le"]), sample.value)
+        for family in text_string_to_metric_families(metrics)
+        if family.name == "pixelpool_event_loop_lag_seconds"
+        for sample in family.samples
+        if sample.name.endswith("_bucket")
+    ]
     total = buckets[-1][1] if buckets else 0.0
+    if not total:
+        return {"samples": 0}
 
     def bound(q: float) -> float:
         return next(b for b, n in buckets if n >= q * total)
 
     return {"samples": int(total), "p50 <=": bound(0.5), "p99 <=": bound(0.99),
-            "max <=": bound(1.0)} if total else {"samples": 0}  # fmt: skip
+            "max <=": bound(1.0)}  # fmt: skip
 
 
 def main() -> None:
