@@ -118,6 +118,8 @@ max_retries = 2             # re-runs of a job whose worker died
 [storage]
 ttl_s = 86400               # results are kept this long
 events_retain_s = 900       # job events stay replayable this long after a job ends
+min_free_mb = 256           # new jobs get 503 (and /ready fails) while the disk of the
+                            # data dir or job store has less free space; 0: never
 
 [cluster]
 backend = "local"           # "ray": workers on every node of a Ray cluster (docs/deploy.md)

@@ -118,6 +118,9 @@ class StorageSettings(_Section):
     job_store: str | None = None  # sqlite file path; default <data_dir>/jobs.db
     events_retain_s: float = Field(900.0, ge=0)  # job events kept after the job ends
     events_flush_s: float = Field(0.05, gt=0)  # buffered job events are written this often
+    # New jobs are refused (503) while the disk of the data dir or the job store has less
+    # free space than this (jobs/diskspace.py); 0: never refuse.
+    min_free_mb: int = Field(256, ge=0)
 
 
 WarmupSide = Annotated[int, Field(ge=64, le=4096, multiple_of=8)]

@@ -4,7 +4,10 @@ and nothing is written outside the data folder."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -83,3 +86,86 @@ def test_limits_are_configurable(models_dir: Path, tmp_path: Path) -> None:
         long_prompt = client.post("/v1/images/generations", json={"prompt": "a red fox"})
         assert long_prompt.status_code == 400
         assert long_prompt.json()["error"]["param"] == "prompt"
+
+
+def _cancel_and_wait(client: TestClient, job_id: str) -> None:
+    """Cancel the job and wait for its end, so that later counts of jobs hold still."""
+    client.post(f"/api/job/{job_id}/cancel")
+    deadline = time.monotonic() + 120
+    while client.get(f"/api/job/{job_id}").json()["status"] in ("queued", "running"):
+        assert time.monotonic() < deadline, "the cancelled job did not end"
+        time.sleep(0.1)
+
+
+def _job_counts(client: TestClient) -> tuple[int, int]:
+    status = client.get("/api/status").json()
+    return status["active_jobs"], status["queue_depth"]
+
+
+def test_too_little_free_disk_refuses_new_jobs_with_503(client: TestClient) -> None:
+    """Under `storage.min_free_mb` every dialect answers 503 in its own envelope, with
+    Retry-After, /ready fails and no job is made; with room again, jobs are accepted."""
+    space = client.app.state.pixelpool.jobs.space  # type: ignore[attr-defined]
+    threshold = space.min_free_bytes
+    before = _job_counts(client)
+    space.min_free_bytes = space.free_bytes() + 2**40  # a terabyte more than is free
+    try:
+        native = client.post("/api/enqueue/generate", json=GOOD)
+        openai = client.post("/v1/images/generations", json={"prompt": "a fox", "size": "256x256"})
+        a1111 = client.post("/sdapi/v1/txt2img", json={"prompt": "a fox", "steps": 2})
+        ready, health = client.get("/ready"), client.get("/health")
+        counts = _job_counts(client)
+    finally:
+        space.min_free_bytes = threshold
+    assert native.status_code == 503 and native.headers["Retry-After"] == "60"
+    assert native.json()["error"].startswith("the server's storage is full: ")
+    assert openai.status_code == 503
+    assert "storage is full" in openai.json()["error"]["message"]
+    assert a1111.status_code == 503 and "storage is full" in a1111.json()["detail"]
+    assert ready.status_code == 503 and ready.json()["storage_low"] is True
+    assert health.json()["storage_low"] is True and health.json()["storage_free_gb"] > 0
+    assert counts == before
+    assert client.get("/ready").json()["storage_low"] is False
+    accepted = client.post("/api/enqueue/generate", json=GOOD)
+    assert accepted.status_code == 200
+    _cancel_and_wait(client, accepted.json()["job_id"])
+
+
+def test_a_job_store_that_cannot_grow_answers_503_not_500(client: TestClient) -> None:
+    """The disk fills after the free-space check: SQLite's own "database or disk is full"
+    (its file held at its size: SQLite reports that as it reports a full disk) is a 503
+    that says so, never a 500, and no job is made."""
+    db = client.app.state.pixelpool.jobs.store.db  # type: ignore[attr-defined]
+
+    def fill(conn: sqlite3.Connection) -> int:
+        limit = conn.execute("PRAGMA max_page_count").fetchone()[0]
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.execute("CREATE TABLE filler (x BLOB)")
+        conn.execute(f"PRAGMA max_page_count={pages}")
+        with contextlib.suppress(sqlite3.OperationalError):  # until the free pages are used
+            for _ in range(10_000):
+                conn.execute("INSERT INTO filler VALUES (?)", (b"\0" * 1024,))
+        return int(limit)
+
+    def empty(conn: sqlite3.Connection, limit: int) -> None:
+        conn.execute("DROP TABLE filler")
+        conn.execute(f"PRAGMA max_page_count={limit}")
+
+    # Rows this long need new pages (overflow pages) wherever the job table has room left.
+    prompt = "a fox in the snow " * 500
+    before = _job_counts(client)
+    limit = client.portal.call(db.call, fill)  # type: ignore[union-attr]
+    try:
+        native = client.post("/api/enqueue/generate", json={**GOOD, "prompt": prompt})
+        openai = client.post("/v1/images/generations", json={"prompt": prompt, "size": "256x256"})
+        counts = _job_counts(client)
+    finally:
+        client.portal.call(db.call, lambda conn: empty(conn, limit))  # type: ignore[union-attr]
+    assert native.status_code == 503, native.text
+    assert native.json() == {"error": "the server's storage is full; retry later"}
+    assert native.headers["Retry-After"] == "60"
+    assert openai.status_code == 503 and "storage is full" in openai.json()["error"]["message"]
+    assert counts == before
+    accepted = client.post("/api/enqueue/generate", json=GOOD)
+    assert accepted.status_code == 200
+    _cancel_and_wait(client, accepted.json()["job_id"])

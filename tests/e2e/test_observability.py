@@ -201,6 +201,7 @@ def test_metrics_count_a_known_sequence_of_jobs(server: Server) -> None:
     assert value(after, "pixelpool_models_cached", tier="device", **cpu) >= 1
     assert value(after, "pixelpool_worker_resident_memory_bytes", **cpu) > 0
     assert value(after, "process_resident_memory_bytes") > 0
+    assert value(after, "pixelpool_storage_free_bytes") > 0
     # The event loop's timer fired all along (4 per second): its lateness is measured.
     assert delta("pixelpool_event_loop_lag_seconds_count") > 0
 

@@ -213,3 +213,43 @@ def test_only_the_latest_small_enough_preview_is_stored(tmp_path: Path) -> None:
 
     # The big preview replaced the small one in the table, but is not stored itself.
     assert [e["type"] for e in asyncio.run(go())] == ["progress"]
+
+
+def test_a_full_store_loses_events_with_one_log_line_and_recovers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SQLite's own "database or disk is full" (its file held at its size) ends the write's
+    transaction itself: the log says how many events a replay will miss, once for many
+    flushes (no trace), and writes go on once there is room."""
+
+    def fill(conn: sqlite3.Connection) -> int:
+        limit = conn.execute("PRAGMA max_page_count").fetchone()[0]
+        conn.execute("CREATE TABLE filler (x BLOB)")
+        conn.execute(f"PRAGMA max_page_count={conn.execute('PRAGMA page_count').fetchone()[0]}")
+        with pytest.raises(sqlite3.OperationalError, match="full"):
+            for _ in range(10_000):
+                conn.execute("INSERT INTO filler VALUES (?)", (b"\0" * 1024,))
+        return int(limit)
+
+    async def go() -> None:
+        db = Database(tmp_path / "jobs.db")
+        log = EventLog(db)
+        limit = await db.call(fill)
+        big = "x" * 20_000  # needs new pages whatever room the table's pages have left
+        for n in range(3):
+            log.append({"id": n + 1, "job_id": "j", "type": "progress", "note": big})
+            await log.flush()
+        await db.call(lambda conn: conn.execute(f"PRAGMA max_page_count={limit}"))
+        log.append({"id": 9, "job_id": "j", "type": "progress"})
+        await log.flush()
+        assert [e["id"] for e in await log.history("j")] == [9]
+        db.close()
+
+    with caplog.at_level("ERROR", logger="pixelpool.jobs.eventlog"):
+        asyncio.run(go())
+    lines = [r for r in caplog.records if r.name == "pixelpool.jobs.eventlog"]
+    assert len(lines) == 1 and lines[0].exc_info is None
+    assert lines[0].getMessage() == (
+        "1 job events were not stored (the server's storage is full: database or disk is "
+        "full); a replay will miss them"
+    )

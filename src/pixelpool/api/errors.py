@@ -19,6 +19,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from pixelpool.jobs.diskspace import MESSAGE as STORAGE_FULL
+from pixelpool.jobs.diskspace import RETRY_AFTER_S, is_disk_full
+
 log = logging.getLogger(__name__)
 _OBJECT_REPR = re.compile(r"\s*<[^<>]*\bat 0x[0-9a-fA-F]+>")
 _SURROGATES = re.compile("[\ud800-\udfff]")
@@ -131,7 +134,18 @@ async def _too_deep(request: Request, exc: RecursionError) -> JSONResponse:
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return _unexpected_response(request, exc)
+
+
+def _unexpected_response(request: Request, exc: BaseException) -> JSONResponse:
+    """A 500, except for a full disk: the server's state, not a bug, so a 503 that says
+    so (one log line, no trace), and the client retries later."""
+    method, path = request.method, request.url.path
+    if is_disk_full(exc):
+        log.error("%s on %s %s: %s", STORAGE_FULL, method, path, exc)
+        info = ErrorInfo(503, f"{STORAGE_FULL}; retry later")
+        return _respond(request, info, {"Retry-After": str(RETRY_AFTER_S)})
+    log.error("unhandled error on %s %s", method, path, exc_info=exc)
     return _respond(request, ErrorInfo(500, "internal server error"))
 
 
@@ -163,11 +177,10 @@ class CatchAllMiddleware:
 
         try:
             await self.app(scope, receive, tracking_send)
-        except Exception:
+        except Exception as exc:
             if started:
                 raise
-            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
-            await error_response(scope, 500, "internal server error")(scope, receive, send)
+            await _unexpected_response(Request(scope), exc)(scope, receive, send)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -68,7 +68,14 @@ def health_body(state: AppState) -> dict[str, Any]:
         # The Vision Models API's GPU / memory facts, per device.
         "gpu_count": len(gpus),
         "devices": [_device_memory(d) for d in devices],
+        **_storage(state),
     }
+
+
+def _storage(state: AppState) -> dict[str, Any]:
+    """Free space where jobs are stored; `storage_low`: new jobs are refused (503)."""
+    space = state.jobs.space
+    return {"storage_free_gb": round(space.free_bytes() / 2**30, 3), "storage_low": space.low()}
 
 
 def _device_memory(device: dict[str, Any]) -> dict[str, Any]:
@@ -94,12 +101,14 @@ async def health(state: State) -> dict[str, Any]:
     "/ready",
     responses={
         503: {
-            "description": "No worker is ready yet (the same body, ready: false)",
+            "description": "No worker is ready yet, or too little disk is free to accept "
+            "jobs (`storage_low`); the same body, ready: false",
             "content": {"application/json": {"schema": {"type": "object"}}},
         }
     },
 )
 async def ready(state: State) -> JSONResponse:
-    ok = state.scheduler.ready
-    body = {"ready": ok, "workers": sum(s.ready for s in state.scheduler.slots)}
+    storage = _storage(state)
+    ok = state.scheduler.ready and not storage["storage_low"]
+    body = {"ready": ok, "workers": sum(s.ready for s in state.scheduler.slots), **storage}
     return JSONResponse(body, status_code=200 if ok else 503)

@@ -1,4 +1,5 @@
-"""Gauges read at scrape time: the queue, the workers, their caches and device memory.
+"""Gauges read at scrape time: the queue, the workers, their caches, device memory and
+the data dir's free space.
 
 Reading the live state when Prometheus asks is cheaper than keeping gauges up to
 date on every change, and never drifts from what `/api/status` shows.
@@ -62,6 +63,12 @@ class StateCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         yield self._queue()
         yield from self._workers(self.state.scheduler.slots)
+        yield GaugeMetricFamily(
+            "pixelpool_storage_free_bytes",
+            "Free space on the disk where jobs are stored (new jobs get 503 under "
+            "storage.min_free_mb).",
+            value=self.state.jobs.space.free_bytes(),
+        )
 
     def _queue(self) -> Metric:
         depth = GaugeMetricFamily(

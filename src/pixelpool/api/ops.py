@@ -28,7 +28,13 @@ from pixelpool.families.diffusion.samplers import (
     check_combination,
     resolve_sampler,
 )
-from pixelpool.jobs.service import InputsTooLarge, NoDeviceFits, NoDeviceServes, QueueFull
+from pixelpool.jobs.service import (
+    InputsTooLarge,
+    NoDeviceFits,
+    NoDeviceServes,
+    QueueFull,
+    StorageFull,
+)
 from pixelpool.jobs.spec import JobRecord, JobSpec
 from pixelpool.registry.entry import ModelEntry
 from pixelpool.registry.loras import LoraNotFound
@@ -307,6 +313,8 @@ async def submit(
         return await state.jobs.submit(spec, owner, idempotency_key)
     except QueueFull as exc:
         raise ApiError(429, str(exc), headers={"Retry-After": str(exc.retry_after_s)}) from exc
+    except StorageFull as exc:  # the server's disk, not the request: 503, come back later
+        raise ApiError(503, str(exc), headers={"Retry-After": str(exc.retry_after_s)}) from exc
     except NoDeviceServes as exc:  # the server's configuration, not the request: 503
         raise ApiError(503, str(exc), exc.field) from exc
     except InputsTooLarge as exc:

@@ -29,6 +29,8 @@ import sqlite3
 import time
 from typing import Any
 
+from pixelpool.jobs.diskspace import MESSAGE as STORAGE_FULL
+from pixelpool.jobs.diskspace import is_disk_full
 from pixelpool.jobs.store import Database
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 Event = dict[str, Any]
 
 PREVIEW_MAX_CHARS = 512 * 1024
+FULL_LOG_EVERY_S = 60.0  # a full disk fails every flush: say so once a minute
 INSERT = "INSERT OR IGNORE INTO events (id, job_id, kind, payload, created) VALUES (?,?,?,?,?)"
 # Jobs whose events may go: finished long enough ago, expired, or unknown to the store.
 STALE_JOBS = """
@@ -70,7 +73,8 @@ def _write(conn: sqlite3.Connection, batch: list[Event]) -> None:
         )
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:  # SQLite ends it itself on some errors (a full disk)
+            conn.execute("ROLLBACK")
         raise
 
 
@@ -108,7 +112,8 @@ def _purge(conn: sqlite3.Connection, now: float, retain_s: float, per_job: int) 
             deleted += cur.rowcount
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:  # SQLite ends it itself on some errors (a full disk)
+            conn.execute("ROLLBACK")
         raise
     return deleted
 
@@ -133,6 +138,8 @@ class EventLog:
         self._wake = asyncio.Event()
         self._full = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._unstored = 0  # events lost to a full disk since that was last logged
+        self._full_logged = float("-inf")
 
     async def high_water(self) -> int:
         """The largest event id the store has seen (0 when none): new ids start above it."""
@@ -172,10 +179,19 @@ class EventLog:
         # cycles that keep this closure (and every preview image in it) alive until a full
         # GC pass, which under load comes rarely: the batch would pile up as garbage.
         written.add_done_callback(lambda _: batch.clear())
+        count = len(batch)
         try:
             await asyncio.shield(written)
-        except Exception:
-            log.exception("writing %d job events failed; they stay in memory only", len(batch))
+        except Exception as exc:
+            # Live subscribers had them; a replay from the store will not.
+            lost = "%d job events were not stored (%s); a replay will miss them"
+            if not is_disk_full(exc):
+                log.exception(lost, count, exc)
+                return
+            self._unstored += count  # every flush meets it until space is freed: once a minute
+            if time.monotonic() - self._full_logged >= FULL_LOG_EVERY_S:
+                log.error(lost, self._unstored, f"{STORAGE_FULL}: {exc}")
+                self._unstored, self._full_logged = 0, time.monotonic()
 
     async def history(self, job_id: str, after: int | None = None) -> list[Event]:
         """The job's stored events after `after`, plus those still waiting to be written."""

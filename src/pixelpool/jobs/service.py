@@ -22,6 +22,8 @@ from pixelpool.engine.refusals import InputsTooLarge, NoDeviceFits, NoDeviceServ
 from pixelpool.engine.scheduler import Scheduler
 from pixelpool.engine.task import Task
 from pixelpool.jobs.artifacts import ArtifactStore
+from pixelpool.jobs.diskspace import MESSAGE as STORAGE_FULL
+from pixelpool.jobs.diskspace import DiskSpace, StorageFull, is_disk_full
 from pixelpool.jobs.encode import NPY_MEDIA_TYPE, encode_arrays, encode_image, encode_result
 from pixelpool.jobs.events import EventBus
 from pixelpool.jobs.lifecycle import log_job_event
@@ -30,7 +32,9 @@ from pixelpool.jobs.store import JobStore
 from pixelpool.logs import note_job
 from pixelpool.pipelines.base import Result
 
-__all__ = ["InputsTooLarge", "JobService", "NoDeviceFits", "NoDeviceServes", "QueueFull"]
+__all__ = [
+    "InputsTooLarge", "JobService", "NoDeviceFits", "NoDeviceServes", "QueueFull", "StorageFull",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +78,10 @@ class JobService:
         self.write_retry_s: tuple[float, ...] = WRITE_RETRY_S
         # Lifecycle logs, and metrics when the app adds them: see `_publish`.
         self.observers: list[JobObserver] = [log_job_event]
+        self.space = DiskSpace(
+            (settings.server.data_dir, settings.job_store_path.parent),
+            settings.storage.min_free_mb * 2**20,
+        )
 
     def attach(self, scheduler: Scheduler) -> None:
         self.scheduler = scheduler
@@ -95,6 +103,7 @@ class JobService:
             if existing is not None:
                 return self._active.get(existing.id, existing)
         self._check_queue(owner)
+        self.space.check()  # before anything is written for it
         record = JobRecord(
             id=new_job_id(),
             spec=spec,
@@ -319,7 +328,11 @@ class JobService:
                 described.append({"id": art.id, "media_type": art.media_type, "size": art.size,
                                   **meta})  # fmt: skip
         except Exception as exc:
-            log.exception("storing result of %s failed", job_id)
+            if is_disk_full(exc):  # an operator's problem, said in one line, not a bug's trace
+                log.error("storing result of %s failed: %s (%s)", job_id, STORAGE_FULL, exc)
+                exc = f"{STORAGE_FULL} ({exc})"
+            else:
+                log.exception("storing result of %s failed", job_id)
             await self._finish(job_id, JobStatus.failed, error=f"storing result failed: {exc}")
             return
         if result.caches:
