@@ -2,12 +2,15 @@
 
 Two kernels round differently depending on how many images share a call:
 
-- matrix products with very few rows: below `MIN_ROWS` rows the BLAS works in
-  groups of four rows with a separate path for the last, partial group (measured
-  with MKL: from 12 rows on, every row's result is the same at any row count), and
-  the time, pooled-text and conditioning embeddings have one row per image. So
-  while a batch runs, `nn.Linear` pads such inputs with zero rows up to `MIN_ROWS`
-  and drops them again — a negligible cost on inputs this small;
+- matrix products with very few rows: below some row count the BLAS takes another
+  path (with MKL on an AVX2 CPU, groups of four rows with a separate path for the
+  last, partial group: from 12 rows on, every row's result is the same at any row
+  count; on an AVX-512 CPU the same holds from 16 rows), and the time, pooled-text
+  and conditioning embeddings have one row per image. So while a batch runs,
+  `nn.Linear` pads such inputs with zero rows up to that count and drops them
+  again — a negligible cost on inputs this small. The count is not assumed: it is
+  measured once per device and dtype at first use (`min_rows`), on the widths of
+  these products in real models;
 - the VAE's first layers at batch size 1 against larger batches, so the VAE always
   decodes and encodes one image at a time (diffusers' slicing), which also keeps
   its peak memory at one image.
@@ -35,15 +38,60 @@ from torch import nn
 
 from pixelpool.pipelines import option
 
-MIN_ROWS = 12
+# Row counts tried, smallest first (1: the BLAS is invariant as it is), and the
+# (in, out) widths of the one-row-per-image products of real models: SD 1.x / SDXL
+# time embeddings (320 -> 1280, 1280 -> 1280), SDXL's added embeddings (2816 -> 1280),
+# projections into a narrower block (768 -> 320) and the tiny models' (256 -> 1280).
+CANDIDATE_ROWS = (1, 8, 12, 16, 24, 32, 48, 64)
+PROBE_WIDTHS = ((320, 1280), (1280, 1280), (2816, 1280), (768, 320), (256, 1280))
+PROBE_ROWS = 64  # the reference product: the BLAS's regular path
+_min_rows: dict[tuple[str, torch.dtype], int] = {}
 _original_forward = nn.Linear.forward
+
+
+def min_rows(device: torch.device, dtype: torch.dtype) -> int:
+    """The fewest rows from which every row of a product comes out the same at any row
+    count on this device and dtype (padding to it makes smaller products agree).
+    Measured on first use, then remembered: a few dozen small products."""
+    key = (str(device), dtype)
+    if key not in _min_rows:
+        _min_rows[key] = _measure_min_rows(device, dtype)
+    return _min_rows[key]
+
+
+def _measure_min_rows(device: torch.device, dtype: torch.dtype) -> int:
+    gen = torch.Generator().manual_seed(0)
+    cases = []
+    with torch.inference_mode():
+        for width_in, width_out in PROBE_WIDTHS:
+            weight = torch.randn(width_out, width_in, generator=gen) / width_in**0.5
+            bias = torch.randn(width_out, generator=gen)
+            x = torch.randn(PROBE_ROWS, width_in, generator=gen)
+            w, b, x = (t.to(device, dtype) for t in (weight, bias, x))
+            cases.append((x, w, b, F.linear(x, w, b)))
+
+        def agrees(rows: int) -> bool:
+            for x, w, b, reference in cases:
+                for m in range(1, rows):  # padded up to `rows`
+                    out = F.linear(F.pad(x[:m], (0, 0, 0, rows - m)), w, b)[:m]
+                    if not torch.equal(out, reference[:m]):
+                        return False
+                for m in {rows, rows + 1, rows + 5, 2 * rows - 1, 33, 47, PROBE_ROWS - 1}:
+                    if rows <= m < PROBE_ROWS and not torch.equal(
+                        F.linear(x[:m], w, b), reference[:m]
+                    ):
+                        return False
+            return True
+
+        return next((rows for rows in CANDIDATE_ROWS if agrees(rows)), PROBE_ROWS)
 
 
 def _padded_linear(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     rows = x.numel() // x.shape[-1] if x.ndim and x.shape[-1] else 0
-    if rows == 0 or rows >= MIN_ROWS:
+    least = min_rows(x.device, x.dtype) if rows else 0
+    if rows == 0 or rows >= least:
         return _original_forward(self, x)
-    flat = F.pad(x.reshape(rows, x.shape[-1]), (0, 0, 0, MIN_ROWS - rows))
+    flat = F.pad(x.reshape(rows, x.shape[-1]), (0, 0, 0, least - rows))
     out = F.linear(flat, self.weight, self.bias)[:rows]
     return out.reshape(*x.shape[:-1], out.shape[-1])
 
