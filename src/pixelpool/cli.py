@@ -17,7 +17,8 @@ from pixelpool.cli_keys import keys_app
 from pixelpool.cli_pull import register as register_pull_command
 from pixelpool.config import ConfigError, Settings, load_settings
 from pixelpool.jobs import datalock
-from pixelpool.jobs.keys import keys_exist
+from pixelpool.jobs.keys import keys_exist, keys_path
+from pixelpool.sqlite_files import UnreadableStore, check_job_store, check_key_store
 
 app = typer.Typer(
     help="pixelpool: a self-hosted inference server for image models.", no_args_is_help=True
@@ -218,6 +219,12 @@ def serve(
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
+    try:  # a damaged job or key store: a sentence, not a traceback
+        check_job_store(settings.job_store_path)
+        check_key_store(keys_path(settings.server.data_dir))
+    except UnreadableStore as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
     auth_on = bool(settings.auth.keys or settings.auth.jwt_secret) or keys_exist(
         settings.server.data_dir
     )

@@ -13,6 +13,7 @@ import typer
 
 from pixelpool.config import ConfigError, load_settings
 from pixelpool.jobs.keys import SCOPES, KeyStore, KeyStoreError, keys_path
+from pixelpool.sqlite_files import UnreadableStore, check_key_store
 
 keys_app = typer.Typer(help="Manage API keys (stored hashed).", no_args_is_help=True)
 
@@ -29,6 +30,11 @@ def _store(config: Path | None, data_dir: Path | None) -> KeyStore:
         except ConfigError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from exc
+    try:
+        check_key_store(keys_path(data_dir))
+    except UnreadableStore as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
     return KeyStore(keys_path(data_dir))
 
 

@@ -68,3 +68,12 @@ def test_serve_reports_bad_config_by_key(tmp_path: Path) -> None:
     cfg.write_text("[scheduler]\nmax_batch = -3\n")
     result = pixelpool("serve", "--config", str(cfg))
     assert result.returncode == 2 and "scheduler.max_batch" in result.stderr
+
+
+@pytest.mark.parametrize("damaged", ["jobs.db", "keys.db"])
+def test_serve_names_a_damaged_store_instead_of_a_traceback(tmp_path: Path, damaged: str) -> None:
+    (tmp_path / damaged).write_bytes(b"not a database" * 300)
+    result = pixelpool("serve", "--data-dir", str(tmp_path), "--models-dir", str(tmp_path))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"error: the {'job' if damaged == 'jobs.db' else 'key'} store")
+    assert "restore it from a backup" in result.stderr

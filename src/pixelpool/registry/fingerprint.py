@@ -11,6 +11,8 @@ import sqlite3
 import threading
 from pathlib import Path
 
+from pixelpool.sqlite_files import open_or_rebuild
+
 CHUNK = 4 * 1024 * 1024
 
 
@@ -34,17 +36,26 @@ def hash_model(path: Path, stop: threading.Event | None = None) -> str:
     return digest.hexdigest()
 
 
+def _open(db_path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(db_path, check_same_thread=False, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS fingerprints ("
+            " path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, sha256 TEXT)"
+        )
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
 class FingerprintCache:
     """Thread-safe (path, size, mtime) -> sha256 cache in one SQLite file."""
 
     def __init__(self, db_path: Path) -> None:
         db_path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(db_path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS fingerprints ("
-            " path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, sha256 TEXT)"
-        )
+        self._db = open_or_rebuild(db_path, _open)  # only a cache: a damaged one is rebuilt
         self._lock = threading.Lock()
 
     def get(self, path: Path, size: int, mtime_ns: int) -> str | None:
