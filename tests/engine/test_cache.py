@@ -69,3 +69,34 @@ def test_unload_and_oversized_model() -> None:
     assert loaded.obj == "big" and "big" in cache and cache.tier_of("a") == "ram"
     assert cache.unload("a") and cache.tier_of("a") is None
     assert not cache.unload("never-loaded")
+
+
+def test_a_model_whose_files_changed_is_read_again_from_either_tier() -> None:
+    """The same path at another version (size, mtime): the files were replaced on disk,
+    so the held model is stale wherever it is held; a pin stays on the path."""
+    calls: list[str] = []
+    cache = ModelCache(budget_bytes=150, ram_budget_bytes=150, device="cuda:0", move=_move)
+    old = cache.get("a", _loader(100, calls, "a-v1"), version=(100, 1))
+    assert cache.get("a", _loader(100, calls, "a-v1"), version=(100, 1)) is old  # a hit
+    cache.pin("a")
+    new = cache.get("a", _loader(100, calls, "a-v2"), version=(100, 2))
+    assert new.obj == "a-v2" and "a" in cache and cache.pinned == {"a"}
+    cache.unpin("a")
+    cache.get("b", _loader(100, calls, "b"))  # pushes a (v2) to the RAM tier
+    assert cache.tier_of("a") == "ram"
+    assert cache.get("a", _loader(100, calls, "a-v3"), version=(90, 3)).obj == "a-v3"
+    assert calls == ["a-v1", "a-v2", "b", "a-v3"]
+    assert [m["key"] for m in cache.snapshot()["models"]] == ["a", "b"]  # one copy of a
+    assert cache.stats.evictions == 2  # v1 and v2, dropped as stale
+
+
+def test_an_unknown_version_matches_any() -> None:
+    """Jobs recorded before versions were (None) neither reload a model nor make the next
+    known version reload it."""
+    calls: list[str] = []
+    cache = ModelCache(budget_bytes=500)
+    cache.get("a", _loader(100, calls, "a"), version=None)
+    cache.get("a", _loader(100, calls, "a"), version=(100, 1))
+    cache.get("a", _loader(100, calls, "a"), version=None)
+    cache.get("a", _loader(100, calls, "a"), version=(100, 1))
+    assert calls == ["a"]

@@ -47,6 +47,7 @@ class ModelCache:
         self.stats = CacheStats()
         self._device: OrderedDict[str, Loaded] = OrderedDict()
         self._ram: OrderedDict[str, Loaded] = OrderedDict()
+        self._versions: dict[str, object] = {}  # the files' version each model was loaded at
 
     @property
     def used_bytes(self) -> int:
@@ -58,8 +59,20 @@ class ModelCache:
     def tier_of(self, key: str) -> str | None:
         return "device" if key in self._device else "ram" if key in self._ram else None
 
-    def get(self, key: str, loader: Callable[[], Loaded]) -> Loaded:
-        """The model on the device: from the device tier, the RAM tier, or the disk."""
+    def get(self, key: str, loader: Callable[[], Loaded], version: object = None) -> Loaded:
+        """The model on the device: from the device tier, the RAM tier, or the disk.
+
+        `version` names the files' state (size and mtime): a model held at another
+        version was replaced on disk under the same path, so it is dropped from both
+        tiers and read again (a pin stays), rather than served stale until a restart.
+        None (unknown: a job recorded before versions were) matches any version."""
+        held = self._versions.get(key)
+        if version is not None and held not in (None, version) and self.tier_of(key):
+            self._device.pop(key, None)
+            self._ram.pop(key, None)
+            self.stats.evictions += 1
+        if version is not None:
+            self._versions[key] = version
         if key in self._device:
             self.stats.hits += 1
             self._device.move_to_end(key)
@@ -77,6 +90,7 @@ class ModelCache:
     def unload(self, key: str) -> bool:
         """Drop a model from both tiers (and unpin it)."""
         self.pinned.discard(key)
+        self._versions.pop(key, None)
         return (self._device.pop(key, None) or self._ram.pop(key, None)) is not None
 
     def pin(self, key: str) -> None:

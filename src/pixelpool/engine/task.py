@@ -42,7 +42,16 @@ class Task:
 
     @property
     def group(self) -> tuple[Any, ...]:
-        return (self.family, self.op, self.model["path"], self.batch_key)
+        # The files' version too: jobs for a model replaced on disk meanwhile run apart.
+        return (self.family, self.op, self.model["path"], model_version(self.model),
+                self.batch_key)  # fmt: skip
+
+
+def model_version(model: dict[str, Any]) -> tuple[int, int] | None:
+    """A model's files' version (size, mtime) from its wire form; None when not recorded."""
+    if model.get("mtime_ns") is None:
+        return None
+    return (model.get("size_bytes", 0), model["mtime_ns"])
 
 
 def frozen(value: Any) -> Any:

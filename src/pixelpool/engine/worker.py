@@ -37,6 +37,7 @@ from pixelpool.engine.messages import (
     Stop,
 )
 from pixelpool.engine.progress import INTERVAL_S, CoalescedProgress
+from pixelpool.engine.task import model_version
 from pixelpool.pipelines.base import Cancelled, Pending, WorkItem
 
 log = logging.getLogger("pixelpool.worker")
@@ -188,7 +189,9 @@ class WorkerCore:
         family = get_family(family_name)
         with self._cache_lock:
             return self.cache.get(
-                model["path"], lambda: family.load(model, self.torch_device, self.options["dtype"])
+                model["path"],
+                lambda: family.load(model, self.torch_device, self.options["dtype"]),
+                version=model_version(model),  # its files replaced on disk: read again
             )
 
     def _admin(self, message: Admin) -> None:

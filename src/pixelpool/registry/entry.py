@@ -39,4 +39,5 @@ class ModelEntry:
             "path": str(self.path),
             "format": self.format,
             "size_bytes": self.size_bytes,
+            "mtime_ns": self.mtime_ns,  # with the size: the files' version, for worker caches
         }
