@@ -1,4 +1,5 @@
-"""Secrets out of log lines: `?apikey=`, `token=`, `key=` query values and bearer tokens.
+"""Secrets out of log lines: `?apikey=`, `token=`, `key=` query values and bearer tokens;
+and the host's directories out of texts clients read (`host_paths`).
 
 Clients may send their key in the query string (`?apikey=`, the only way for a
 browser WebSocket), and the access log writes every request line, so the filter
@@ -9,7 +10,10 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import re
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 SECRET_PARAMS = ("apikey", "api_key", "api-key", "access_token", "token", "key", "jwt")
@@ -25,6 +29,17 @@ def redact(text: str) -> str:
     """`text` with secret query values and bearer tokens replaced by [redacted]."""
     text = _QUERY.sub(lambda m: m.group(1) + REDACTED, text)
     return _BEARER.sub(lambda m: m.group(1) + REDACTED, text)
+
+
+def host_paths(text: str, roots: Iterable[Path]) -> str:
+    """`text` with every path under one of `roots` (the models and data dirs) made
+    relative to it: a job's error names "sd15/model.safetensors", not where the server
+    keeps its files (which clients other than admins never see; the log keeps it)."""
+    forms = {form for root in roots for form in (root, root.resolve()) if form.is_absolute()}
+    prefixes = {f"{form}{os.sep}" for form in forms if form != Path(form.anchor)}
+    for prefix in sorted(prefixes, key=len, reverse=True):  # the longest, most precise first
+        text = text.replace(prefix, "")
+    return text
 
 
 class RedactSecrets(logging.Filter):

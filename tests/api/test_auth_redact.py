@@ -6,11 +6,12 @@ from __future__ import annotations
 import io
 import logging
 import logging.config
+from pathlib import Path
 
 from uvicorn.logging import AccessFormatter
 
 from pixelpool import redact
-from pixelpool.redact import REDACTED, RedactSecrets
+from pixelpool.redact import REDACTED, RedactSecrets, host_paths
 
 KEY = "pp_Zm9vYmFyYmF6cXV4"
 
@@ -62,3 +63,18 @@ def test_install_covers_the_root_handlers() -> None:
     assert len(root.handlers[0].filters) == 1
     root.warning("retrying %s", f"http://h/x?apikey={KEY}")
     assert KEY not in stream.getvalue() and REDACTED in stream.getvalue()
+
+
+def test_host_paths_leave_errors_relative(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path)
+    error = (f"model files are missing: {models}/sdxl/demo; read {tmp_path}/data/x.png; "
+             f"metadata/y and data/z stay")  # fmt: skip
+    assert host_paths(error, [link / "models", Path("data"), Path("/")]) == (
+        f"model files are missing: sdxl/demo; read {tmp_path}/data/x.png; metadata/y and "
+        "data/z stay"
+    )
+    assert host_paths(error, [models, tmp_path / "data"]).startswith(
+        "model files are missing: sdxl/demo; read x.png;"
+    )

@@ -18,6 +18,7 @@ from pixelpool.api.errors import ApiError
 from pixelpool.api.metrics import Metrics
 from pixelpool.config import Settings
 from pixelpool.engine.messages import BatchDone, BatchStarted, Ready
+from pixelpool.jobs.diskspace import DiskSpace
 from pixelpool.jobs.keys import KeyStore
 from pixelpool.testing.fakes import fake_slots, fake_task
 
@@ -90,7 +91,11 @@ def test_the_metrics_token_must_be_long_enough() -> None:
 def test_the_dashboard_and_the_docs_use_the_names_the_server_exports() -> None:
     metrics = Metrics()
     queue = SimpleNamespace(tasks=lambda: [fake_task("j", owner="alice")])
-    state = SimpleNamespace(scheduler=SimpleNamespace(slots=fake_slots(1), queue=queue))
+    space = DiskSpace([Path(__file__).parent], min_free_bytes=0)
+    state = SimpleNamespace(
+        scheduler=SimpleNamespace(slots=fake_slots(1), queue=queue),
+        jobs=SimpleNamespace(space=space),
+    )
     metrics.bind(state)  # type: ignore[arg-type]
     exported = text_string_to_metric_families(generate_latest(metrics.registry).decode())
     # `_created` series: the docs name them once for all.

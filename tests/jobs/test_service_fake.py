@@ -344,3 +344,21 @@ def test_a_job_whose_last_device_leaves_while_it_is_written_ends_failed(tmp_path
         assert life.jobs.active_count() == 0
 
     lifetime(tmp_path, body)
+
+
+def test_a_failed_job_names_files_relative_to_the_servers_dirs(tmp_path: Path) -> None:
+    """Where the server keeps models and data is the host's: a job's error (what every
+    dialect shows its caller, and the store keeps) names files relative to those dirs."""
+
+    async def body(life: Life) -> None:
+        record = await life.jobs.submit(fake_spec(seed=1))
+        await life.step()
+        models = life.settings.server.models_dir.resolve()
+        life.worker().fail(record.id, f"FileNotFoundError: model files are missing: {models}/sd")
+        await life.jobs.settle()
+        (row,) = await life.store.db.call(
+            lambda conn: conn.execute("SELECT error FROM jobs").fetchall()
+        )
+        assert row == ("FileNotFoundError: model files are missing: sd",)
+
+    lifetime(tmp_path, body)

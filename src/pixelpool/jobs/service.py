@@ -31,6 +31,7 @@ from pixelpool.jobs.spec import JobRecord, JobSpec, JobStatus
 from pixelpool.jobs.store import JobStore
 from pixelpool.logs import note_job
 from pixelpool.pipelines.base import Result
+from pixelpool.redact import host_paths
 
 __all__ = [
     "InputsTooLarge", "JobService", "NoDeviceFits", "NoDeviceServes", "QueueFull", "StorageFull",
@@ -78,6 +79,7 @@ class JobService:
         self.write_retry_s: tuple[float, ...] = WRITE_RETRY_S
         # Lifecycle logs, and metrics when the app adds them: see `_publish`.
         self.observers: list[JobObserver] = [log_job_event]
+        self._dirs = (settings.server.models_dir, settings.server.data_dir)  # out of errors
         self.space = DiskSpace(
             (settings.server.data_dir, settings.job_store_path.parent),
             settings.storage.min_free_mb * 2**20,
@@ -364,7 +366,8 @@ class JobService:
             return
         now = time.time()
         record.status, record.finished = status, now
-        record.error = fields.get("error")
+        error = fields.get("error")
+        record.error = None if error is None else host_paths(error, self._dirs)
         record.result = fields.get("result", {})
         record.expires = now + self.settings.storage.ttl_s
         try:
