@@ -16,7 +16,7 @@ from pixelpool.config import ConfigError, Settings, load_settings
 from pixelpool.engine.devices import DeviceInfo
 from pixelpool.engine.pool import worker_options
 from pixelpool.pipelines import configure, get_family
-from pixelpool.pipelines.diffusion import accel, latents
+from pixelpool.pipelines.diffusion import accel, invariance, latents
 
 from .diffusion_helpers import BASE, MODELS, entry, load, max_diff, run
 
@@ -105,6 +105,7 @@ def test_compiled_unet_with_warmup_matches_eager(
     configure({"compile": "default", "compile_backend": "aot_eager",
                "compile_warmup": [[64, 48, 1]], "compile_cache_size": 4})  # fmt: skip
     torch._dynamo.reset()
+    invariance._min_rows.clear()  # measured again, never inside the compiled graph
     compiled = load(models_dir / MODELS["sd15"], "sd15")
     unet = compiled.obj.unet
     assert type(unet).__name__ == "UNet2DConditionModel" and unet._compiled_call_impl is not None
@@ -114,6 +115,7 @@ def test_compiled_unet_with_warmup_matches_eager(
     image = run(compiled, "txt2img", SMALL)[0].images[0]
     assert counters["stats"]["unique_graphs"] == graphs  # and the request reused it
     assert max_diff(plain_image, image) <= 1
+    assert (str(torch.device("cpu")), torch.float32) in invariance._min_rows
     torch._dynamo.reset()
 
 

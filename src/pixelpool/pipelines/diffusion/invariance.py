@@ -97,11 +97,19 @@ def _padded_linear(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def padded_small_matmuls() -> Iterator[None]:
+def padded_small_matmuls(
+    device: torch.device | None = None, dtype: torch.dtype | None = None
+) -> Iterator[None]:
     """Within this block every `nn.Linear` gives each row the same result at any batch size.
 
     Workers run one batch at a time, so swapping the class's forward is safe there.
+    `device` and `dtype` (the pipeline's): their `min_rows` is measured now, and float32's
+    (an upcast VAE's), so that a compiled model (`torch.compile`) finds them made and
+    never traces a measurement.
     """
+    if device is not None:
+        for kind in {torch.float32, dtype or torch.float32}:
+            min_rows(device, kind)
     nn.Linear.forward = _padded_linear  # type: ignore[method-assign]
     try:
         yield
@@ -127,5 +135,6 @@ def for_batch(pipe: Any) -> Iterator[None]:
     """One batch's call, batch-invariant or not as the worker is configured."""
     on = enabled()
     one_image_vae(pipe, on)
-    with padded_small_matmuls() if on else contextlib.nullcontext():
+    device, dtype = getattr(pipe, "device", None), getattr(pipe, "dtype", None)
+    with padded_small_matmuls(device, dtype) if on else contextlib.nullcontext():
         yield
