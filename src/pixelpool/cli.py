@@ -241,6 +241,14 @@ def serve(
     except datalock.DataDirBusy as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+    except OSError as exc:  # read-only, a file in the way, no permission: say so plainly
+        typer.echo(
+            f"error: cannot use the data dir {settings.server.data_dir}: "
+            f"{exc.strerror or exc} (it keeps the job store, results and keys: it must be a "
+            "writable directory)",
+            err=True,
+        )
+        raise typer.Exit(1) from None
     if settings.cluster.backend == "local":  # its imports overlap the app's from here on
         start_fork_server(select_devices(detect_devices(), settings.devices))
     # Text or JSON lines; no key, token or bearer value in any log line.

@@ -6,6 +6,7 @@ A running server on the same data dir picks changes up on its next request.
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 from pathlib import Path
 from typing import Annotated
 
@@ -35,7 +36,11 @@ def _store(config: Path | None, data_dir: Path | None) -> KeyStore:
     except UnreadableStore as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    return KeyStore(keys_path(data_dir))
+    try:
+        return KeyStore(keys_path(data_dir))
+    except (OSError, sqlite3.Error) as exc:  # read-only, no permission, a file in the way
+        typer.echo(f"error: cannot open the key store {keys_path(data_dir)}: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 @keys_app.command("create")

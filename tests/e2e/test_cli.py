@@ -77,3 +77,15 @@ def test_serve_names_a_damaged_store_instead_of_a_traceback(tmp_path: Path, dama
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.startswith(f"error: the {'job' if damaged == 'jobs.db' else 'key'} store")
     assert "restore it from a backup" in result.stderr
+
+
+def test_serve_names_a_data_dir_it_cannot_use(tmp_path: Path) -> None:
+    in_the_way = tmp_path / "data"
+    in_the_way.write_text("a file where the data dir should be")
+    result = pixelpool("serve", "--data-dir", str(in_the_way), "--models-dir", str(tmp_path))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"error: cannot use the data dir {in_the_way}: ")
+    assert "must be a writable directory" in result.stderr
+    result = pixelpool("keys", "list", "--data-dir", str(in_the_way))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"error: cannot open the key store {in_the_way}/keys.db: ")
