@@ -120,6 +120,12 @@ async def _serving(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
     registry = Registry(settings.server.models_dir, data_dir / "registry.db")
     result = await asyncio.to_thread(registry.scan)
     log.info("found %d models in %s", result.total, settings.server.models_dir)
+    if not settings.server.models_dir.is_dir():  # a typo in --models-dir, most likely
+        log.warning(
+            "the models dir %s does not exist: no model can run until it does "
+            "(the next rescan finds what is put there)",
+            settings.server.models_dir,
+        )
     db = Database(settings.job_store_path)
     storage = settings.storage
     event_log = EventLog(db, interval_s=storage.events_flush_s, retain_s=storage.events_retain_s)
