@@ -121,3 +121,20 @@ def test_pull_url_checks_sha256_and_places_by_header(hub, env: Path) -> None:
     (entry,) = scan_models(env)
     assert (entry.family, entry.architecture) == ("upscale", "ESRGAN")
     shutil.rmtree(env)
+
+
+def test_a_full_disk_is_named_and_the_part_kept_to_resume(hub, env: Path) -> None:
+    """The partial file's place is /dev/full, whose writes fail with the kernel's own
+    ENOSPC: one line says so (no traceback) and the part stays for the next pull."""
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full on this system")
+    url = f"{hub.url}/files/tiny-esrgan.safetensors"
+    part = staging_dir(env, url) / "tiny-esrgan.safetensors"
+    part.parent.mkdir(parents=True)
+    part.symlink_to("/dev/full")
+    full = _pull(url, "--models-dir", str(env))
+    assert full.exit_code == 1 and isinstance(full.exception, SystemExit), full.output
+    assert f"error: writing {part} failed: No space left on device" in full.output
+    assert "the next pull of this URL resumes it" in full.output
+    assert part.is_symlink()  # kept
+    shutil.rmtree(env)

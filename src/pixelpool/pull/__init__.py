@@ -18,6 +18,14 @@ def is_url(source: str) -> bool:
 def pull(source: str, models_dir: Path, **options: object) -> Path:
     """Pull `source` (a repo id or an http(s) URL) and return where the model now is.
     Options: to, name, quiet; repos also revision, file, token; URLs also sha256, size."""
+    try:
+        return _pull(source, models_dir, **options)
+    except OSError as exc:  # a full disk, a read-only models dir: a sentence, not a trace
+        where = f": {exc.filename}" if exc.filename else ""
+        raise PullError(f"cannot write the model{where}: {exc.strerror or exc}") from exc
+
+
+def _pull(source: str, models_dir: Path, **options: object) -> Path:
     if is_url(source):
         from pixelpool.pull.url import pull_url
 

@@ -80,13 +80,19 @@ def pull_url(
             _download(url, part, quiet)
         except httpx.HTTPError as exc:
             raise PullError(f"cannot fetch {url}: {type(exc).__name__}: {exc}") from exc
+        except OSError as exc:  # a full disk, most likely: the part is kept, to resume
+            raise PullError(
+                f"writing {part} failed: {exc.strerror or exc}; the partial download stays "
+                "there and the next pull of this URL resumes it"
+            ) from exc
         _check(part, size, sha256.lower() if sha256 else None)
         folder = to or place.classify_file(part)
         target = place.place_file(
             part, models_dir, folder, name or filename.removesuffix(".safetensors")
         )
     except PullError as exc:
-        if not isinstance(exc.__cause__, httpx.TransportError):  # a broken connection resumes
+        # A broken connection or a full disk: the partial file stays, to resume.
+        if not isinstance(exc.__cause__, httpx.TransportError | OSError):
             place.clean_staging(staging)
         raise
     place.clean_staging(staging)
