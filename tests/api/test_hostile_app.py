@@ -114,6 +114,7 @@ def test_too_little_free_disk_refuses_new_jobs_with_503(client: TestClient) -> N
         openai = client.post("/v1/images/generations", json={"prompt": "a fox", "size": "256x256"})
         a1111 = client.post("/sdapi/v1/txt2img", json={"prompt": "a fox", "steps": 2})
         ready, health = client.get("/ready"), client.get("/health")
+        status = client.get("/api/status").json()
         counts = _job_counts(client)
     finally:
         space.min_free_bytes = threshold
@@ -124,6 +125,7 @@ def test_too_little_free_disk_refuses_new_jobs_with_503(client: TestClient) -> N
     assert a1111.status_code == 503 and "storage is full" in a1111.json()["detail"]
     assert ready.status_code == 503 and ready.json()["storage_low"] is True
     assert health.json()["storage_low"] is True and health.json()["storage_free_gb"] > 0
+    assert status["storage_low"] is True
     assert counts == before
     assert client.get("/ready").json()["storage_low"] is False
     accepted = client.post("/api/enqueue/generate", json=GOOD)

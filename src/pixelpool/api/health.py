@@ -68,11 +68,11 @@ def health_body(state: AppState) -> dict[str, Any]:
         # The Vision Models API's GPU / memory facts, per device.
         "gpu_count": len(gpus),
         "devices": [_device_memory(d) for d in devices],
-        **_storage(state),
+        **storage_info(state),
     }
 
 
-def _storage(state: AppState) -> dict[str, Any]:
+def storage_info(state: AppState) -> dict[str, Any]:
     """Free space where jobs are stored; `storage_low`: new jobs are refused (503)."""
     space = state.jobs.space
     return {"storage_free_gb": round(space.free_bytes() / 2**30, 3), "storage_low": space.low()}
@@ -108,7 +108,7 @@ async def health(state: State) -> dict[str, Any]:
     },
 )
 async def ready(state: State) -> JSONResponse:
-    storage = _storage(state)
+    storage = storage_info(state)
     ok = state.scheduler.ready and not storage["storage_low"]
     body = {"ready": ok, "workers": sum(s.ready for s in state.scheduler.slots), **storage}
     return JSONResponse(body, status_code=200 if ok else 503)

@@ -10,8 +10,8 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import Field, model_validator
 
+from pixelpool.api import health, ops, visibility
 from pixelpool.api import openapi_docs as docs
-from pixelpool.api import ops, visibility
 from pixelpool.api.auth import Caller, Principal
 from pixelpool.api.diffusion import caches, references
 from pixelpool.api.diffusion.controlnet import ControlNetRequest, attach
@@ -226,6 +226,7 @@ async def status(state: State, caller: Caller) -> dict[str, Any]:
         "devices": visibility.devices(state, caller),
         "nodes": visibility.nodes(await asyncio.to_thread(state.scheduler.nodes), caller),
         "models": len(state.registry.entries()),
+        **health.storage_info(state),  # new jobs get 503 while storage_low
     }
 
 
