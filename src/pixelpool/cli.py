@@ -16,6 +16,7 @@ from pixelpool.cli_client import register as register_client_commands
 from pixelpool.cli_keys import keys_app
 from pixelpool.cli_pull import register as register_pull_command
 from pixelpool.config import ConfigError, Settings, load_settings
+from pixelpool.fdlimit import raise_open_files_limit
 from pixelpool.jobs import datalock
 from pixelpool.jobs.keys import keys_exist, keys_path
 from pixelpool.sqlite_files import UnreadableStore, check_job_store, check_key_store
@@ -253,6 +254,7 @@ def serve(
         start_fork_server(select_devices(detect_devices(), settings.devices))
     # Text or JSON lines; no key, token or bearer value in any log line.
     logs.configure(settings.server.log_level, settings.server.log_format)
+    raise_open_files_limit()  # a descriptor per connection: the soft limit is often 1024
     from pixelpool.api.app import create_app
 
     uvicorn.run(
