@@ -149,11 +149,6 @@ def _unexpected_response(request: Request, exc: BaseException) -> JSONResponse:
     return _respond(request, ErrorInfo(500, "internal server error"))
 
 
-def error_response(scope: Scope, status: int, message: str) -> JSONResponse:
-    """An error in the dialect of the request's path, for ASGI middleware (no handler runs)."""
-    return _respond(Request(scope), ErrorInfo(status, message))
-
-
 class CatchAllMiddleware:
     """An unexpected exception becomes a 500 in the dialect's envelope, and is not re-raised.
 

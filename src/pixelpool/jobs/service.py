@@ -330,12 +330,12 @@ class JobService:
                 described.append({"id": art.id, "media_type": art.media_type, "size": art.size,
                                   **meta})  # fmt: skip
         except Exception as exc:
+            reason = f"{STORAGE_FULL} ({exc})" if is_disk_full(exc) else str(exc)
             if is_disk_full(exc):  # an operator's problem, said in one line, not a bug's trace
-                log.error("storing result of %s failed: %s (%s)", job_id, STORAGE_FULL, exc)
-                exc = f"{STORAGE_FULL} ({exc})"
+                log.error("storing result of %s failed: %s", job_id, reason)
             else:
                 log.exception("storing result of %s failed", job_id)
-            await self._finish(job_id, JobStatus.failed, error=f"storing result failed: {exc}")
+            await self._finish(job_id, JobStatus.failed, error=f"storing result failed: {reason}")
             return
         if result.caches:
             await self._send_caches(record, result.caches)
