@@ -75,7 +75,8 @@ def health_body(state: AppState) -> dict[str, Any]:
 def storage_info(state: AppState) -> dict[str, Any]:
     """Free space where jobs are stored; `storage_low`: new jobs are refused (503)."""
     space = state.jobs.space
-    return {"storage_free_gb": round(space.free_bytes() / 2**30, 3), "storage_low": space.low()}
+    free = space.free_bytes()  # one reading for both fields
+    return {"storage_free_gb": round(free / 2**30, 3), "storage_low": space.low(free)}
 
 
 def _device_memory(device: dict[str, Any]) -> dict[str, Any]:

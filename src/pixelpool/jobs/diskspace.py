@@ -65,14 +65,15 @@ class DiskSpace:
         """The least free space among the paths' disks (one statvfs each: microseconds)."""
         return min(shutil.disk_usage(_existing(p)).free for p in self.paths)
 
-    def low(self) -> bool:
-        return self.min_free_bytes > 0 and self.free_bytes() < self.min_free_bytes
+    def low(self, free: int | None = None) -> bool:
+        """Under the threshold; `free`: a reading already taken (else one is taken)."""
+        if self.min_free_bytes <= 0:
+            return False
+        return (self.free_bytes() if free is None else free) < self.min_free_bytes
 
     def check(self) -> None:
-        if self.min_free_bytes <= 0:
-            return
-        free = self.free_bytes()
-        if free < self.min_free_bytes:
+        free = self.free_bytes() if self.min_free_bytes > 0 else 0
+        if self.low(free):
             raise StorageFull(
                 f"{MESSAGE}: {free // 2**20} MB free where jobs are stored, "
                 f"{self.min_free_bytes // 2**20} MB needed to accept new work; retry later"
