@@ -11,7 +11,7 @@ from pixelpool.api import openapi_docs as docs
 from pixelpool.api import ops
 from pixelpool.api.auth import Caller
 from pixelpool.api.errors import ApiError
-from pixelpool.api.native import State
+from pixelpool.api.state import State
 
 router = APIRouter(prefix="/api/models", tags=["admin"])
 

@@ -27,8 +27,8 @@ from pixelpool.api.auth import (
     ws_subprotocol,
 )
 from pixelpool.api.errors import ApiError
-from pixelpool.api.native import State, visible_job
-from pixelpool.api.state import AppState
+from pixelpool.api.native import visible_job
+from pixelpool.api.state import AppState, State
 from pixelpool.jobs.events import TERMINAL, Event
 from pixelpool.jobs.spec import JobRecord, JobStatus
 

@@ -16,8 +16,7 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from pixelpool.api.native import State
-from pixelpool.api.state import AppState
+from pixelpool.api.state import AppState, State
 from pixelpool.registry.registry import ModelNotFound
 
 router = APIRouter(tags=["health"])

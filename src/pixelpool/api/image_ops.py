@@ -10,9 +10,9 @@ the field before anything is queued.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
@@ -21,13 +21,12 @@ from pixelpool.api import openapi_docs as docs
 from pixelpool.api import ops
 from pixelpool.api.errors import ApiError, field_error
 from pixelpool.api.job_routes import add_job_routes
-from pixelpool.api.state import AppState, get_state
+from pixelpool.api.state import AppState
 from pixelpool.api.uploads import store_image
 from pixelpool.api.validation import parse_json, validate_form, validation_error
 from pixelpool.api.vision import chain
 from pixelpool.jobs.spec import JobSpec
 
-State = Annotated[AppState, Depends(get_state)]
 SET_BY_SERVER = ("image", "image_width", "image_height")  # from the upload, never the client
 
 

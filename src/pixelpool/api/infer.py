@@ -8,9 +8,9 @@ Errors under /v1 use OpenAI's envelope; `/infer` uses the native shape.
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from pydantic import Field
 
 from pixelpool import __version__
@@ -19,7 +19,7 @@ from pixelpool.api import ops, status_page
 from pixelpool.api.auth import Caller
 from pixelpool.api.health import health_body
 from pixelpool.api.runs import b64, build_specs, check_count, run_images
-from pixelpool.api.state import AppState, get_state
+from pixelpool.api.state import AppState, State
 from pixelpool.api.validation import Name, Prompt, RequestModel
 from pixelpool.api.vision.types import MODEL_TYPES
 from pixelpool.families.vision import task_of
@@ -27,7 +27,6 @@ from pixelpool.jobs.spec import JobSpec
 from pixelpool.registry.entry import ModelEntry
 
 router = APIRouter(tags=["inference"])
-State = Annotated[AppState, Depends(get_state)]
 
 FIELD_NAMES = {"model": "model_id", "steps": "num_inference_steps", "cfg_scale": "guidance_scale"}
 LINKS = {

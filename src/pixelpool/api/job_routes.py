@@ -10,17 +10,16 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Header, Request
 
 from pixelpool.api import openapi_docs as docs
 from pixelpool.api import ops
 from pixelpool.api.auth import Caller
 from pixelpool.api.native import result_response
-from pixelpool.api.state import AppState, get_state
+from pixelpool.api.state import AppState, State
 from pixelpool.api.waiting import wait_or_cancel
 from pixelpool.jobs.spec import JobSpec
 
-State = Annotated[AppState, Depends(get_state)]
 Builder = Callable[[Request, AppState, str | None], Awaitable[JobSpec]]
 
 

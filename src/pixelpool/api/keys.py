@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pixelpool.api import openapi_docs as docs
 from pixelpool.api.auth import Principal, require_admin
 from pixelpool.api.errors import ApiError
-from pixelpool.api.native import State
+from pixelpool.api.state import State
 from pixelpool.jobs.keys import DuplicateKeyName, KeyRecord, KeyStoreError
 
 router = APIRouter(prefix="/api/keys", tags=["keys"])

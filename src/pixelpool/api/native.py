@@ -6,7 +6,7 @@ import asyncio
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import Field, model_validator
 
@@ -17,7 +17,7 @@ from pixelpool.api.diffusion import caches, references
 from pixelpool.api.diffusion.controlnet import ControlNetRequest, attach
 from pixelpool.api.diffusion.references import IPAdapterRequest
 from pixelpool.api.errors import ApiError
-from pixelpool.api.state import AppState, get_state
+from pixelpool.api.state import AppState, State
 from pixelpool.api.validation import Name, Prompt, RequestModel, check_id
 from pixelpool.api.vision import native as vision_native
 from pixelpool.api.waiting import wait_or_cancel
@@ -25,7 +25,6 @@ from pixelpool.families.diffusion import infotext
 from pixelpool.jobs.spec import JobRecord, JobStatus
 
 router = APIRouter(prefix="/api", tags=["native"])
-State = Annotated[AppState, Depends(get_state)]
 
 # Every op under /api/enqueue/{op}: "generate" is routed here, the others in
 # diffusion/native.py or in their family's API module (upscale.py, bgremove.py, tag.py).

@@ -8,9 +8,9 @@ request for the model does.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from pydantic import Field
 
 from pixelpool.api import openapi_docs as docs
@@ -20,11 +20,10 @@ from pixelpool.api.diffusion import references
 from pixelpool.api.errors import ApiError, ErrorInfo, add_error_format
 from pixelpool.api.health import current_model, loaded_paths
 from pixelpool.api.runs import b64, run_images
-from pixelpool.api.state import AppState, get_state
+from pixelpool.api.state import State
 from pixelpool.api.validation import Name, Prompt, RequestModel
 
 router = APIRouter(tags=["self-hosted client"])
-State = Annotated[AppState, Depends(get_state)]
 
 PATHS = frozenset({"/generate", "/models", "/loras", "/switch-model"})
 REPORTED_PARAMS = ("prompt", "negative_prompt", "width", "height", "steps", "cfg_scale", "sampler",

@@ -6,8 +6,9 @@ import time
 from collections import Counter
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
 
 from pixelpool.api.metrics import Metrics
 from pixelpool.api.ratelimit import RateLimiter
@@ -50,3 +51,7 @@ class AppState:
 
 def get_state(request: Request) -> AppState:
     return request.app.state.pixelpool
+
+
+# A route parameter annotated `State` gets the app's state (one definition for every router).
+State = Annotated[AppState, Depends(get_state)]

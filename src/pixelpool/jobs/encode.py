@@ -1,7 +1,9 @@
 """Result encoding. Runs in a thread pool, never on the event loop.
 
-PNG uses zlib level 1 with the RLE strategy: several times faster than Pillow's default level 6 for
-a modest size increase (bench/ measures it); JPEG/WebP use the usual qualities.
+PNG: 8-bit images go through `png.py` (Paeth rows deflated in parallel strips, zlib
+level 1 with the RLE strategy: several times faster than Pillow's default level 6 for
+a modest size increase; bench/ measures it), anything else through Pillow with the
+same zlib settings. JPEG/WebP use the usual qualities.
 The generation parameters go where A1111 puts them: a PNG `parameters` text
 chunk, or the EXIF UserComment of a JPEG/WebP, so other tools can read them back.
 """
@@ -15,6 +17,8 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, PngImagePlugin
+
+from pixelpool.jobs.png import can_encode, encode_png
 
 MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 PNG_COMPRESS_LEVEL = 1
@@ -43,6 +47,8 @@ def safe_text(text: str) -> str:
 def encode_image(
     array: np.ndarray, fmt: str = "png", quality: int = 90, text: dict[str, str] | None = None
 ) -> bytes:
+    if fmt == "png" and can_encode(array):
+        return encode_png(array, {safe_text(k): safe_text(v) for k, v in (text or {}).items()})
     image = Image.fromarray(array)
     buf = io.BytesIO()
     options: dict[str, Any] = {}

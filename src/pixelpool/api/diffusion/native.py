@@ -10,9 +10,9 @@ catch-all `/api/enqueue/{operation}`.
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from pixelpool.api import openapi_docs as docs
@@ -22,7 +22,7 @@ from pixelpool.api.diffusion import caches, controlnet, enhance, inputs, referen
 from pixelpool.api.errors import field_error
 from pixelpool.api.job_routes import Builder, add_job_routes
 from pixelpool.api.native import GenerateRequest
-from pixelpool.api.state import AppState, get_state
+from pixelpool.api.state import AppState, State
 from pixelpool.api.uploads import store_image
 from pixelpool.api.validation import Prompt, check_prompts, parse_json
 from pixelpool.api.vision import chain
@@ -32,7 +32,6 @@ from pixelpool.families.diffusion.latent_format import (
 from pixelpool.jobs.spec import JobSpec
 
 router = APIRouter(prefix="/api", tags=["native"])
-State = Annotated[AppState, Depends(get_state)]
 
 
 class Img2ImgRequest(GenerateRequest):

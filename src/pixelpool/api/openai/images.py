@@ -9,9 +9,9 @@ are its reference images (`ip_adapter_scale`), else several images are a 400.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ValidationError
@@ -37,13 +37,12 @@ from pixelpool.api.openai.plan import (
 from pixelpool.api.openai.stream import stream_generation
 from pixelpool.api.openai.transparent import run_transparent
 from pixelpool.api.runs import run_images
-from pixelpool.api.state import AppState, get_state
+from pixelpool.api.state import AppState, State
 from pixelpool.api.uploads import store_image
 from pixelpool.api.validation import check_id, check_prompts, validate_form
 from pixelpool.api.vision import chain
 
 router = APIRouter(prefix="/v1/images", tags=["openai"])
-State = Annotated[AppState, Depends(get_state)]
 MAX_FORM_PARTS = 64
 _STREAM = docs.event_stream("`stream: true`: partial images, then the result")
 _ERRORS = docs.openai(*docs.SYNC, 500)

@@ -13,16 +13,16 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response
 
 from pixelpool.api import openapi_docs as docs
 from pixelpool.api.auth import Caller
 from pixelpool.api.errors import ApiError
-from pixelpool.api.state import AppState, get_state
+from pixelpool.api.state import AppState, State
 from pixelpool.api.validation import check_id
 from pixelpool.api.vision.encode import check_choice
 
@@ -33,7 +33,6 @@ JSON_MEDIA_TYPE = "application/json"
 ROUTE_NAME = "artifact_data"
 
 router = APIRouter(prefix="/api", tags=["native"])
-State = Annotated[AppState, Depends(get_state)]
 
 
 def check_return_mode(value: Any, field: str = "return") -> str:

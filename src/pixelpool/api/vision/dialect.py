@@ -17,7 +17,7 @@ import contextlib
 from collections import OrderedDict
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Body, FastAPI, Query, Request
 from pydantic import ValidationError
 
 from pixelpool.api import openapi_docs as docs
@@ -26,7 +26,7 @@ from pixelpool.api.auth import Caller
 from pixelpool.api.errors import ApiError, ErrorInfo, add_error_format, field_error
 from pixelpool.api.native import visible_job
 from pixelpool.api.runs import renamed
-from pixelpool.api.state import AppState, get_state
+from pixelpool.api.state import AppState, State
 from pixelpool.api.validation import clean_prompt, no_surrogates, validation_error
 from pixelpool.api.vision import model_routes
 from pixelpool.api.vision.core import (
@@ -40,7 +40,6 @@ from pixelpool.api.vision.types import TYPE_OF_OP, op_of
 from pixelpool.jobs.spec import JobRecord, JobSpec, JobStatus
 
 router = APIRouter(tags=["vision models API"])
-State = Annotated[AppState, Depends(get_state)]
 
 # The seed's / transformers' names for the family's params, per model type.
 ALIASES = {"grounding-dino": {"box_threshold": "threshold"}}

@@ -10,15 +10,15 @@ the admin scope is required. `device` is a device id (`cpu`, `cuda0`) or a kind
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from pydantic import Field
 
 from pixelpool.api import openapi_docs as docs
 from pixelpool.api.auth import Caller
 from pixelpool.api.errors import ApiError
-from pixelpool.api.state import AppState, get_state
+from pixelpool.api.state import AppState, State
 from pixelpool.api.validation import Name, RequestModel
 from pixelpool.api.vision.jobs import FAMILY, resolve_vision_model
 from pixelpool.api.vision.types import MODEL_TYPES, op_of
@@ -26,7 +26,6 @@ from pixelpool.families.vision import task_of
 from pixelpool.registry.entry import ModelEntry
 
 router = APIRouter(tags=["vision models API"])
-State = Annotated[AppState, Depends(get_state)]
 
 
 class LoadRequest(RequestModel):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
@@ -26,7 +26,7 @@ from pixelpool.api import openapi_docs as docs
 from pixelpool.api import ops
 from pixelpool.api.auth import Caller
 from pixelpool.api.errors import ApiError, field_error
-from pixelpool.api.state import AppState, get_state
+from pixelpool.api.state import AppState, State
 from pixelpool.api.uploads import store_image
 from pixelpool.api.validation import parse_json, validate_form, validation_error
 from pixelpool.api.vision import chain, core
@@ -35,7 +35,6 @@ from pixelpool.families.vision.params import MAX_IMAGES, PARAMS
 from pixelpool.jobs.spec import JobRecord, JobSpec
 
 router = APIRouter(prefix="/api", tags=["vision"])
-State = Annotated[AppState, Depends(get_state)]
 OPS: tuple[str, ...] = tuple(PARAMS)
 SUMMARIES = {
     "segment": "SAM 3: instance masks for text prompts and/or boxes (or `boxes_from`)",
