@@ -18,6 +18,7 @@ the byte before) a strip loses nothing by not seeing the strip above.
 
 from __future__ import annotations
 
+import itertools
 import os
 import struct
 import zlib
@@ -50,7 +51,7 @@ def encode_png(array: np.ndarray, text: dict[str, str] | None = None) -> bytes:
     rows = image.reshape(height, width * channels)
     per_strip = max(1, STRIP_BYTES // (width * channels + 1))
     bounds = [*range(0, height, per_strip), height]
-    strips = list(zip(bounds, bounds[1:], strict=False))
+    strips = list(itertools.pairwise(bounds))
     last = len(strips) - 1
     done = list(
         _pool.map(lambda i: _deflate(rows, channels, *strips[i], i == last), range(len(strips)))
