@@ -256,9 +256,12 @@ def serve(
     logs.configure(settings.server.log_level, settings.server.log_format)
     raise_open_files_limit()  # a descriptor per connection: the soft limit is often 1024
     from pixelpool.api.app import create_app
+    from pixelpool.api.memory import freeze_startup_objects
 
+    server_app = create_app(settings)
+    freeze_startup_objects()
     uvicorn.run(
-        create_app(settings),
+        server_app,
         host=settings.server.host,
         port=settings.server.port,
         log_level=settings.server.log_level,

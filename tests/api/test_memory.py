@@ -4,6 +4,8 @@ jobs expired (events and recent results stay in memory for a while after a job e
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import Callable
 
 import pytest
@@ -64,3 +66,24 @@ async def _work_again(monkeypatch: pytest.MonkeyPatch) -> None:
         assert len(idle_calls) == 1
     finally:
         task.cancel()
+
+
+def test_freezing_leaves_a_full_collection_only_what_came_after() -> None:
+    """In a process of its own: frozen objects are never collected, so a test process
+    (which builds many apps) must not freeze its own."""
+    code = (
+        "import gc\n"
+        "from pixelpool.api.app import create_app\n"
+        "from pixelpool.api.memory import freeze_startup_objects\n"
+        "from pixelpool.config import Settings\n"
+        "app = create_app(Settings())\n"
+        "before = len(gc.get_objects())\n"
+        "freeze_startup_objects()\n"
+        "print(before, len(gc.get_objects()), gc.get_freeze_count())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    before, after, frozen = map(int, out.stdout.split())
+    assert before > 50_000  # what every full collection walked
+    assert after < 1_000 and frozen > 50_000  # now out of its way

@@ -35,6 +35,21 @@ def _libc_trim() -> Callable[[], None] | None:
     return lambda: trim(0)
 
 
+def freeze_startup_objects() -> None:
+    """Move what the imports and the app's construction made (~100k objects: modules,
+    classes, routes) out of the garbage collector's reach, after one collection.
+
+    They live as long as the process, yet every full collection walked them all: ~30
+    ms holding the GIL, so the event loop and every request stood still, at each drain
+    (`release_memory`) and at each of Python's own full collections under load. After
+    this a full collection walks only what was made since (measured in
+    docs/benchmarks.md). For the server process only: a test process that builds many
+    apps would keep each one's cycles forever.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def release_memory(trim: Callable[[], None] | None) -> None:
     """Blocking (run it off the loop): collect cycles, then return free heap pages."""
     gc.collect()
