@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import io
 import time
-import zlib
 from typing import Any
 
 import numpy as np
@@ -63,8 +62,12 @@ def _pillow_default(array: np.ndarray, fmt: str) -> bytes:
 def _pillow_fast(array: np.ndarray, fmt: str) -> bytes:
     """PNG through Pillow at the server's zlib settings (one thread, a filter chosen per
     row): the server's encoder before `jobs/png.py`, so its gain is measured here."""
+    from pixelpool.jobs import png
+
     buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG", compress_level=1, compress_type=zlib.Z_RLE)
+    Image.fromarray(array).save(
+        buf, format="PNG", compress_level=png.LEVEL, compress_type=png.STRATEGY
+    )
     return buf.getvalue()
 
 

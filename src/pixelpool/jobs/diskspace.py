@@ -72,8 +72,10 @@ class DiskSpace:
         return (self.free_bytes() if free is None else free) < self.min_free_bytes
 
     def check(self) -> None:
-        free = self.free_bytes() if self.min_free_bytes > 0 else 0
-        if self.low(free):
+        if self.min_free_bytes <= 0:
+            return
+        free = self.free_bytes()
+        if free < self.min_free_bytes:
             raise StorageFull(
                 f"{MESSAGE}: {free // 2**20} MB free where jobs are stored, "
                 f"{self.min_free_bytes // 2**20} MB needed to accept new work; retry later"

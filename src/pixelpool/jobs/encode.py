@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import io
 import re
-import zlib
 from typing import Any
 
 import numpy as np
 from PIL import Image, PngImagePlugin
 
-from pixelpool.jobs.png import can_encode, encode_png
+from pixelpool.jobs import png
 
 MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
-PNG_COMPRESS_LEVEL = 1
 EXIF_USER_COMMENT = 0x9286
 # A JPEG APP1 segment holds at most 65,533 bytes of EXIF; keep the comment well inside it
 # (WebP uses the same cap), so a long prompt is truncated instead of failing the job.
@@ -47,14 +45,14 @@ def safe_text(text: str) -> str:
 def encode_image(
     array: np.ndarray, fmt: str = "png", quality: int = 90, text: dict[str, str] | None = None
 ) -> bytes:
-    if fmt == "png" and can_encode(array):
-        return encode_png(array, {safe_text(k): safe_text(v) for k, v in (text or {}).items()})
+    if fmt == "png" and png.can_encode(array):
+        return png.encode_png(array, {safe_text(k): safe_text(v) for k, v in (text or {}).items()})
     image = Image.fromarray(array)
     buf = io.BytesIO()
     options: dict[str, Any] = {}
     if fmt == "png":
-        options["compress_level"] = PNG_COMPRESS_LEVEL
-        options["compress_type"] = zlib.Z_RLE  # faster and smaller than the default filter
+        options["compress_level"] = png.LEVEL  # the same settings as `png.py`'s
+        options["compress_type"] = png.STRATEGY
         if text:
             info = PngImagePlugin.PngInfo()
             for key, value in text.items():

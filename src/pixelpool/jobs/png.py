@@ -3,8 +3,8 @@
 A result's PNG is on the critical path of every request that waits for its image:
 Pillow encodes on one core and spends most of its time choosing a filter for each
 row, which at 1024x1024 took ~100 ms, 5 % of an SDXL image on a GPU (measured in
-docs/benchmarks.md). Here every row gets the Paeth filter (the one Pillow's adaptive
-choice picks for most rows of a photo-like image: files within ~2 % of Pillow's),
+docs/benchmarks.md). Here every row gets the Paeth filter (measured: files within
+2 % of Pillow's per-row choice on the benchmark's image, the same size on a photo),
 computed with numpy, and the image is cut into strips that are filtered and
 deflated in threads (numpy and zlib release the GIL), then joined into one zlib
 stream the way pigz does: every strip but the last ends with a full flush, so the
@@ -30,11 +30,17 @@ SIGNATURE = b"\x89PNG\r\n\x1a\n"
 COLOR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}  # channels -> grey, grey+alpha, RGB, RGBA
 PAETH = 4
 STRIP_BYTES = 1 << 16  # raw bytes per strip: 256x256 RGB is 3 strips, 1024x1024 48
-LEVEL = 1
-_pool = ThreadPoolExecutor(
-    max_workers=max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1),
-    thread_name_prefix="png",
-)
+LEVEL, STRATEGY = 1, zlib.Z_RLE  # zlib's settings for every PNG the server writes
+
+
+def _cores() -> int:
+    """The cores this process may run on (its CPU affinity, where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+_pool = ThreadPoolExecutor(max_workers=_cores(), thread_name_prefix="png")
 
 
 def can_encode(array: np.ndarray) -> bool:
@@ -98,7 +104,7 @@ def _deflate(
 ) -> tuple[bytes, bytes]:
     """(filtered bytes, their raw deflate segment); a full flush ends all but the last."""
     raw = paeth_rows(rows, channels, start, stop).tobytes()
-    deflate = zlib.compressobj(LEVEL, zlib.DEFLATED, -15, 9, zlib.Z_RLE)
+    deflate = zlib.compressobj(LEVEL, zlib.DEFLATED, -15, 9, STRATEGY)
     data = deflate.compress(raw) + deflate.flush(zlib.Z_FINISH if last else zlib.Z_FULL_FLUSH)
     return raw, data
 
