@@ -55,6 +55,24 @@ def summary(values: Sequence[float]) -> dict[str, float | int]:
     }
 
 
+def steady_rate(finished: list[float], clients: int) -> float | None:
+    """Requests/s of closed-loop `clients`, from the end of the first round of responses
+    (`finished`: when each arrived) to the start of the last.
+
+    Clients start together, but their first requests reach a server one by one: after
+    a quieter phase a batching server's first batch starts short (its hold expects no
+    more than its last batch had), and at the end the last requests find fewer
+    companions. Both are the ramp of a burst, not the rate the clients get; a 32-image
+    run of 8 clients has only four batches, so they would weigh a quarter of it. None
+    when the run has no middle (fewer than three rounds): use the whole burst.
+    """
+    done = sorted(finished)
+    first, last = clients - 1, len(done) - clients - 1
+    if last - first < clients or done[last] <= done[first]:
+        return None
+    return (last - first) / (done[last] - done[first])
+
+
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     start = time.perf_counter()
     out = fn()
