@@ -228,10 +228,10 @@ def test_auto_window_waits_for_companions_only_after_a_bigger_batch() -> None:
     slot = fake_slots(1)[0]
     group = fake_task("x").group
 
-    def answered(size: int, run_s: float) -> None:
+    def answered(size: int, run_s: float, ended: float = 9.99) -> None:
         """A batch of `size` ended while nothing else was queued; then "a" arrives."""
         queue.remove("a")
-        queue.ran(slot.device_id, group, size, run_s)
+        queue.ran(slot.device_id, group, size, run_s, ended=ended)
         queue.add(fake_task("a", submitted=10.0))
 
     queue.add(fake_task("a", submitted=10.0))
@@ -242,6 +242,8 @@ def test_auto_window_waits_for_companions_only_after_a_bigger_batch() -> None:
     answered(8, 1.0)  # 8 clients were just answered
     plan = queue.plan(slot, 10.01)
     assert plan is not None and plan.wait_s == pytest.approx(0.04)  # 5 % of 1 s, from 10.0
+    answered(8, 1.0, ended=10.0 - policy.AUTO_WINDOW_FRESH_S - 0.01)
+    assert queue.plan(slot, 10.0).wait_s == 0  # type: ignore[union-attr]  # long after it
     answered(8, 60.0)
     plan = queue.plan(slot, 10.0)
     assert plan is not None and plan.wait_s == pytest.approx(0.1)  # at most 100 ms

@@ -34,6 +34,10 @@ GIB = 1 << 30
 AUTO_MAX_BATCH = 16  # max_batch "auto": the cap when the device's memory fits more
 AUTO_WINDOW_MAX_S = 0.1  # batch_window_ms "auto": the longest hold ...
 AUTO_WINDOW_SHARE = 0.05  # ... and at most this share of the last batch's run time
+# ... and only for a head that arrived within this long after that batch ended: its
+# clients come back as soon as their results are delivered; a request that comes
+# later is not one of them (a lone request after a burst would wait for nobody).
+AUTO_WINDOW_FRESH_S = 1.0
 RECENT_GROUPS = 256  # (device, group) pairs whose last batch is remembered
 
 Owner = str | None
@@ -209,8 +213,10 @@ def window_left(
     the tasks that were already queued when it ended. Dispatching at once would run the
     first arrivals alone and leave the rest to a second batch, and closed-loop clients
     then settle into alternating halves that never merge again (8 clients as 4 + 4).
-    One client never waits: its last batch was one, and nothing else was queued. The
-    hold is a small share of that batch's run time, counted from when it ended.
+    One client never waits: its last batch was one, and nothing else was queued; nor
+    does a head that arrives long after that batch (`AUTO_WINDOW_FRESH_S`). The hold
+    is a small share of that batch's run time, counted from when it ended or from the
+    head's arrival, whichever is later.
     """
     limit = batch_limit(batch[0], settings)
     if not settings.batching or len(batch) >= limit or (cap is not None and len(batch) >= cap):
@@ -218,6 +224,8 @@ def window_left(
     start = batch[0].submitted
     if settings.batch_window_ms == "auto":
         if last is None or len(batch) >= min(limit, last.size + last.backlog):
+            return 0.0
+        if start - last.ended > AUTO_WINDOW_FRESH_S:
             return 0.0
         window = min(AUTO_WINDOW_MAX_S, AUTO_WINDOW_SHARE * last.run_s)
         start = max(start, last.ended)
