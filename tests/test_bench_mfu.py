@@ -1,26 +1,16 @@
-"""The benchmark's MFU arithmetic and its FLOP count on a tiny model (bench/mfu.py is
-loaded by path: the bench is a script folder, not an installed package)."""
+"""The benchmark's MFU arithmetic and its FLOP count on a tiny model."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import SimpleNamespace
 
 import pytest
 from diffusers import StableDiffusionPipeline
 
+from .bench_module import load_bench_module
 
-def _load_mfu() -> ModuleType:
-    path = Path(__file__).resolve().parent.parent / "bench" / "mfu.py"
-    spec = importlib.util.spec_from_file_location("bench_mfu", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-mfu = _load_mfu()
+mfu = load_bench_module("mfu")
 
 
 @pytest.mark.parametrize(

@@ -1,25 +1,12 @@
-"""The throughput suite's steady rate: a burst's ramp and tail left out (bench/common.py
-is loaded by path: the bench is a script folder, not an installed package)."""
+"""The throughput suite's steady rate: a burst's ramp and tail left out."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-from types import ModuleType
-
 import pytest
 
+from .bench_module import load_bench_module
 
-def _load_common() -> ModuleType:
-    path = Path(__file__).resolve().parent.parent / "bench" / "common.py"
-    spec = importlib.util.spec_from_file_location("bench_common", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-steady_rate = _load_common().steady_rate
+steady_rate = load_bench_module("common").steady_rate
 
 
 def _batches(ends_and_sizes: list[tuple[float, int]]) -> list[float]:
