@@ -75,7 +75,7 @@ class DiskSpace:
         if self.min_free_bytes <= 0:
             return
         free = self.free_bytes()
-        if free < self.min_free_bytes:
+        if self.low(free):
             raise StorageFull(
                 f"{MESSAGE}: {free // 2**20} MB free where jobs are stored, "
                 f"{self.min_free_bytes // 2**20} MB needed to accept new work; retry later"
