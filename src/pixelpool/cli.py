@@ -155,6 +155,8 @@ def _device_block(device_id: str, name: str, memory_gb: float, enabled: bool) ->
         "# channels_last = ...    (default: true on CUDA, false elsewhere)\n"
         '# compile = false         (false | "default" | "max-autotune" | "reduce-overhead")\n'
         "# compile_warmup = [[1024, 1024, 1]]   ([width, height, batch] compiled at load)\n"
+        '# overlap_decode = "auto"  (decode beside the next batch; auto: CUDA only)\n'
+        '# stream_results = "auto"  (each result sent as its image decodes; auto: CUDA only)\n'
         "onload = []\npinned = []\n"
     )
 

@@ -162,6 +162,11 @@ class DeviceSettings(_Section):
     # while the next batch denoises. auto: on for CUDA, off elsewhere (on the CPU the
     # two compete for the same cores; measured in docs/benchmarks.md).
     overlap_decode: bool | Literal["auto"] = "auto"
+    # Send each job's result as soon as its image is decoded, so the server stores and
+    # returns it while the rest of the batch decodes. auto: on for CUDA, off elsewhere
+    # (on a CPU with few cores the storing slows the decode more than it saves;
+    # measured in docs/benchmarks.md).
+    stream_results: bool | Literal["auto"] = "auto"
 
     @field_validator("families")
     @classmethod

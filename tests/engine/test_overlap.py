@@ -1,6 +1,7 @@
-"""A batch's decode beside the next batch's denoising (`overlap_decode`), in-process on
-the tiny SD 1.x model: a real WorkerCore, real batches, the VAE's decoder held or
-broken through a forward hook so each case happens when the test says (no sleeps)."""
+"""A batch's decode beside the next batch's denoising (`overlap_decode`), and each job's
+result sent as soon as its image is decoded, in-process on the tiny SD 1.x model: a real
+WorkerCore, real batches, the VAE's decoder held, watched or broken through a forward
+hook so each case happens when the test says (no sleeps)."""
 
 from __future__ import annotations
 
@@ -72,10 +73,10 @@ def restore_options() -> Iterator[None]:
     pipelines.configure(old)
 
 
-def _core(kind: str, overlap: bool) -> tuple[WorkerCore, Recorder]:
+def _core(kind: str, overlap: bool, **extra: Any) -> tuple[WorkerCore, Recorder]:
     rec = Recorder()
     options = {"dtype": "auto", "overlap_decode": overlap, "budget_bytes": 4 * GIB,
-               "ram_budget_bytes": 0, "progress_interval_s": 0}  # fmt: skip
+               "ram_budget_bytes": 0, "progress_interval_s": 0, **extra}  # fmt: skip
     core = WorkerCore(_device(kind), options, rec)
     core.open()
     return core, rec
@@ -215,6 +216,86 @@ def test_the_cuda_decode_runs_on_a_second_stream(models_dir: Path, restore_optio
         handle.remove()
     assert set(rec.results()) == {"a-1", "a-2"}
     assert streams and all(s != torch.cuda.default_stream() for s in streams)
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_each_result_goes_out_before_the_next_image_decodes(
+    models_dir: Path, restore_options: None, overlap: bool
+) -> None:
+    """With `stream_results`, batch-invariant (the VAE decodes one image at a time), each
+    decoder call finds the results of the images before it already sent; the images
+    equal those of the same seeds decoded in one call (`batch_invariant` off)."""
+    images = {}
+    for invariant in (True, False):
+        core, rec = _core("cpu", overlap, batch_invariant=invariant, stream_results=True)
+        seen: list[tuple[int, int]] = []  # (images in the call, results sent before it)
+
+        def hook(_module: Any, args: Any, rec: Recorder = rec, seen: list = seen) -> None:
+            seen.append((args[0].shape[0], len(rec.results())))
+
+        handle = _decoder(core, models_dir).register_forward_pre_hook(hook)
+        try:
+            _run_all(core, _batch(models_dir, "a", [1, 2, 3]))
+        finally:
+            handle.remove()
+        assert seen == ([(1, 0), (1, 1), (1, 2)] if invariant else [(3, 0)])
+        _done_after_items(rec, _batch(models_dir, "a", [1, 2, 3]))
+        images[invariant] = rec.results()
+    for job_id, image in images[True].items():  # the same up to rounding
+        assert np.abs(image.astype(int) - images[False][job_id]).max() <= 1, job_id
+
+
+def test_results_wait_for_the_whole_batch_without_streaming(
+    models_dir: Path, restore_options: None
+) -> None:
+    """`stream_results` off (the CPU's default): every image is decoded before the first
+    result goes out, and the images are those the streamed batch gives, bit for bit."""
+    images = {}
+    for stream in (False, True):
+        core, rec = _core("cpu", False, stream_results=stream)
+        sent_before: list[int] = []
+
+        def hook(_module: Any, _args: Any, rec: Recorder = rec, sent: list = sent_before) -> None:
+            sent.append(len(rec.results()))
+
+        handle = _decoder(core, models_dir).register_forward_pre_hook(hook)
+        try:
+            _run_all(core, _batch(models_dir, "a", [1, 2, 3]))
+        finally:
+            handle.remove()
+        assert sent_before == ([0, 1, 2] if stream else [0, 0, 0])
+        images[stream] = rec.results()
+    assert images[False].keys() == images[True].keys()
+    for job_id, image in images[False].items():
+        assert np.array_equal(image, images[True][job_id]), job_id
+
+
+def test_a_decode_error_mid_batch_fails_only_the_jobs_not_yet_sent(
+    models_dir: Path, restore_options: None
+) -> None:
+    """The first image's result went out before the second image's decode broke: that job
+    keeps its result, the other two fail with the reason, each job reported once."""
+    core, rec = _core("cpu", False, stream_results=True)
+    calls = []
+
+    def hook(_module: Any, _args: Any) -> None:
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("decoder broke")
+
+    handle = _decoder(core, models_dir).register_forward_pre_hook(hook)
+    try:
+        _run_all(core, _batch(models_dir, "a", [1, 2, 3]))
+    finally:
+        handle.remove()
+    assert set(rec.results()) == {"a-1"}
+    assert {k: f.kind for k, f in rec.failed().items()} == {"a-2": "error", "a-3": "error"}
+    assert all("decoder broke" in f.error for f in rec.failed().values())
+    _done_after_items(rec, _batch(models_dir, "a", [1, 2, 3]))
+    from pixelpool.pipelines.diffusion.latents import VAE_LOCK
+
+    assert VAE_LOCK.acquire(timeout=5)  # the broken decode let go of the VAE
+    VAE_LOCK.release()
 
 
 def test_overlap_defaults_to_cuda_only() -> None:

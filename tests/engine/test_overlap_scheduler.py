@@ -102,3 +102,6 @@ def test_overlap_decode_reaches_the_worker(monkeypatch: pytest.MonkeyPatch) -> N
     assert worker_options(Settings(), cpu)["overlap_decode"] == "auto"
     monkeypatch.setenv("PIXELPOOL_DEVICES__CPU__OVERLAP_DECODE", "true")
     assert worker_options(load_settings(), cpu)["overlap_decode"] is True
+    assert worker_options(Settings(), cpu)["stream_results"] == "auto"
+    monkeypatch.setenv("PIXELPOOL_DEVICES__CPU__STREAM_RESULTS", "true")
+    assert worker_options(load_settings(), cpu)["stream_results"] is True

@@ -275,6 +275,26 @@ def test_auto_window_merges_alternating_halves() -> None:
     assert queue.plan(slot, 10.2).wait_s == 0  # type: ignore[union-attr]
 
 
+def test_auto_window_counts_clients_answered_before_the_batch_ended_once() -> None:
+    """Results go out one by one while a batch decodes, so 7 of its 8 clients are back
+    in the queue when it ends: they are its clients, not a backlog that would make the
+    window wait for 15. Tasks that came before its first answer still count."""
+    queue = Queue(SchedulerSettings(max_batch=16))
+    slot = fake_slots(1)[0]
+    group = fake_task("x").group
+    for n in range(7):  # back from 10.00 on; the first answer went out at 9.95
+        queue.add(fake_task(f"a{n}", submitted=10.0 + n / 1000))
+    queue.ran(slot.device_id, group, 8, 2.0, ended=10.01, answered=9.95)
+    plan = queue.plan(slot, 10.01)
+    assert plan is not None and len(plan.batch) == 7 and plan.wait_s > 0  # the 8th client
+    queue.add(fake_task("a7", submitted=10.02))
+    plan = queue.plan(slot, 10.02)
+    assert plan is not None and len(plan.batch) == 8 and plan.wait_s == 0
+    queue.ran(slot.device_id, group, 8, 2.0, ended=10.01, answered=10.03)  # all before it
+    plan = queue.plan(slot, 10.02)
+    assert plan is not None and len(plan.batch) == 8 and plan.wait_s > 0  # waits for 16
+
+
 def test_keys_read_back_from_the_store_are_hashable() -> None:
     task = fake_task("a")
     task = Task(**{**task.__dict__, "batch_key": ["Txt2Img", 64, [["lora", 1.0]], {"a": [1]}]})

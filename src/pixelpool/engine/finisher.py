@@ -26,8 +26,8 @@ log = logging.getLogger("pixelpool.worker")
 
 
 def enabled(setting: Any, device_kind: str) -> bool:
-    """`overlap_decode`: true, false, or "auto"/unset (on for CUDA, off elsewhere: on the
-    CPU the decode competes for the cores the denoising uses)."""
+    """`overlap_decode` and `stream_results`: true, false, or "auto"/unset (on for CUDA,
+    off elsewhere: on the CPU the work they overlap competes for the same cores)."""
     if setting in (None, "auto"):
         return device_kind == "cuda"
     return bool(setting)

@@ -308,7 +308,7 @@ class LastBatch:
 
     size: int
     run_s: float
-    backlog: int = 0  # tasks of the group still queued when it ended
+    backlog: int = 0  # tasks of the group queued when it ended, not sent by its own clients
     ended: float = float("-inf")  # on the scheduler's clock
 
 
@@ -328,11 +328,19 @@ class Queue:
         size: int,
         run_s: float,
         ended: float = float("-inf"),
+        answered: float = float("inf"),
     ) -> None:
         """A batch of `group` ended on `device_id` at `ended` (remembered for the most
-        recent groups, with how many tasks of the group were waiting for it)."""
+        recent groups, with how many tasks of the group were waiting for it).
+
+        `answered`: when the batch's first job got its outcome. A worker sends each
+        result as soon as it is made, so the first clients of the batch may be back in
+        the queue before it ends; they count once, as the batch's clients, not also as
+        tasks that were waiting for it."""
         key = (device_id, group)
-        backlog = sum(1 for t in self._tasks.values() if t.group == group)
+        backlog = sum(
+            1 for t in self._tasks.values() if t.group == group and t.submitted < answered
+        )
         self._last[key] = LastBatch(size, run_s, backlog, ended)
         self._last.move_to_end(key)
         while len(self._last) > RECENT_GROUPS:

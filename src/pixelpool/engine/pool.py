@@ -29,6 +29,7 @@ def worker_options(settings: Settings, device: DeviceInfo) -> dict[str, Any]:
         "compile_warmup": [list(s) for s in cfg.compile_warmup] if cfg else [],
         "compile_cache_size": cfg.compile_cache_size if cfg else 8,
         "overlap_decode": cfg.overlap_decode if cfg else "auto",
+        "stream_results": cfg.stream_results if cfg else "auto",
         "threads": cfg.threads if cfg else None,
         "budget_bytes": gib(cfg.vram_budget_gb) if cfg else None,
         "ram_budget_bytes": gib(cfg.ram_budget_gb) if cfg else None,

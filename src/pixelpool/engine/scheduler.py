@@ -307,7 +307,7 @@ class Scheduler(Machines):
     def _start(self, slot: Slot, batch: list[Task], now: float) -> None:
         slot.batch_id = uuid.uuid4().hex
         slot.batch, slot.batch_size, slot.batch_group = batch, len(batch), batch[0].group
-        slot.batch_started = now
+        slot.batch_started, slot.batch_answered = now, None
         head = batch[0]
         items = [WorkItem(t.job_id, t.op, t.params) for t in batch]
         run = RunBatch(slot.batch_id, head.family, head.model, items)
@@ -393,12 +393,12 @@ class Scheduler(Machines):
             case ItemResult(job_id=job_id, result=result):
                 found = slot.find(job_id)
                 started = found[2] if found is not None else slot.batch_started
-                self._settle(slot, job_id)
+                self._answer(slot, job_id)
                 self.listener.job_finished(job_id, result, slot.device_id, self._clock() - started)
             case ItemFailed(job_id=job_id, error=error, kind="oom"):
                 self._out_of_memory(slot, job_id, error)
             case ItemFailed(job_id=job_id, error=error, kind=kind):
-                self._settle(slot, job_id)
+                self._answer(slot, job_id)
                 self.listener.job_failed(job_id, error, kind)
             case BatchDenoised(batch_id=batch_id) if batch_id == slot.batch_id:
                 # The worker decodes this batch beside its next one: free for another.
@@ -432,7 +432,10 @@ class Scheduler(Machines):
         """The slot's running batch has left the device: the policy learns how long it took."""
         now = self._clock()
         run_s = now - slot.batch_started
-        self.queue.ran(slot.device_id, slot.batch_group, slot.batch_size, run_s, ended=now)
+        answered = now if slot.batch_answered is None else slot.batch_answered
+        self.queue.ran(
+            slot.device_id, slot.batch_group, slot.batch_size, run_s, ended=now, answered=answered
+        )
 
     def _watch(self, slot: Slot, message: object) -> None:
         for watch in self.watchers:
@@ -440,6 +443,12 @@ class Scheduler(Machines):
                 watch(slot, message)
             except Exception:  # a metric must never disturb scheduling
                 log.exception("watching %s from %s failed", type(message).__name__, slot.device_id)
+
+    def _answer(self, slot: Slot, job_id: str) -> None:
+        """The job has its outcome, for its client (who may now send the next request)."""
+        if slot.batch_answered is None and any(t.job_id == job_id for t in slot.batch):
+            slot.batch_answered = self._clock()
+        self._settle(slot, job_id)
 
     def _settle(self, slot: Slot, job_id: str) -> None:
         """The job has its outcome: a worker dying later must not run it again."""

@@ -32,6 +32,7 @@ class Slot:
     batch_size: int = 0  # how many tasks the batch started with
     batch_group: tuple[Any, ...] = ()  # the batch's Task.group
     batch_started: float = 0.0
+    batch_answered: float | None = None  # when the running batch's first job got its outcome
     finishing: dict[str, Finishing] = field(default_factory=dict)  # batch id -> its decode
     activation_scale: float = 1.0  # 0.5 where the device computes in 16 bits
     cache: dict[str, Any] = field(default_factory=dict)

@@ -100,6 +100,7 @@ class WorkerCore:
         self.stopping = threading.Event()
         self._engine_gone = False  # its end of the transport closed: nobody to report to
         self.finisher: Finisher | None = None  # set by `open` where overlap_decode is on
+        self.stream = False  # `stream_results`, set by `open`
         self._cache_lock = threading.RLock()
 
     def deliver(self, message: object) -> None:
@@ -142,6 +143,7 @@ class WorkerCore:
         )
         if enabled(self.options.get("overlap_decode"), self.device["kind"]):
             self.finisher = Finisher(torch, self.torch_device)
+        self.stream = enabled(self.options.get("stream_results"), self.device["kind"])
         self.send(Ready(self.device, os.getpid(), self.cache.budget_bytes, self._snapshot()))
 
     def serve(self) -> None:
@@ -284,19 +286,28 @@ class WorkerCore:
         pending: Pending | None,
         cancel: Callable[[], bool],
     ) -> None:
-        """Decode (what `pending` has left), send each job's outcome, then BatchDone."""
+        """Decode (what `pending` has left), send each job's outcome, then BatchDone. With
+        `stream_results` each result goes out as soon as it is made (the server stores
+        one while the next decodes); otherwise once the whole batch is decoded."""
+        sent = 0  # jobs reported: an error after them fails only the rest
         try:
             if pending is not None:
                 if pending.overlap and cancel():
                     raise Cancelled()
-                results = pending.finish()
-                for item, result in zip(items, results, strict=True):
-                    if item.job_id in self._cancelled:
-                        self.send(ItemFailed(item.job_id, "cancelled", "cancelled"))
-                    else:
-                        self.send(ItemResult(item.job_id, result))
+                results = iter(pending.finish() if self.stream else list(pending.finish()))
+                try:
+                    for item, result in zip(items, results, strict=True):
+                        if item.job_id in self._cancelled:
+                            self.send(ItemFailed(item.job_id, "cancelled", "cancelled"))
+                        else:
+                            self.send(ItemResult(item.job_id, result))
+                        sent += 1
+                finally:
+                    close = getattr(results, "close", None)  # a generator: its VAE lock now
+                    if close is not None:
+                        close()
         except Exception as exc:
-            self._failed(run, items, exc)
+            self._failed(run, items[sent:], exc)
         finally:
             self._cancelled.difference_update(job_ids)
         self.send(BatchDone(run.batch_id, time.perf_counter() - started, self._snapshot()))

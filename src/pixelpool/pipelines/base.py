@@ -7,7 +7,7 @@ its parameter schemas and the rest of its description live in `families/<name>/`
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -62,19 +62,20 @@ class Result:
 @dataclass
 class Pending:
     """A batch whose denoising (the device-heavy part) is done: `finish()` makes its
-    results (VAE decode, post-processing). `tensors`: the device tensors `finish` reads,
-    so a worker running it on a second CUDA stream can hand them across streams.
-    `overlap`: whether running `finish` beside the next batch pays at all (false when
-    the results are already made)."""
+    results (VAE decode, post-processing), one per job in the batch's order, each as
+    soon as it is made: a worker sends each job's result while the next one decodes.
+    `tensors`: the device tensors `finish` reads, so a worker running it on a second
+    CUDA stream can hand them across streams. `overlap`: whether running `finish`
+    beside the next batch pays at all (false when the results are already made)."""
 
-    finish: Callable[[], list[Result]]
+    finish: Callable[[], Iterable[Result]]
     tensors: list[Any] = field(default_factory=list)
     overlap: bool = True
 
 
 def done(results: list[Result]) -> Pending:
     """Results already made, as a Pending (families that do not split their batches)."""
-    return Pending(lambda: results, overlap=False)
+    return Pending(lambda: iter(results), overlap=False)
 
 
 def start(

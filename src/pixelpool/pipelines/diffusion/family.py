@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from pixelpool.pipelines.base import CancelFn, Loaded, Pending, ProgressFn, Result, WorkItem, done
@@ -62,7 +62,7 @@ class DiffusionFamily:
     def run(
         self, loaded: Loaded, batch: list[WorkItem], progress: ProgressFn, cancel: CancelFn
     ) -> list[Result]:
-        return self.start(loaded, batch, progress, cancel).finish()
+        return list(self.start(loaded, batch, progress, cancel).finish())
 
     def start(
         self, loaded: Loaded, batch: list[WorkItem], progress: ProgressFn, cancel: CancelFn
@@ -84,10 +84,10 @@ class DiffusionFamily:
             return done(results)
         decode = pending.finish
 
-        def finish() -> list[Result]:
-            results = decode()
-            caches.attach(loaded.obj, batch, results, got)
-            return results
+        def finish() -> Iterator[Result]:
+            for item, result in zip(batch, decode(), strict=True):
+                caches.attach(loaded.obj, [item], [result], got)
+                yield result
 
         recorded = [t for _p, t in got.latents.values()]  # read by `attach`
         return Pending(finish, [*pending.tensors, *recorded])

@@ -65,10 +65,10 @@ def start(
     ):
         return None
     out = _passes(loaded, params, progress, cancel, "latent")
-    return decoding(loaded, out.images, lambda images: [
-        Result(images=[img], seeds=[p.seed], info={**result_info(p), "hires": p.hires_upscaler})
-        for img, p in zip(images, params, strict=True)
-    ])  # fmt: skip
+    return decoding(loaded, out.images, lambda i, image: Result(
+        images=[image], seeds=[params[i].seed],
+        info={**result_info(params[i]), "hires": params[i].hires_upscaler},
+    ))  # fmt: skip
 
 
 def _passes(

@@ -9,7 +9,7 @@ with their media type in `Result.info["media_type"]`; the job service stores the
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -88,15 +88,28 @@ def decode(pipe: Any, latents: torch.Tensor) -> list[np.ndarray]:
 
 
 def decoding(
-    loaded: Loaded, latents: torch.Tensor, make: Callable[[list[np.ndarray]], list[Result]]
+    loaded: Loaded, latents: torch.Tensor, make: Callable[[int, np.ndarray], Result]
 ) -> Pending:
-    """The rest of a batch denoised to `latents`: decode them as the pipeline would have
-    (one image at a time when batch-invariant), then `make` the results from the images."""
+    """The rest of a batch denoised to `latents`: decode them as the pipeline would have,
+    and `make(i, image)` the i-th job's result from its image.
+
+    Batch-invariant, the VAE decodes one image at a time anyway (diffusers' slicing makes
+    the same calls), so here each image is decoded and its result handed on before the
+    next one: the server stores and returns it while the rest of the batch decodes.
+    Otherwise the whole batch decodes in one call and the results follow it."""
     pipe = loaded.obj
 
-    def finish() -> list[Result]:
-        invariance.one_image_vae(pipe, invariance.enabled())
-        return make(decode(pipe, latents))
+    @torch.inference_mode()  # a generator: torch scopes the mode to each step of it
+    def finish() -> Iterator[Result]:
+        invariant = invariance.enabled()
+        invariance.one_image_vae(pipe, invariant)
+        with VAE_LOCK, accel.vae_upcast(pipe):
+            if invariant:
+                for i in range(latents.shape[0]):
+                    yield make(i, _decode(pipe, latents[i : i + 1])[0])
+            else:
+                for i, image in enumerate(_decode(pipe, latents)):
+                    yield make(i, image)
 
     return Pending(finish, tensors=[latents])
 

@@ -70,10 +70,9 @@ def start(
     if params[0].latent_format is not None or loaded.architecture not in DECODED_HERE:
         return None
     latents = generate(loaded, params, progress, cancel, output_type="latent").images
-    return decoding(loaded, latents, lambda images: [
-        Result(images=[img], seeds=[p.seed], info=result_info(p))
-        for img, p in zip(images, params, strict=True)
-    ])  # fmt: skip
+    return decoding(loaded, latents, lambda i, image: Result(
+        images=[image], seeds=[params[i].seed], info=result_info(params[i])
+    ))  # fmt: skip
 
 
 def result_info(p: DiffusionParams) -> dict[str, Any]:
