@@ -23,8 +23,9 @@ from bench.common import CpuMonitor, log, machine_info, render_table
 from bench.context import BATCHED, UNBATCHED, Context
 from bench.plan import Plan, cpu_plan, gpu_plan
 from bench.servers import Servers, device_env, scheduler_env
-from bench.suites import GPU_ONLY, OPT_IN, SUITES
+from bench.suites import GPU_DEFAULT, GPU_ONLY, OPT_IN, SUITES
 from bench.suites.compiled import COMPILED
+from bench.suites.stream import STREAMED, UNSTREAMED
 
 REPO = Path(__file__).resolve().parent.parent
 NEEDS = {  # servers each suite uses, started together up front
@@ -32,6 +33,7 @@ NEEDS = {  # servers each suite uses, started together up front
     "throughput": {BATCHED, UNBATCHED},
     "liveness": {BATCHED},
     "compile": {BATCHED, COMPILED},
+    "stream": {STREAMED, UNSTREAMED},
 }
 CHECKS = {  # the acceptance numbers (CPU targets)
     "overhead.ratio <= 1.05": ("overhead", "ratio", lambda v: v <= 1.05),
@@ -56,8 +58,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--gpu", action="store_true", help="CUDA, real-size random-weight models")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument(
-        "--suites", default=",".join(n for n in SUITES if n not in OPT_IN),
-        help=f"comma-separated subset (opt-in, not run by default: {', '.join(sorted(OPT_IN))})",
+        "--suites", default=None,
+        help=f"comma-separated subset (opt-in, not run by default: {', '.join(sorted(OPT_IN))}; "
+             f"with --gpu only: {', '.join(sorted(GPU_DEFAULT))})",
     )  # fmt: skip
     parser.add_argument(
         "--threads", type=int, default=None,
@@ -168,7 +171,8 @@ def checks(results: dict[str, Any]) -> dict[str, bool | None]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.monotonic()
-    names = [n.strip() for n in args.suites.split(",") if n.strip()]
+    default = [n for n in SUITES if n not in OPT_IN and (args.gpu or n not in GPU_DEFAULT)]
+    names = [n.strip() for n in (args.suites or ",".join(default)).split(",") if n.strip()]
     unknown = [n for n in names if n not in SUITES]
     if unknown:
         raise SystemExit(f"unknown suite(s) {unknown}; valid: {', '.join(SUITES)}")
@@ -209,6 +213,12 @@ def main(argv: list[str] | None = None) -> int:
             BATCHED, device_env(plan) | scheduler_env(True, plan.max_batch, plan.batch_window_ms)
         )
         servers.define(UNBATCHED, device_env(plan) | scheduler_env(False, 1, 0))
+        for name, on in ((STREAMED, "true"), (UNSTREAMED, "false")):
+            servers.define(
+                name,
+                device_env(plan, stream_results=on)
+                | scheduler_env(True, plan.max_batch, plan.batch_window_ms),
+            )
         if plan.compile_workloads:
             shapes = [[w.width, w.height, 1] for w in plan.compile_workloads]
             servers.define(

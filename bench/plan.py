@@ -55,6 +55,7 @@ class Plan:
     throughput_images: int  # images per server run (spread over the clients)
     throughput_direct_images: int  # images per direct run: sequential, then as one batch
     throughput_reps: int
+    stream_reps: int  # A B / B A pairs of streamed and unstreamed bursts (the stream suite)
     max_batch: int | str  # the batching server's settings ("auto": the server default)
     batch_window_ms: int | str
     switch: Workload
@@ -95,6 +96,7 @@ def cpu_plan(quick: bool, threads: int) -> Plan:
         throughput_images=32 if quick else 64,
         throughput_direct_images=8,
         throughput_reps=3,
+        stream_reps=4 if quick else 8,
         max_batch="auto",
         batch_window_ms="auto",
         # Small images: a switch's cost is the load, which the small compute leaves visible.
@@ -124,6 +126,7 @@ def gpu_plan(quick: bool, threads: int) -> Plan:
         throughput_images=32 if quick else 64,
         throughput_direct_images=8,
         throughput_reps=2 if quick else 3,
+        stream_reps=4 if quick else 6,
         max_batch="auto",
         batch_window_ms="auto",
         switch=Workload("bench-sd15", 512, 512, 4),

@@ -11,6 +11,7 @@ from bench.suites import (
     encode,
     liveness,
     overhead,
+    stream,
     switch,
     throughput,
     upscale,
@@ -20,6 +21,7 @@ from bench.suites import (
 SUITES: dict[str, ModuleType] = {
     "overhead": overhead,
     "throughput": throughput,
+    "stream": stream,  # stream_results on and off at 8 clients
     "liveness": liveness,
     "batch": batch,  # --gpu only
     "compile": compiled,  # --gpu only: torch.compile off and on
@@ -31,3 +33,4 @@ SUITES: dict[str, ModuleType] = {
 }
 GPU_ONLY = {"batch", "compile"}
 OPT_IN = {"upscale", "vision", "cluster"}  # not in the default run (keeps --quick under 3 min)
+GPU_DEFAULT = {"stream"}  # in the default run with --gpu only (opt-in on the CPU)

@@ -22,7 +22,7 @@ from bench import parallel_direct
 from bench.common import Row, fmt_num, log
 from bench.context import Context
 from bench.servers import scheduler_env
-from bench.suites.throughput import _clients
+from bench.suites.throughput import closed_loop
 
 ACTORS = (1, 2, 4)
 CLIENTS = 16
@@ -68,7 +68,7 @@ def _warm_every_actor(ctx: Context, server: str, workload: Any, actors: int) -> 
         if held >= total:
             return
         seeds = [BASE_SEED + 5000 + 100 * round_ + i for i in range(2 * actors)]
-        _clients(ctx, server, workload, seeds, 2 * actors)
+        closed_loop(ctx, server, workload, seeds, 2 * actors)
     log(f"cluster: warm-up reached {held} of {total} actors")
 
 
@@ -88,7 +88,7 @@ def run(ctx: Context) -> dict[str, Any]:
     ctx.servers.start(local)
     try:
         ctx.warm_server(local, workload)
-        per_image["local"] = 1 / _clients(ctx, local, workload, single, 1)["images_per_s"]
+        per_image["local"] = 1 / closed_loop(ctx, local, workload, single, 1)["images_per_s"]
     finally:
         ctx.servers.stop(local)
     model = ctx.model_paths[workload.model]
@@ -101,9 +101,9 @@ def run(ctx: Context) -> dict[str, Any]:
         ctx.servers.start(name)
         try:
             _warm_every_actor(ctx, name, workload, actors)
-            result = _clients(ctx, name, workload, seeds, CLIENTS)
+            result = closed_loop(ctx, name, workload, seeds, CLIENTS)
             if actors == 1:
-                one_client = _clients(ctx, name, workload, single, 1)
+                one_client = closed_loop(ctx, name, workload, single, 1)
                 per_image["ray"] = 1 / one_client["images_per_s"]
         finally:
             ctx.servers.stop(name)

@@ -48,7 +48,7 @@ QUAD_PAUSE_S = 0.02  # before each call of a quad: the last call's idle threads 
 DIRECT, DIRECT_BATCH, UNBATCHED_MODE = "direct", "direct batch", "unbatched"
 
 
-def _clients(
+def closed_loop(
     ctx: Context, server: str, workload: Workload, seeds: list[int], clients: int
 ) -> dict[str, Any]:
     """Run len(seeds) requests from `clients` concurrent clients: images/s once every
@@ -165,8 +165,8 @@ def _run_mode(ctx: Context, workload: Workload, mode: str, seeds: list[int]) -> 
     if mode in (DIRECT, DIRECT_BATCH):
         return _direct(ctx, workload, direct_seeds, batched=mode == DIRECT_BATCH)
     if mode == UNBATCHED_MODE:
-        return _clients(ctx, UNBATCHED, workload, seeds, UNBATCHED_CLIENTS)
-    return _clients(ctx, BATCHED, workload, seeds, int(mode.split()[0]))
+        return closed_loop(ctx, UNBATCHED, workload, seeds, UNBATCHED_CLIENTS)
+    return closed_loop(ctx, BATCHED, workload, seeds, int(mode.split()[0]))
 
 
 def _ratios(rate: dict[str, float], mode: str) -> dict[str, float]:

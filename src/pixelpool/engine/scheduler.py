@@ -433,9 +433,7 @@ class Scheduler(Machines):
         now = self._clock()
         run_s = now - slot.batch_started
         answered = now if slot.batch_answered is None else slot.batch_answered
-        self.queue.ran(
-            slot.device_id, slot.batch_group, slot.batch_size, run_s, ended=now, answered=answered
-        )
+        self.queue.ran(slot.device_id, slot.batch_group, slot.batch_size, run_s, now, answered)
 
     def _watch(self, slot: Slot, message: object) -> None:
         for watch in self.watchers:

@@ -63,7 +63,8 @@ class Result:
 class Pending:
     """A batch whose denoising (the device-heavy part) is done: `finish()` makes its
     results (VAE decode, post-processing), one per job in the batch's order, each as
-    soon as it is made: a worker sends each job's result while the next one decodes.
+    soon as it is made (with `stream_results` a worker sends each while the next one
+    decodes).
     `tensors`: the device tensors `finish` reads, so a worker running it on a second
     CUDA stream can hand them across streams. `overlap`: whether running `finish`
     beside the next batch pays at all (false when the results are already made)."""
