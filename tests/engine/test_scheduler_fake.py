@@ -421,3 +421,31 @@ def test_a_worker_that_cannot_start_at_boot_is_tried_again_with_back_off() -> No
         assert rig.worker().started == 1 and rig.scheduler.ready
 
     run(body, rig)
+
+
+def test_clients_answered_while_their_batch_decodes_are_not_counted_twice() -> None:
+    """Results streamed one by one: 7 of a batch's 8 clients are back before it ends.
+    With room for 16, counting them as the batch's clients and again as a backlog
+    would expect 15 and hold the next batch of 8 for the window; it goes at once."""
+
+    async def body(rig: Rig) -> None:
+        first = [f"a{n}" for n in range(8)]
+        for job_id in first:
+            rig.scheduler.submit(fake_task(job_id))
+        await rig.step()
+        assert rig.worker().job_ids() == first
+        rig.clock.advance(2.0)
+        rig.worker().finish(first[:7], done=False)  # streamed: the first seven results
+        rig.clock.advance(0.01)
+        for n in range(7):  # their clients' next requests, before the batch ends
+            rig.scheduler.submit(fake_task(f"b{n}"))
+        rig.clock.advance(0.01)
+        rig.worker().finish(first[7:])  # the last result, then BatchDone
+        await rig.step()
+        assert rig.worker().batch is None  # seven of eight: waiting for the last client
+        rig.clock.advance(0.01)
+        rig.scheduler.submit(fake_task("b7"))
+        await rig.step()
+        assert rig.worker().job_ids() == [f"b{n}" for n in range(8)]
+
+    run(body, max_batch=16)
