@@ -38,6 +38,7 @@ def test_env_overrides_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
         ("[scheduler]\nmax_bach = 3\n", {}, "scheduler.max_bach"),
         ("", {"PIXELPOOL_LIMITS__MAX_STEPS": "-1"}, "limits.max_steps"),
         ("[devices.cpu]\nthreads = 0\n", {}, "devices.cpu.threads"),
+        ("[devices.cuda0]\nstream_results = 'sometimes'\n", {}, "devices.cuda0.stream_results"),
     ],
 )
 def test_invalid_value_names_the_key(
