@@ -128,7 +128,8 @@ backend = "local"           # "ray": workers on every node of a Ray cluster (doc
 # ray_address = "auto"      # ray: "auto" (this machine is a node), "ray://head:10001",
                             # "head:6379"; empty: RAY_ADDRESS, else a new Ray runtime
                             # on this machine (listening on 127.0.0.1 only)
-# cpu_actors_per_node = 1   # ray: CPU workers per node (default: 1 on a node without GPUs)
+# cpu_actors_per_node = 1   # ray: CPU workers per node (default: 1 on a node without GPUs;
+                            # at most as many as the node's CPUs hold)
 # cpus_per_actor = 1.0      # ray: CPUs each CPU worker reserves (and its torch threads)
 # discover_interval_s = 10  # ray: look for new nodes, and each node's models, this often
                             # (0: at start and on a model rescan only)

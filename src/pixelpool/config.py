@@ -186,7 +186,8 @@ class ClusterSettings(_Section):
     machine is a node of), "ray://host:10001" (Ray Client), "host:6379", or empty:
     RAY_ADDRESS if set, else a new Ray runtime on this machine (loopback only).
     cpu_actors_per_node: CPU workers on each node (default: one on a node without GPUs,
-    none beside GPUs); cpus_per_actor: the Ray CPUs each CPU worker reserves;
+    none beside GPUs; never more than the node's CPUs hold at cpus_per_actor each);
+    cpus_per_actor: the Ray CPUs each CPU worker reserves;
     discover_interval_s: how often to look for nodes that joined and ask every node
     which models it has (0: only at start and on a model rescan); node_gone_after_s: how
     long the devices of a node that left stay listed (as gone) before they leave the

@@ -1,7 +1,7 @@
 """The Ray backend on a real three-node Ray cluster on this machine (loopback only).
 
 One cluster and one scheduler for the whole file: nodes "head", "n1" (1 CPU) and "n2"
-(2 CPUs); one CPU worker actor on each of n1 and n2 (head/cpu0 is disabled), tiny demo
+(2 CPUs); one CPU worker actor on each of n1 and n2 (the head has no CPUs: no worker), tiny demo
 models, 64x64, 2 steps. Each node has its own models dir (n1 both demo models, n2 only
 the SD 1.x one); the scheduler's models dir is a path no node has, so every job that
 runs proves its paths were moved to its node's dir. A node "n3" joins midway. The
@@ -83,7 +83,6 @@ def harness(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
             "wait_for_node_s": 1,
             "max_inputs_mib": 1,
         },
-        devices={"head/cpu0": {"enabled": False}},
         scheduler={"max_batch": 2, "progress_interval_ms": 0, "heartbeat_timeout_s": 20},
     )
     h.engine = build_scheduler(settings, h.recorder, lambda: [str(h.models / m) for m in MODELS])
@@ -117,6 +116,7 @@ def test_devices_are_named_by_node(harness: Harness) -> None:
     assert [s.device_id for s in harness.engine.slots] == ["n1/cpu0", "n2/cpu0"]
     nodes = {n["name"]: n for n in harness.engine.nodes()}
     assert nodes["n1"]["devices"] == ["n1/cpu0"] and nodes["n2"]["cpus"] == 2
+    assert nodes["head"]["devices"] == []  # started with no CPUs: no worker that cannot fit
     snapshot = harness.engine.snapshot()
     assert [d["node"] for d in snapshot] == ["n1", "n2"] and "pid" not in snapshot[0]
 
@@ -352,7 +352,8 @@ def test_a_model_whose_last_node_leaves_fails_its_jobs_and_the_node_goes(
             await asyncio.sleep(0.1)
 
     harness.run(asyncio.wait_for(only_n2_left(), 60))
-    assert [n["name"] for n in engine.nodes()] == ["n2"]
+    listed = [(n["name"], n["devices"]) for n in engine.nodes()]
+    assert listed == [("head", []), ("n2", ["n2/cpu0"])]  # the head: alive, no devices
 
 
 def test_a_killed_server_restarted_on_the_running_cluster_loses_no_job(
@@ -370,7 +371,6 @@ def test_a_killed_server_restarted_on_the_running_cluster_loses_no_job(
     config.write_text(
         '[server]\ndefault_model = "demo-sd"\n'
         "[cluster]\ncpu_actors_per_node = 1\ndiscover_interval_s = 0\nmax_inputs_mib = 0.01\n"
-        '[devices."head/cpu0"]\nenabled = false\n'
     )  # n2, which has only the SD 1.x model, is the one node left: one actor per life
     data = tmp_path / "data"
     server = ServerProcess(

@@ -76,6 +76,23 @@ class Node:
     gpus: int
 
 
+def cpu_workers(node: Node, per_node: int | None, cpus_per_actor: float) -> int:
+    """How many CPU workers `node` gets: `cluster.cpu_actors_per_node` (default one on a
+    node without GPUs, none beside GPUs), but only as many as its CPUs hold. A worker that
+    does not fit is never placed (Ray calls its actor unschedulable), so it would only
+    fail and restart; a head started with `--num-cpus=0`, as docs/deploy.md says, gets
+    none."""
+    wanted = per_node if per_node is not None else (0 if node.gpus else 1)
+    fits = int(node.cpus / cpus_per_actor + 1e-9)
+    if wanted > fits:
+        log.info(
+            "node %s: %g CPUs hold %d of the %d CPU workers asked for "
+            "(cluster.cpus_per_actor = %g each)",
+            node.name, node.cpus, fits, wanted, cpus_per_actor,
+        )  # fmt: skip
+    return min(wanted, fits)
+
+
 @dataclass(frozen=True)
 class NodeReport:
     host: str
@@ -266,8 +283,7 @@ class RayBackend(Backend):
     def _node_devices(self, node: Node, local: list[DeviceInfo]) -> list[DeviceInfo]:
         gpus = [d for d in local if d.kind == "cuda"][: node.gpus]
         cpu = next(d for d in local if d.kind == "cpu")
-        per_node = self.cluster.cpu_actors_per_node
-        cpus = per_node if per_node is not None else (0 if node.gpus else 1)
+        cpus = cpu_workers(node, self.cluster.cpu_actors_per_node, self.cluster.cpus_per_actor)
         made = [
             DeviceInfo(f"{node.name}/{d.id}", "cuda", d.index, d.name, d.total_memory_bytes)
             for d in gpus
@@ -289,12 +305,17 @@ class RayBackend(Backend):
         )  # fmt: skip
 
     def nodes(self) -> list[dict[str, Any]]:
+        """Every node with devices (a gone one until they are forgotten), and every live
+        node without any (a head with no CPUs, a node whose devices are all disabled)."""
         devices = dict(self._nodes)  # discovery may add to it meanwhile, on its thread
         by_node: dict[str, list[str]] = {}
         for device_id, node in devices.items():
             by_node.setdefault(node.node_id, []).append(device_id)
-        alive = {n.node_id for n in alive_nodes()}
+        live = alive_nodes()
+        alive = {n.node_id for n in live}
         seen = {n.node_id: n for n in devices.values()}
+        for node in live:
+            seen.setdefault(node.node_id, node)
         return [
             {
                 "name": node.name,
@@ -302,7 +323,7 @@ class RayBackend(Backend):
                 "alive": node.node_id in alive,
                 "cpus": node.cpus,
                 "gpus": node.gpus,
-                "devices": sorted(by_node[node.node_id]),
+                "devices": sorted(by_node.get(node.node_id, [])),
                 "models": len(self._models.get(node.name, ())),
             }
             for node in sorted(seen.values(), key=lambda n: n.name)
