@@ -5,6 +5,7 @@ small machine, so modules with the same settings share one server)."""
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,12 @@ from pixelpool.testing.tiny_ip_adapter import write_tiny_ip_adapter
 from pixelpool.testing.tiny_vision import write_vision_models
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# A Ray runtime started in a test (`ray.init()` with no address, a test cluster) turns on
+# Ray's token auth and, with no token at hand, writes one to ~/.ray/auth_token. That file
+# outlives the suite: every later `ray start --head` on the machine then requires the
+# token, and nodes joining without RAY_AUTH_MODE=token are refused. A token in the
+# environment (the processes the tests start inherit it) leaves the home dir alone.
+os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
 
 VISION = ["tiny-sam3", "tiny-gdino", "tiny-depth", "tiny-dinov2"]
 
