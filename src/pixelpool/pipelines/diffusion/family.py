@@ -13,6 +13,7 @@ from pixelpool.pipelines.diffusion import (
     enhance,
     hires,
     img2img,
+    invariance,
     latents,
     text_cache,
     txt2img,
@@ -74,7 +75,7 @@ class DiffusionFamily:
         if op not in OPERATIONS:
             raise ValueError(f"diffusion cannot run operation {op!r}")
         split = SPLITS.get(op)
-        with caches.collecting() as got:
+        with caches.collecting() as got, invariance.products_for_1x1_convs():
             pending = split(loaded, batch, progress, cancel) if split else None
             if pending is None:
                 with latents.VAE_LOCK:
@@ -85,9 +86,10 @@ class DiffusionFamily:
         decode = pending.finish
 
         def finish() -> Iterator[Result]:
-            for item, result in zip(batch, decode(), strict=True):
-                caches.attach(loaded.obj, [item], [result], got)
-                yield result
+            with invariance.products_for_1x1_convs():
+                for item, result in zip(batch, decode(), strict=True):
+                    caches.attach(loaded.obj, [item], [result], got)
+                    yield result
 
         recorded = [t for _p, t in got.latents.values()]  # read by `attach`
         return Pending(finish, [*pending.tensors, *recorded])

@@ -20,6 +20,15 @@ real models' widths (multiples of 64) never produce. Measured on the CPU
 (MKL/oneDNN); on GPUs the BLAS chooses kernels by problem size, which this does not
 cover beyond the small-row case.
 
+The CPU's thread count changes results too: oneDNN's 1x1 convolutions round
+differently at every torch thread count (its 3x3 ones agree at 1, 2, 4 and 8), so
+while diffusion runs on the CPU a plain 1x1 convolution is one matrix product per
+image (`products_for_1x1_convs`), which agrees at those counts on the demo models:
+a Ray CPU worker with one thread then gives the local two-thread worker's images.
+Not a promise for every model: odd thread counts split elementwise kernels
+unaligned, and MKL splits the long sums of some products of few rows (2560 -> 1280
+over 64 positions, an SDXL-size block at 8x8) by thread.
+
 The setting `scheduler.batch_invariant` (default true) turns both off for throughput:
 the VAE then decodes and encodes the whole batch at once, and small matmuls run as
 they are, so an image made in a batch differs from the solo image by rounding (the
@@ -29,6 +38,7 @@ tests bound it at 1/255 on the tiny models).
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -47,6 +57,9 @@ PROBE_WIDTHS = ((320, 1280), (1280, 1280), (2816, 1280), (768, 320), (256, 1280)
 PROBE_ROWS = 64  # the reference product: the BLAS's regular path
 _min_rows: dict[tuple[str, torch.dtype], int] = {}
 _original_forward = nn.Linear.forward
+_original_conv = nn.Conv2d._conv_forward
+_conv_users = 0  # threads inside `products_for_1x1_convs` (a batch, a decode beside it)
+_conv_lock = threading.Lock()
 
 
 def min_rows(device: torch.device, dtype: torch.dtype) -> int:
@@ -120,6 +133,47 @@ def padded_small_matmuls(
         yield
     finally:
         nn.Linear.forward = _original_forward  # type: ignore[method-assign]
+
+
+def _conv_as_products(
+    self: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
+    """`nn.Conv2d._conv_forward` while diffusion runs: a plain 1x1 convolution on the CPU
+    as one product per image (the same calls at any batch size); anything else as is."""
+    plain = (
+        x.device.type == "cpu" and x.ndim == 4 and tuple(weight.shape[-2:]) == (1, 1)
+        and self.groups == 1 and self.stride == (1, 1) and self.padding == (0, 0)
+        and self.dilation == (1, 1)
+    )  # fmt: skip
+    if not plain:
+        return _original_conv(self, x, weight, bias)
+    n, channels, height, width = x.shape
+    flat = weight.reshape(weight.shape[0], channels)
+    out = torch.stack([flat @ image.reshape(channels, height * width) for image in x])
+    if bias is not None:
+        out = out + bias.reshape(1, -1, 1)
+    return out.reshape(n, -1, height, width)
+
+
+@contextlib.contextmanager
+def products_for_1x1_convs() -> Iterator[None]:
+    """Within this block (on any thread) the CPU's 1x1 convolutions give the same result
+    at 1, 2, 4 or 8 torch threads. Counted: a decode beside the next batch (another
+    thread) keeps it on until both have left; off with `batch_invariant`."""
+    global _conv_users
+    if not enabled():
+        yield
+        return
+    with _conv_lock:
+        _conv_users += 1
+        nn.Conv2d._conv_forward = _conv_as_products  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        with _conv_lock:
+            _conv_users -= 1
+            if _conv_users == 0:
+                nn.Conv2d._conv_forward = _original_conv  # type: ignore[method-assign]
 
 
 def enabled() -> bool:

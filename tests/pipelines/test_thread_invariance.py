@@ -1,0 +1,80 @@
+"""A job's images are the same bit for bit at 1, 2 and 4 CPU threads (the demo models).
+
+oneDNN's 1x1 convolutions round differently at every thread count, so while diffusion
+runs on the CPU they are one matrix product per image (`products_for_1x1_convs`). This
+is what lets a Ray CPU worker (one thread per reserved CPU) give the images of a local
+worker that uses every core.
+"""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pixelpool.pipelines.base import Loaded
+from pixelpool.pipelines.diffusion import invariance
+from pixelpool.pipelines.diffusion.invariance import products_for_1x1_convs
+
+from .diffusion_helpers import BASE, MODELS, load, run
+
+THREADS = (1, 2, 4)  # 4 on a 2-core machine still splits the work four ways
+
+
+@pytest.fixture
+def restore_threads() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_1x1_convs_agree_at_every_thread_count_and_batch_size(restore_threads: None) -> None:
+    gen = torch.Generator().manual_seed(0)
+    layer = torch.nn.Conv2d(64, 32, 1)
+    wide = torch.nn.Conv2d(64, 32, 3, padding=1)
+    x = torch.randn(3, 64, 32, 32, generator=gen)
+    outs = []
+    with torch.inference_mode():
+        expected = F.conv2d(x, layer.weight, layer.bias)
+        plain_wide = wide(x)
+        for threads in THREADS:
+            torch.set_num_threads(threads)
+            with products_for_1x1_convs():
+                outs.append(layer(x))
+                alone = [layer(x[i : i + 1]) for i in range(3)]
+                assert torch.equal(wide(x), plain_wide)  # anything but a plain 1x1 as is
+            assert all(torch.equal(a[0], outs[-1][i]) for i, a in enumerate(alone))
+    assert all(torch.equal(out, outs[0]) for out in outs[1:])
+    torch.testing.assert_close(outs[0], expected, rtol=1e-5, atol=1e-5)
+    assert torch.nn.Conv2d._conv_forward is invariance._original_conv  # restored
+
+
+def test_nested_and_overlapping_users_keep_it_on_until_the_last_leaves() -> None:
+    original = torch.nn.Conv2d._conv_forward
+    with products_for_1x1_convs():
+        with products_for_1x1_convs():  # a decode beside the next batch
+            pass
+        assert torch.nn.Conv2d._conv_forward is not original
+    assert torch.nn.Conv2d._conv_forward is original
+
+
+@pytest.fixture(scope="module", params=["sd15", "sdxl"])
+def unet_model(request: pytest.FixtureRequest, models_dir: Path) -> Loaded:
+    return load(models_dir / MODELS[request.param], request.param)
+
+
+def test_txt2img_gives_the_same_image_at_every_thread_count(
+    unet_model: Loaded, restore_threads: None
+) -> None:
+    params = {**BASE, "width": 128, "height": 128, "steps": 3}
+    images = []
+    for threads in THREADS:
+        torch.set_num_threads(threads)
+        (result,) = run(unet_model, "txt2img", params)
+        images.append(result.images[0])
+    for threads, image in zip(THREADS[1:], images[1:], strict=True):
+        assert np.array_equal(image, images[0]), f"{threads} threads differ from one"
