@@ -223,6 +223,12 @@ def serve(
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
+    if settings.cluster.backend == "ray":  # Ray itself would retry for minutes
+        from pixelpool.engine.ray_address import unreachable
+
+        if (reason := unreachable(settings.cluster.ray_address)) is not None:
+            typer.echo(f"error: {reason}", err=True)
+            raise typer.Exit(1)
     try:  # a damaged job or key store: a sentence, not a traceback
         check_job_store(settings.job_store_path)
         check_key_store(keys_path(settings.server.data_dir))

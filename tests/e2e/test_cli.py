@@ -89,3 +89,29 @@ def test_serve_names_a_data_dir_it_cannot_use(tmp_path: Path) -> None:
     result = pixelpool("keys", "list", "--data-dir", str(in_the_way))
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.startswith(f"error: cannot open the key store {in_the_way}/keys.db: ")
+
+
+@pytest.mark.parametrize("scheme", ["", "ray://"])
+def test_serve_names_a_ray_address_where_nothing_listens(tmp_path: Path, scheme: str) -> None:
+    """Ray would retry for minutes; the server says which address at once."""
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on (bound, never listened)
+        s.bind(("127.0.0.1", 0))
+        address = f"{scheme}127.0.0.1:{s.getsockname()[1]}"
+        result = pixelpool(
+            "serve", "--data-dir", str(tmp_path / "data"), "--models-dir", str(tmp_path),
+            "--cluster", "ray", "--ray-address", address,
+        )  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith(
+        f"error: cannot reach the Ray cluster at {address} (cluster.ray_address): "
+    ), result.stderr
+
+
+def test_serve_names_a_ray_address_that_is_not_one(tmp_path: Path) -> None:
+    result = pixelpool(
+        "serve", "--data-dir", str(tmp_path), "--cluster", "ray", "--ray-address", "head-6379"
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "cluster.ray_address 'head-6379' is not host:port" in result.stderr
