@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from pixelpool.config import SchedulerSettings
 from pixelpool.engine import policy
 from pixelpool.engine.policy import FairShare, Queue
-from pixelpool.engine.slot import Slot
+from pixelpool.engine.slot import FIRST_START_S, Slot
 from pixelpool.engine.task import Task
 from pixelpool.testing.fakes import fake_slots, fake_task
 
@@ -434,6 +434,31 @@ def test_a_device_running_the_group_counts_for_its_share() -> None:
     other = [[fake_task("o0", group="other"), fake_task("o1", group="other")]]
     assert len(queue.plan(first, 10.0, [first], other).batch) == 14  # type: ignore[union-attr]
     assert len(queue.plan(first, 10.0, [first]).batch) == 14  # type: ignore[union-attr]
+
+
+def test_a_device_whose_worker_is_starting_counts_for_its_share() -> None:
+    """A burst queued at boot: the first device ready takes half of 8 and leaves the
+    rest to the one still starting, not all 8 while it finishes starting; one that
+    cannot run the group does not count."""
+    queue = Queue(SchedulerSettings())
+    ready, starting = fake_slots(2)
+    for n in range(8):
+        queue.add(fake_task(f"t{n}", submitted=10.0))
+    plan = queue.plan(ready, 10.0, [ready], coming=[starting])
+    assert plan is not None and len(plan.batch) == 4 and plan.wait_s == 0
+    starting.families = frozenset({"upscale"})
+    assert len(queue.plan(ready, 10.0, [ready], coming=[starting]).batch) == 8  # type: ignore[union-attr]
+
+
+def test_a_slot_is_coming_while_its_first_start_is_young_and_not_failed() -> None:
+    slot = fake_slots(1)[0]
+    assert not slot.coming(5.0)  # never started
+    slot.starting_since = 0.0
+    assert slot.coming(FIRST_START_S - 1) and not slot.coming(FIRST_START_S)
+    slot.ready = True
+    assert not slot.coming(1.0)  # ready: idle or busy, not coming
+    slot.ready, slot.starting_since = False, None  # its start failed
+    assert not slot.coming(1.0)
 
 
 def test_idle_devices_that_cannot_run_a_group_do_not_take_a_share() -> None:

@@ -12,6 +12,7 @@ from pixelpool.config import SchedulerSettings
 from pixelpool.engine.devices import DeviceInfo
 from pixelpool.engine.messages import Stop
 from pixelpool.engine.scheduler import Scheduler, restart_delay
+from pixelpool.engine.slot import FIRST_START_S
 from pixelpool.testing.fakes import FakeClock, FakeWorker, Ledger, fake_slots, fake_task
 
 
@@ -157,7 +158,8 @@ def test_worker_death_fails_only_its_own_devices_admin_requests() -> None:
 
 def test_out_of_memory_splits_then_moves_then_fails() -> None:
     async def body(rig: Rig) -> None:
-        rig.slots[1].ready = False  # only fake0 takes work at first
+        rig.slots[1].ready = False  # only fake0 takes work at first: fake1 is not ready,
+        rig.slots[1].starting_since = None  # nor starting (else it would get a share)
         for job_id in ("a", "b"):
             rig.scheduler.submit(fake_task(job_id))
         await rig.step()
@@ -449,3 +451,33 @@ def test_clients_answered_while_their_batch_decodes_are_not_counted_twice() -> N
         assert rig.worker().job_ids() == [f"b{n}" for n in range(8)]
 
     run(body, max_batch=16)
+
+
+def test_a_burst_queued_at_boot_waits_its_share_for_a_device_still_starting() -> None:
+    """8 jobs queued before any worker is ready: the first device ready takes 4 and the
+    second, ready a moment later, the other 4 (it took all 8 before, the second idle).
+    A start that is taking too long is not waited for."""
+
+    async def body(rig: Rig) -> None:
+        for n in range(8):
+            rig.scheduler.submit(fake_task(f"t{n}"))
+        await rig.step()
+        assert len(rig.worker(0).job_ids()) == 4 and rig.worker(1).batch is None
+        rig.worker(1).ready()
+        await rig.step()
+        assert len(rig.worker(1).job_ids()) == 4
+
+    rig = Rig(workers=2)
+    rig.slots[1].handle = FakeWorker(rig.slots[1].handle.device, auto_ready=False)
+    run(body, rig)
+
+    async def late(rig: Rig) -> None:
+        rig.clock.advance(FIRST_START_S)
+        for n in range(8):
+            rig.scheduler.submit(fake_task(f"t{n}"))
+        await rig.step()
+        assert len(rig.worker(0).job_ids()) == 8
+
+    rig = Rig(workers=2)
+    rig.slots[1].handle = FakeWorker(rig.slots[1].handle.device, auto_ready=False)
+    run(late, rig)

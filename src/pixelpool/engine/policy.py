@@ -153,10 +153,12 @@ def share(
     candidates: list[Task],
     idle: Sequence[Device],
     running: Sequence[Sequence[Task]] = (),
+    coming: Sequence[Device] = (),
 ) -> int:
     """The most tasks of the head's group this device should take: the group's work in
     flight (queued, and running in `running`, the other devices' batches) spread evenly
-    over the idle devices that can run it and the devices running it.
+    over the idle devices that can run it, the devices running it and those whose
+    worker is starting (`coming`: at boot, the first one ready would take it all).
 
     Two idle GPUs and 16 queued jobs run 8 + 8, not 16 on one while the other waits (a
     batch's speed-up flattens long before 16: x4.6 at 8 and x4.7 at 16 for SD 1.5 on an
@@ -166,7 +168,8 @@ def share(
     runs at a fraction of the batch of 8's speed per image."""
     mine = [b for b in running if b and b[0].group == head.group]
     group = sum(1 for t in candidates if t.group == head.group) + sum(len(b) for b in mine)
-    sharers = max(1, sum(1 for d in idle if d.can_run(head)) + len(mine))
+    able = sum(1 for d in (*idle, *coming) if d.can_run(head))
+    sharers = max(1, able + len(mine))
     return max(1, math.ceil(group / sharers))
 
 
@@ -371,11 +374,13 @@ class Queue:
         now: float,
         idle: Sequence[Device] = (),
         running: Sequence[Sequence[Task]] = (),
+        coming: Sequence[Device] = (),
     ) -> Plan | None:
         """The batch `device` should run next, or None when it can run nothing queued.
-        `idle`: the devices free now (this one among them) and `running`: the batches of
-        the busy ones; they share the queue (`share`)."""
-        return self._plan(device, now, list(self._tasks.values()), idle, running)
+        `idle`: the devices free now (this one among them), `running`: the batches of
+        the busy ones, `coming`: those whose worker is starting; they share the queue
+        (`share`)."""
+        return self._plan(device, now, list(self._tasks.values()), idle, running, coming)
 
     def unplannable(self, device: Device, now: float) -> list[tuple[Task, Exception]]:
         """The tasks that make `plan` raise when planned alone, with what they raised: a bug
@@ -395,12 +400,14 @@ class Queue:
         tasks: list[Task],
         idle: Sequence[Device] = (),
         running: Sequence[Sequence[Task]] = (),
+        coming: Sequence[Device] = (),
     ) -> Plan | None:
         candidates = [t for t in tasks if device.can_run(t) and device.fits(t, 1)]
         if not candidates:
             return None
         head = min(candidates, key=lambda t: rank(t, device, self.fair, now))
-        cap = share(head, candidates, idle, running) if len(idle) > 1 or running else None
+        shared = len(idle) > 1 or running or coming
+        cap = share(head, candidates, idle, running, coming) if shared else None
         batch = form_batch(head, candidates, device, self.settings, self.fair, now, cap)
         last = self._last.get((device.device_id, head.group))
         return Plan(batch, window_left(batch, self.settings, now, last, cap))

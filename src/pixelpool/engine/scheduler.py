@@ -113,7 +113,7 @@ class Scheduler(Machines):
             self._discovery = asyncio.create_task(self._discover_loop(), name="discover")
 
     async def _start_worker(self, slot: Slot) -> None:
-        slot.last_seen = self._clock()
+        slot.last_seen = slot.starting_since = self._clock()
         try:
             await slot.handle.start(self._on_message, self._on_exit)
         except Exception as exc:
@@ -278,8 +278,9 @@ class Scheduler(Machines):
             peers = [s for s in self.slots if s.handle.device.kind == slot.handle.device.kind]
             idle = [s for s in peers if s.idle]
             running = [s.batch for s in peers if s.batch and not s.idle and not s.gone]
+            coming = [s for s in peers if s.coming(now)]
             try:
-                plan = self.queue.plan(slot, now, idle, running)
+                plan = self.queue.plan(slot, now, idle, running, coming)
             except Exception:
                 log.exception("planning a batch for %s failed", slot.device_id)
                 self._fail_unplannable(slot, now)
@@ -357,6 +358,7 @@ class Scheduler(Machines):
 
     def _start_failed(self, slot: Slot, exc: Exception, now: float) -> None:
         """Try again with back-off; a machine that left the cluster marks the slot gone."""
+        slot.starting_since = None  # no longer counted as about to take work
         if isinstance(exc, MachineGone):
             log.warning("cannot start a worker for %s: %s", slot.device_id, exc)
             self.mark_gone(slot, now)

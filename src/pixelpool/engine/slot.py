@@ -9,6 +9,11 @@ from typing import Any
 from pixelpool.engine.handle import WorkerHandle
 from pixelpool.engine.task import Task
 
+# How long a device whose worker is starting counts as about to take work. A first start
+# imports torch (CPU: ~10 s behind the fork server; a Ray actor is placed first); one
+# that takes longer is more likely stuck (an actor Ray cannot place) than about to come.
+FIRST_START_S = 30.0
+
 
 @dataclass
 class Finishing:
@@ -39,6 +44,7 @@ class Slot:
     last_seen: float = field(default_factory=time.monotonic)
     restarts: int = 0
     gone_since: float | None = None  # its machine left the cluster (scheduler's clock)
+    starting_since: float | None = None  # its worker's start began (None: that start failed)
 
     @property
     def gone(self) -> bool:
@@ -47,6 +53,13 @@ class Slot:
     @property
     def idle(self) -> bool:
         return self.ready and self.batch_id is None
+
+    def coming(self, now: float, within_s: float = FIRST_START_S) -> bool:
+        """Its worker is starting (for less than `within_s`, and no start failed): the
+        device takes a share of the queue, as if idle, so the first device to be ready
+        does not take a burst queued at boot whole while the others finish starting."""
+        since = self.starting_since
+        return not self.ready and not self.gone and since is not None and now - since < within_s
 
     @property
     def device_id(self) -> str:
