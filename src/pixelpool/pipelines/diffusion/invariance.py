@@ -29,10 +29,11 @@ Not a promise for every model: odd thread counts split elementwise kernels
 unaligned, and MKL splits the long sums of some products of few rows (2560 -> 1280
 over 64 positions, an SDXL-size block at 8x8) by thread.
 
-The setting `scheduler.batch_invariant` (default true) turns both off for throughput:
-the VAE then decodes and encodes the whole batch at once, and small matmuls run as
-they are, so an image made in a batch differs from the solo image by rounding (the
-tests bound it at 1/255 on the tiny models).
+The setting `scheduler.batch_invariant` (default true) turns all three off for
+throughput: the VAE then decodes and encodes the whole batch at once, small matmuls
+run as they are and 1x1 convolutions go to oneDNN, so an image made in a batch
+differs from the solo image by rounding (the tests bound it at 1/255 on the tiny
+models).
 """
 
 from __future__ import annotations
