@@ -7,7 +7,8 @@ rate (target >= 0.9). One machine bounds it at cores / N where N exceeds its cor
 (4 one-thread actors on 2 cores: 0.5), and the server and its clients share those
 cores; on a real cluster each actor brings its own machine. Beside it, the Ray
 backend's own cost: seconds per image at one client, one Ray actor against a local
-worker process, both one thread (ratio > 1: what the actor calls add). And the
+worker process, both one thread, side by side in A B B A quads (ratio > 1: what the
+actor calls add). And the
 ceiling: N processes calling diffusers directly at once, one thread each, the same
 images in batches of 8 (`bench/parallel_direct.py`): what this machine gives N
 independent workers with no server at all. Opt-in.
@@ -16,18 +17,25 @@ independent workers with no server at all. Opt-in.
 from __future__ import annotations
 
 import os
+import secrets
+import time
 from typing import Any
 
 from bench import parallel_direct
-from bench.common import Row, fmt_num, log
+from bench.common import Row, fmt_num, log, median
 from bench.context import Context
-from bench.servers import scheduler_env
-from bench.suites.throughput import closed_loop
+from bench.plan import Workload
+from bench.servers import generate, scheduler_env
+from bench.suites.throughput import QUAD_PAUSE_S, closed_loop
 
 ACTORS = (1, 2, 4)
 CLIENTS = 16
 BASE_SEED = 9000
 ONE_CLIENT_IMAGES = 10
+# The servers' Ray runtimes take their auth token from here: with none at hand, Ray writes
+# one to ~/.ray/auth_token, which then turns token auth on for every later `ray start` on
+# the machine (docs/deploy.md). A benchmark leaves the home dir alone.
+RAY_TOKEN = os.environ.get("RAY_AUTH_TOKEN") or secrets.token_hex(32)
 DIRECT_BATCH = 8
 
 
@@ -48,6 +56,7 @@ def _env(ctx: Context, actors: int) -> dict[str, str]:
         "PIXELPOOL_CLUSTER__CPU_ACTORS_PER_NODE": str(actors),
         "PIXELPOOL_CLUSTER__CPUS_PER_ACTOR": f"{min(1.0, _cores() / actors):.3f}",
         "RAY_DISABLE_USAGE_STATS": "1",
+        "RAY_AUTH_TOKEN": RAY_TOKEN,
     }
 
 
@@ -72,6 +81,28 @@ def _warm_every_actor(ctx: Context, server: str, workload: Any, actors: int) -> 
     log(f"cluster: warm-up reached {held} of {total} actors")
 
 
+def _ray_against_local(
+    ctx: Context, workload: Workload, ray: str, local: str, seeds: list[int]
+) -> tuple[dict[str, float], list[float]]:
+    """One client, image by image as A B B A quads (local, Ray, Ray, local; the same seed
+    pairs on both), both servers up: (seconds per image of each, each quad's Ray seconds /
+    local seconds). Measured side by side, as the machine's speed drifts by more than
+    the backend's own cost between two runs."""
+    seconds: dict[str, list[float]] = {local: [], ray: []}
+    quads: list[float] = []
+    with ctx.client(local) as on_local, ctx.client(ray) as on_ray:
+        clients = {local: on_local, ray: on_ray}
+        for first, second in zip(seeds[::2], seeds[1::2] + seeds[-1:], strict=False):
+            for server, seed in ((local, first), (ray, first), (ray, second), (local, second)):
+                time.sleep(QUAD_PAUSE_S)
+                start = time.perf_counter()
+                generate(clients[server], workload, seed)
+                seconds[server].append(time.perf_counter() - start)
+            quads.append(sum(seconds[ray][-2:]) / sum(seconds[local][-2:]))
+    per_image = {"local": median(seconds[local]), "ray": median(seconds[ray])}
+    return per_image, quads
+
+
 def run(ctx: Context) -> dict[str, Any]:
     workload = ctx.plan.throughput[0]
     images = 16 if ctx.plan.quick else 48
@@ -80,17 +111,12 @@ def run(ctx: Context) -> dict[str, Any]:
     batches: dict[int, float] = {}
     single = [BASE_SEED + 1000 + i for i in range(ONE_CLIENT_IMAGES)]
     per_image: dict[str, float] = {}
+    quads: list[float] = []
     local = "cluster-local"
     one_thread = {"PIXELPOOL_DEVICES__CPU__THREADS": "1"}  # as each actor
     ctx.servers.define(
         local, scheduler_env(True, ctx.plan.max_batch, ctx.plan.batch_window_ms) | one_thread
     )
-    ctx.servers.start(local)
-    try:
-        ctx.warm_server(local, workload)
-        per_image["local"] = 1 / closed_loop(ctx, local, workload, single, 1)["images_per_s"]
-    finally:
-        ctx.servers.stop(local)
     model = ctx.model_paths[workload.model]
     direct = {n: parallel_direct.run(model, workload, n, images, DIRECT_BATCH) for n in ACTORS}
     for n in ACTORS:
@@ -103,10 +129,11 @@ def run(ctx: Context) -> dict[str, Any]:
             _warm_every_actor(ctx, name, workload, actors)
             result = closed_loop(ctx, name, workload, seeds, CLIENTS)
             if actors == 1:
-                one_client = closed_loop(ctx, name, workload, single, 1)
-                per_image["ray"] = 1 / one_client["images_per_s"]
+                ctx.servers.start(local)
+                ctx.warm_server(local, workload)
+                per_image, quads = _ray_against_local(ctx, workload, name, local, single)
         finally:
-            ctx.servers.stop(name)
+            ctx.servers.stop(name, local)
         rates[actors] = result["images_per_s"]
         batches[actors] = result["mean_batch"]
         log(f"cluster: {actors} actor(s): {rates[actors]:.3f} images/s")
@@ -124,7 +151,8 @@ def run(ctx: Context) -> dict[str, Any]:
         "direct_ratio_to_n_x_one": {n: direct[n] / (n * direct[ACTORS[0]]) for n in ACTORS},
         "ratio_to_direct": {n: rates[n] / direct[n] for n in ACTORS},
         "one_client_s_per_image": per_image,
-        "one_client_ray_over_local": per_image["ray"] / per_image["local"],
+        "one_client_ray_over_local": median(quads),
+        "one_client_quad_ratios": quads,
     }
 
 
@@ -147,6 +175,7 @@ def rows(result: dict[str, Any]) -> list[Row]:
     per_image = result["one_client_s_per_image"]
     out.append(("cluster", "1 client: one Ray actor / a local worker",
                 f"{result['one_client_ray_over_local']:.3f}",
-                f"{per_image['ray']:.3f} vs {per_image['local']:.3f} s/image, "
-                f"{ONE_CLIENT_IMAGES} images"))  # fmt: skip
+                f"median of {len(result['one_client_quad_ratios'])} A B B A quads, "
+                f"{ONE_CLIENT_IMAGES} images a side; {per_image['ray']:.3f} vs "
+                f"{per_image['local']:.3f} s/image"))  # fmt: skip
     return out
