@@ -466,6 +466,10 @@ def test_a_burst_queued_at_boot_waits_its_share_for_a_device_still_starting() ->
         rig.worker(1).ready()
         await rig.step()
         assert len(rig.worker(1).job_ids()) == 4
+        rig.worker(0).die()  # ready once, then lost: not waited for as a starting one
+        rig.worker(1).finish()
+        await rig.step()
+        assert len(rig.worker(1).job_ids()) == 4  # all of the dead device's jobs
 
     rig = Rig(workers=2)
     rig.slots[1].handle = FakeWorker(rig.slots[1].handle.device, auto_ready=False)

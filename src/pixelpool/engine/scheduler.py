@@ -381,7 +381,7 @@ class Scheduler(Machines):
         match message:
             case Ready(budget_bytes=budget, cache=cache):
                 slot.ready, slot.budget_bytes, slot.cache = True, budget, cache
-                slot.gone_since = None
+                slot.gone_since = slot.starting_since = None  # its first start is over
                 log.info("worker %s ready %s", slot.device_id, handle.describe())
                 self._wake.set()
             case BatchStarted(model_load_s=load_s):

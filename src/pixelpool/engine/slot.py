@@ -44,7 +44,7 @@ class Slot:
     last_seen: float = field(default_factory=time.monotonic)
     restarts: int = 0
     gone_since: float | None = None  # its machine left the cluster (scheduler's clock)
-    starting_since: float | None = None  # its worker's start began (None: that start failed)
+    starting_since: float | None = None  # its first start began (None: ready since, or failed)
 
     @property
     def gone(self) -> bool:
@@ -55,9 +55,11 @@ class Slot:
         return self.ready and self.batch_id is None
 
     def coming(self, now: float, within_s: float = FIRST_START_S) -> bool:
-        """Its worker is starting (for less than `within_s`, and no start failed): the
-        device takes a share of the queue, as if idle, so the first device to be ready
-        does not take a burst queued at boot whole while the others finish starting."""
+        """Its worker's first start is under way (for less than `within_s`, and it has not
+        failed): the device takes a share of the queue, as if idle, so the first device to
+        be ready does not take a burst queued at boot whole while the others finish
+        starting. A worker that was ready once and died is not coming: its jobs go to the
+        devices left."""
         since = self.starting_since
         return not self.ready and not self.gone and since is not None and now - since < within_s
 
