@@ -28,6 +28,7 @@ from bench.suites.compiled import COMPILED
 from bench.suites.stream import STREAMED, UNSTREAMED
 
 REPO = Path(__file__).resolve().parent.parent
+STDOUT = "-"  # `--json` with no file: the report goes to stdout
 NEEDS = {  # servers each suite uses, started together up front
     "overhead": {BATCHED},
     "throughput": {BATCHED, UNBATCHED},
@@ -56,7 +57,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--quick", action="store_true", help="fewer repetitions (< 3 min on 2 CPU cores)"
     )
     parser.add_argument("--gpu", action="store_true", help="CUDA, real-size random-weight models")
-    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument(
+        "--json", nargs="?", const=STDOUT, default=None, metavar="FILE",
+        help="write the results as JSON to FILE; with no FILE, to stdout (the table then "
+             "goes to stderr)",
+    )  # fmt: skip
     parser.add_argument(
         "--suites", default=None,
         help=f"comma-separated subset (opt-in, not run by default: {', '.join(sorted(OPT_IN))}; "
@@ -188,14 +193,14 @@ def main(argv: list[str] | None = None) -> int:
     monitor = CpuMonitor().start()
 
     def partial(results: dict[str, Any]) -> None:
-        if args.json:
+        if args.json and args.json != STDOUT:
             report = {
                 "suites": results,
                 "plan": plan.to_dict(),
                 "partial": True,
                 "mode": ("gpu" if args.gpu else "cpu") + (" quick" if args.quick else ""),
             }
-            args.json.write_text(json.dumps(_clean(report), indent=2) + "\n")  # fmt: skip
+            Path(args.json).write_text(json.dumps(_clean(report), indent=2) + "\n")
 
     tmp = Path(tempfile.mkdtemp(prefix="pixelpool-bench-"))
     os.environ.setdefault("XDG_CACHE_HOME", str(tmp / "cache"))  # bundled-config cache
@@ -248,20 +253,32 @@ def main(argv: list[str] | None = None) -> int:
         "wall_s": round(wall, 1),
         "mode": ("gpu" if args.gpu else "cpu") + (" quick" if args.quick else " full"),
     }
-    print(render_table(table_rows(results)))
-    print()
-    gpu = f", GPU {machine['gpu']}" if args.gpu else ""
+    _report(report, args.json)
+    return 1 if any("error" in r for r in results.values()) else 0
+
+
+def _report(report: dict[str, Any], json_to: str | None) -> None:
+    """The table and its summary lines on stdout; with `--json` and no file, the JSON
+    there instead (the table on stderr), so `run.py --json | jq` reads it."""
+    out = sys.stderr if json_to == STDOUT else sys.stdout
+    machine, plan = report["machine"], report["plan"]
+    print(render_table(table_rows(report["suites"])), file=out)
+    print(file=out)
+    gpu = f", GPU {machine['gpu']}" if report["mode"].startswith("gpu") else ""
     print(
         f"mode: {report['mode']}; machine: {machine['cpu']}, {machine['nproc']} cores, "
-        f"torch {machine['torch']} ({plan.threads} threads){gpu}; other processes used "
-        f"{machine['foreign_cores_during_run']} cores on average"
+        f"torch {machine['torch']} ({plan['threads']} threads){gpu}; other processes used "
+        f"{machine['foreign_cores_during_run']} cores on average",
+        file=out,
     )
-    print("checks: " + ", ".join(f"{k}: {v}" for k, v in verdicts.items()))
-    print(f"wall time: {wall:.1f}s")
-    if args.json:
-        args.json.write_text(json.dumps(_clean(report), indent=2) + "\n")
-        log(f"wrote {args.json}")
-    return 1 if any("error" in r for r in results.values()) else 0
+    print("checks: " + ", ".join(f"{k}: {v}" for k, v in report["checks"].items()), file=out)
+    print(f"wall time: {report['wall_s']:.1f}s", file=out)
+    text = json.dumps(_clean(report), indent=2) + "\n"
+    if json_to == STDOUT:
+        sys.stdout.write(text)
+    elif json_to:
+        Path(json_to).write_text(text)
+        log(f"wrote {json_to}")
 
 
 if __name__ == "__main__":

@@ -73,6 +73,32 @@ def steady_rate(finished: list[float], clients: int) -> float | None:
     return (last - first) / (done[last] - done[first])
 
 
+QUAD_PAUSE_S = 0.02  # before each call of a quad: the last call's idle threads stop spinning
+
+
+def abba_quads(
+    a: Callable[[int], Any], b: Callable[[int], Any], seeds: Sequence[int]
+) -> tuple[list[float], list[float], list[float]]:
+    """Time `a` and `b` image by image as A B B A quads over `seeds`, in pairs (an odd
+    last seed pairs with itself), the same seed on both sides: (a's seconds per call,
+    b's seconds per call, each quad's b seconds / a seconds).
+
+    Side by side because the machine's speed drifts (on a shared 2-core machine by
+    more than a server's own cost within a minute): two runs made minutes apart
+    compare the drift, a quad of about a second compares the two sides.
+    """
+    spent: tuple[list[float], list[float]] = ([], [])
+    quads: list[float] = []
+    for first, second in zip(seeds[::2], [*seeds[1::2], *seeds[-1:]], strict=False):
+        for side, seed in ((0, first), (1, first), (1, second), (0, second)):
+            time.sleep(QUAD_PAUSE_S)
+            start = time.perf_counter()
+            (a, b)[side](seed)
+            spent[side].append(time.perf_counter() - start)
+        quads.append(sum(spent[1][-2:]) / sum(spent[0][-2:]))
+    return spent[0], spent[1], quads
+
+
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     start = time.perf_counter()
     out = fn()

@@ -1,6 +1,6 @@
 """Benchmark pixelpool against raw diffusers and under load.
 
-    python bench/run.py [--quick] [--gpu] [--json FILE] [--suites overhead,encode]
+    python bench/run.py [--quick] [--gpu] [--json [FILE]] [--suites overhead,encode]
 
 Suites, results and how to read them: docs/benchmarks.md.
 """

@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import os
 import secrets
-import time
 from typing import Any
 
 from bench import parallel_direct
-from bench.common import Row, fmt_num, log, median
+from bench.common import Row, abba_quads, fmt_num, log, median
 from bench.context import Context
 from bench.plan import Workload
 from bench.servers import generate, scheduler_env
-from bench.suites.throughput import QUAD_PAUSE_S, closed_loop
+from bench.suites.throughput import closed_loop
 
 ACTORS = (1, 2, 4)
 CLIENTS = 16
@@ -88,18 +87,13 @@ def _ray_against_local(
     pairs on both), both servers up: (seconds per image of each, each quad's Ray seconds /
     local seconds). Measured side by side, as the machine's speed drifts by more than
     the backend's own cost between two runs."""
-    seconds: dict[str, list[float]] = {local: [], ray: []}
-    quads: list[float] = []
     with ctx.client(local) as on_local, ctx.client(ray) as on_ray:
-        clients = {local: on_local, ray: on_ray}
-        for first, second in zip(seeds[::2], seeds[1::2] + seeds[-1:], strict=False):
-            for server, seed in ((local, first), (ray, first), (ray, second), (local, second)):
-                time.sleep(QUAD_PAUSE_S)
-                start = time.perf_counter()
-                generate(clients[server], workload, seed)
-                seconds[server].append(time.perf_counter() - start)
-            quads.append(sum(seconds[ray][-2:]) / sum(seconds[local][-2:]))
-    per_image = {"local": median(seconds[local]), "ray": median(seconds[ray])}
+        local_s, ray_s, quads = abba_quads(
+            lambda seed: generate(on_local, workload, seed),
+            lambda seed: generate(on_ray, workload, seed),
+            seeds,
+        )
+    per_image = {"local": median(local_s), "ray": median(ray_s)}
     return per_image, quads
 
 

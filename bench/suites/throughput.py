@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import Row, fmt_num, median, ratio, steady_rate, summary
+from bench.common import Row, abba_quads, fmt_num, median, ratio, steady_rate, summary
 from bench.context import BATCHED, UNBATCHED, Context
 from bench.models import direct_batch, direct_generate
 from bench.plan import Workload
@@ -44,7 +44,6 @@ from bench.servers import compare, decode, generate, job_view, merge_comparisons
 
 BASE_SEED = 5000
 UNBATCHED_CLIENTS = 8
-QUAD_PAUSE_S = 0.02  # before each call of a quad: the last call's idle threads stop spinning
 DIRECT, DIRECT_BATCH, UNBATCHED_MODE = "direct", "direct batch", "unbatched"
 
 
@@ -113,35 +112,28 @@ def _one_client_quads(
     """Direct calls and one client's requests, image by image as A B B A quads: (the
     direct run, the one-client run, each quad's server seconds / direct seconds)."""
     pipe = ctx.direct(workload.model)
-    seconds: dict[str, list[float]] = {"direct": [], "server": []}  # per call
     direct_images: dict[int, Any] = {}
     server_images: dict[int, bytes] = {}
     job_ids: list[str] = []
-    quads: list[float] = []
     with ctx.client(BATCHED) as client:
-        # Seeds in pairs (an odd last one pairs with itself).
-        for first, second in zip(seeds[::2], seeds[1::2] + seeds[-1:], strict=False):
-            for side, seed in (("direct", first), ("server", first), ("server", second),
-                               ("direct", second)):  # fmt: skip
-                time.sleep(QUAD_PAUSE_S)
-                start = time.perf_counter()
-                if side == "direct":
-                    direct_images[seed] = direct_generate(pipe, workload, seed, ctx.plan.device)
-                else:
-                    _s, server_images[seed], job_id = generate(client, workload, seed)
-                    job_ids.append(job_id)
-                seconds[side].append(time.perf_counter() - start)
-            quads.append(sum(seconds["server"][-2:]) / sum(seconds["direct"][-2:]))
+
+        def direct_call(seed: int) -> None:
+            direct_images[seed] = direct_generate(pipe, workload, seed, ctx.plan.device)
+
+        def server_call(seed: int) -> None:
+            _s, server_images[seed], job_id = generate(client, workload, seed)
+            job_ids.append(job_id)
+
+        direct_s, server_s, quads = abba_quads(direct_call, server_call, seeds)
         views = [job_view(client, j) for j in job_ids]
     per_image = [v["gpu_time_s"] for v in views if v.get("gpu_time_s")]
     one = {
-        "images_per_s": len(seconds["server"]) / sum(seconds["server"]),
+        "images_per_s": len(server_s) / sum(server_s),
         "mean_batch": float(np.mean([v["batch_size"] for v in views])),
         "worker_s_per_image": {1: median(per_image)} if per_image else {},
         "images": server_images,
     }
-    direct = {"images_per_s": len(seconds["direct"]) / sum(seconds["direct"]),
-              "images": direct_images}  # fmt: skip
+    direct = {"images_per_s": len(direct_s) / sum(direct_s), "images": direct_images}
     return direct, one, quads
 
 
