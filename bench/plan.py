@@ -66,6 +66,12 @@ class Plan:
     liveness_busy_s: float
     liveness_interval_s: float
     liveness_idle_samples: int
+    # The modes outside the two side-by-side targets (4 and 16 clients, no batching): in
+    # the first this many repetitions only, with this many images (None: all of them, as
+    # many as the others), which keeps --quick under 3 minutes on 2 cores.
+    throughput_other_reps: int | None = None
+    throughput_one_client_images: int | None = None  # per quad run (None: direct_images)
+    throughput_other_images: int | None = None
     batch_sizes: list[int] = field(default_factory=list)  # GPU only: direct images/s per size
     batch_workloads: list[Workload] = field(default_factory=list)
     batch_reps: int = 0
@@ -95,7 +101,10 @@ def cpu_plan(quick: bool, threads: int) -> Plan:
         throughput_clients=[1, 4, 8, 16],
         throughput_images=32 if quick else 64,
         throughput_direct_images=8,
-        throughput_reps=3,
+        throughput_reps=2 if quick else 3,
+        throughput_other_reps=1 if quick else None,
+        throughput_other_images=16 if quick else None,
+        throughput_one_client_images=12,
         stream_reps=4 if quick else 8,
         max_batch="auto",
         batch_window_ms="auto",

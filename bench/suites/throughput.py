@@ -21,10 +21,12 @@ side by side, A B B A (a, b, b, a), and take the median over blocks:
 The ratio of the modes' medians is shown beside each.
 
 Clients are closed-loop threads, each with its own connection, taking seeds from one
-shared queue, so every mode renders the same seeds and the images can be compared:
-the same seed should give the same image batched, unbatched and direct. Every
-repetition runs every mode, in an order rotated by one each time, so a slow phase of
-the machine does not land on one mode.
+shared queue, so the modes render the same seeds and the images can be compared: the
+same seed should give the same image batched, unbatched and direct. Every repetition
+runs every mode, in an order rotated by one each time, so a slow phase of the machine
+does not land on one mode; with --quick the modes outside the two targets (4 and 16
+clients, no batching) run in the first repetition only and with fewer images, which
+keeps the whole quick run under 3 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -186,11 +188,17 @@ def _workload_result(ctx: Context, workload: Workload) -> dict[str, Any]:
     batches: dict[str, list[float]] = {}
     per_image: dict[str, dict[int, float]] = {}
     last: dict[str, dict[int, Any]] = {}
+    targets = {DIRECT if one else None, DIRECT_BATCH if paired else None}
+    other_reps = plan.throughput_other_reps or plan.throughput_reps
+    other_seeds = seeds[: plan.throughput_other_images or len(seeds)]
+    quad_seeds = seeds[: plan.throughput_one_client_images or len(direct_seeds)]
     for rep in range(plan.throughput_reps):
         shift = rep % len(order)
         for mode in order[shift:] + order[:shift]:
+            if mode not in targets and rep >= other_reps:
+                continue  # enough of it (--quick): the side-by-side targets go on
             if mode == DIRECT and one:
-                direct_run, one_run, more = _one_client_quads(ctx, workload, direct_seeds)
+                direct_run, one_run, more = _one_client_quads(ctx, workload, quad_seeds)
                 quads += more
                 runs = [(DIRECT, direct_run), (one, one_run)]
             elif mode == DIRECT_BATCH and paired:
@@ -203,7 +211,7 @@ def _workload_result(ctx: Context, workload: Workload) -> dict[str, Any]:
                     spent[name] += 1 / out["images_per_s"]
                 pairs.append(spent[DIRECT_BATCH] / spent[eight])
             else:
-                runs = [(mode, _run_mode(ctx, workload, mode, seeds))]
+                runs = [(mode, _run_mode(ctx, workload, mode, other_seeds))]
             for name, out in runs:
                 if "mean_batch" in out:
                     batches.setdefault(name, []).append(out["mean_batch"])
@@ -221,7 +229,12 @@ def _workload_result(ctx: Context, workload: Workload) -> dict[str, Any]:
     direct_b = {s: np.asarray(img.convert("RGB")) for s, img in last[DIRECT_BATCH].items()}
     return {
         "workload": workload.label(),
-        "images_per_run": {"server": len(seeds), "direct": len(direct_seeds)},
+        "images_per_run": {
+            "server": len(seeds),
+            "other server modes": len(other_seeds),
+            "direct": len(quad_seeds if one else direct_seeds),
+            "direct batch": len(direct_seeds),
+        },
         "images_per_s": {m: summary(v) for m, v in rates.items()},
         "burst_images_per_s": {m: summary(v) for m, v in bursts.items()},
         "ratio": ratio(rate[eight], rate[DIRECT]),
@@ -236,16 +249,15 @@ def _workload_result(ctx: Context, workload: Workload) -> dict[str, Any]:
         "by_clients": {m: _ratios(rate, m) for m in modes if m.endswith("clients")},
         "mean_batch_size": {m: median(v) for m, v in batches.items()},
         "worker_s_per_image_by_batch_size": per_image,
-        "same_seed_batched_vs_unbatched": merge_comparisons(
-            [compare(batched[s], unbatched[s]) for s in seeds]
-        ),
-        "same_seed_unbatched_vs_direct": merge_comparisons(
-            [compare(unbatched[s], direct[s]) for s in direct_seeds]
-        ),
-        "same_seed_direct_batch_vs_direct": merge_comparisons(
-            [compare(direct_b[s], direct[s]) for s in direct_seeds]
-        ),
+        "same_seed_batched_vs_unbatched": _same_seeds(batched, unbatched),
+        "same_seed_unbatched_vs_direct": _same_seeds(unbatched, direct),
+        "same_seed_direct_batch_vs_direct": _same_seeds(direct_b, direct),
     }
+
+
+def _same_seeds(a: dict[int, np.ndarray], b: dict[int, np.ndarray]) -> dict[str, Any]:
+    """Image by image over the seeds both modes rendered (modes render different counts)."""
+    return merge_comparisons([compare(a[s], b[s]) for s in sorted(a.keys() & b.keys())])
 
 
 def run(ctx: Context) -> dict[str, Any]:
@@ -280,6 +292,15 @@ def _burst(result: dict[str, Any], mode: str) -> str:
     return f"whole burst {fmt_num(burst['median'], 2)} img/s; " if burst else ""
 
 
+def _images(result: dict[str, Any], mode: str) -> str:
+    n = result["images_per_run"]
+    if mode == _server_mode(1):
+        return f"{n['direct']} images"  # its quads run the direct call's seeds
+    if mode == _server_mode(8) or n["other server modes"] == n["server"]:
+        return f"{n['server']} images"
+    return f"{n['other server modes']} images"
+
+
 def rows(result: dict[str, Any]) -> list[Row]:
     out: list[Row] = []
     settings = f"max_batch {result['max_batch']}, window {result['batch_window_ms']}"
@@ -289,20 +310,22 @@ def rows(result: dict[str, Any]) -> list[Row]:
             ("throughput", f"direct, sequential, {r['workload']}",
              f"{fmt_num(ips[DIRECT]['median'], 2)} img/s",
              f"{n['direct']} images x {ips[DIRECT]['n']}"),
-            ("throughput", f"direct, one batch of {n['direct']} (the ceiling)",
+            ("throughput", f"direct, one batch of {n['direct batch']} (the ceiling)",
              f"{fmt_num(ips[DIRECT_BATCH]['median'], 2)} img/s",
              f"x{fmt_num(r['direct_batch_gain'], 2)} sequential"),
         ]  # fmt: skip
         for mode, ratios in r["by_clients"].items():
             out.append(
                 ("throughput", f"server, {mode}", f"{fmt_num(ips[mode]['median'], 2)} img/s",
-                 f"{_burst(r, mode)}mean batch {mb[mode]:.1f}; "
+                 f"{_images(r, mode)} x {ips[mode]['n']}; {_burst(r, mode)}"
+                 f"mean batch {mb[mode]:.1f}; "
                  f"x{fmt_num(ratios['to_direct'], 2)} sequential, "
                  f"x{fmt_num(ratios['to_direct_batch'], 2)} direct batch; {settings}")
             )  # fmt: skip
         out += [
             ("throughput", f"server without batching, {UNBATCHED_CLIENTS} clients",
              f"{fmt_num(ips[UNBATCHED_MODE]['median'], 2)} img/s",
+             f"{_images(r, UNBATCHED_MODE)} x {ips[UNBATCHED_MODE]['n']}; "
              f"{_burst(r, UNBATCHED_MODE)}x{fmt_num(r['ratio_unbatched'], 2)} sequential"),
             ("throughput", "8 clients / direct batch (target >= 0.95)",
              fmt_num(r["ratio_to_direct_batch"]),
