@@ -3,7 +3,8 @@
 Each count gets its own server (`cluster.backend = "ray"`, a Ray runtime started by
 the server on this machine, `cluster.cpu_actors_per_node` actors of one torch thread
 each). Images/s over a burst from 16 clients; the ratio is to N times one actor's
-rate (target >= 0.9). One machine bounds it at cores / N where N exceeds its cores
+rate (target >= 0.9), side by side: the one-actor server stays up while each N is
+measured beside it in bursts one, N, N, one. One machine bounds it at cores / N where N exceeds its cores
 (4 one-thread actors on 2 cores: 0.5), and the server and its clients share those
 cores; on a real cluster each actor brings its own machine. Beside it, the Ray
 backend's own cost: seconds per image at one client, one Ray actor against a local
@@ -97,15 +98,32 @@ def _ray_against_local(
     return per_image, quads
 
 
+def _burst(ctx: Context, server: str, workload: Workload, seeds: list[int]) -> dict[str, Any]:
+    result = closed_loop(ctx, server, workload, seeds, CLIENTS)
+    log(f"cluster: {server}: {result['images_per_s']:.3f} images/s")
+    return result
+
+
+def _against_one(
+    ctx: Context, workload: Workload, one: str, many: str, actors: int, seeds: list[int]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], float]:
+    """One actor and N actors, both servers up, bursts A B B A (one, N, N, one): (the
+    one-actor runs, the N-actor runs, N actors' images/s / N x one actor's). Side by
+    side: the machine's speed moved by 30 % between two phases of a run minutes apart,
+    which made N actors look better than N x one (1.06 at N = 2)."""
+    runs: dict[str, list[dict[str, Any]]] = {one: [], many: []}
+    for server in (one, many, many, one):
+        runs[server].append(_burst(ctx, server, workload, seeds))
+        ctx.settle()
+    spent = {name: sum(1 / r["images_per_s"] for r in out) for name, out in runs.items()}
+    return runs[one], runs[many], spent[one] / (actors * spent[many])
+
+
 def run(ctx: Context) -> dict[str, Any]:
     workload = ctx.plan.throughput[0]
     images = 16 if ctx.plan.quick else 48
     seeds = [BASE_SEED + i for i in range(images)]
-    rates: dict[int, float] = {}
-    batches: dict[int, float] = {}
     single = [BASE_SEED + 1000 + i for i in range(ONE_CLIENT_IMAGES)]
-    per_image: dict[str, float] = {}
-    quads: list[float] = []
     local = "cluster-local"
     one_thread = {"PIXELPOOL_DEVICES__CPU__THREADS": "1"}  # as each actor
     ctx.servers.define(
@@ -115,31 +133,44 @@ def run(ctx: Context) -> dict[str, Any]:
     direct = {n: parallel_direct.run(model, workload, n, images, DIRECT_BATCH) for n in ACTORS}
     for n in ACTORS:
         log(f"cluster: direct, {n} process(es): {direct[n]:.3f} images/s")
-    for actors in ACTORS:
-        name = _server(actors)
-        ctx.servers.define(name, _env(ctx, actors))
-        ctx.servers.start(name)
-        try:
-            _warm_every_actor(ctx, name, workload, actors)
-            result = closed_loop(ctx, name, workload, seeds, CLIENTS)
-            if actors == 1:
-                ctx.servers.start(local)
-                ctx.warm_server(local, workload)
-                per_image, quads = _ray_against_local(ctx, workload, name, local, single)
-        finally:
-            ctx.servers.stop(name, local)
-        rates[actors] = result["images_per_s"]
-        batches[actors] = result["mean_batch"]
-        log(f"cluster: {actors} actor(s): {rates[actors]:.3f} images/s")
-    one = rates[ACTORS[0]]
+    runs: dict[int, list[dict[str, Any]]] = {n: [] for n in ACTORS}
+    side_by_side: dict[int, float] = {ACTORS[0]: 1.0}
+    one = _server(ACTORS[0])
+    ctx.servers.define(one, _env(ctx, ACTORS[0]))
+    ctx.servers.start(one)
+    try:  # the one-actor server stays up: every N is measured beside it
+        _warm_every_actor(ctx, one, workload, ACTORS[0])
+        ctx.servers.start(local)
+        ctx.warm_server(local, workload)
+        per_image, quads = _ray_against_local(ctx, workload, one, local, single)
+        ctx.servers.stop(local)
+        for actors in ACTORS[1:]:
+            many = _server(actors)
+            ctx.servers.define(many, _env(ctx, actors))
+            ctx.servers.start(many)
+            try:
+                _warm_every_actor(ctx, many, workload, actors)
+                ones, manys, side_by_side[actors] = _against_one(
+                    ctx, workload, one, many, actors, seeds
+                )
+            finally:
+                ctx.servers.stop(many)
+            runs[ACTORS[0]] += ones
+            runs[actors] += manys
+    finally:
+        ctx.servers.stop(one, local)
+    rates = {n: median([r["images_per_s"] for r in out]) for n, out in runs.items()}
+    batches = {n: median([r["mean_batch"] for r in out]) for n, out in runs.items()}
     return {
         "workload": f"{workload.model} {workload.width}x{workload.height} {workload.steps} steps",
         "images": images,
         "clients": CLIENTS,
         "images_per_s": rates,
+        "runs": {n: len(out) for n, out in runs.items()},
         "mean_batch": batches,
         "cores": _cores(),
-        "ratio_to_n_x_one": {n: rates[n] / (n * one) for n in ACTORS},
+        "ratio_to_n_x_one": side_by_side,
+        "ratio_to_n_x_one_of_medians": {n: rates[n] / (n * rates[ACTORS[0]]) for n in ACTORS},
         "bound_on_this_machine": {n: min(1.0, _cores() / n) for n in ACTORS},
         "direct_images_per_s": direct,
         "direct_ratio_to_n_x_one": {n: direct[n] / (n * direct[ACTORS[0]]) for n in ACTORS},
@@ -162,7 +193,8 @@ def rows(result: dict[str, Any]) -> list[Row]:
         rate = result["images_per_s"][n]
         ratio = result["ratio_to_n_x_one"][n]
         out.append(("cluster", f"{n} CPU actor(s), {CLIENTS} clients", f"{fmt_num(rate)} img/s",
-                    f"x{ratio:.2f} of {n} x one actor (<= "
+                    f"{result['runs'][n]} runs; x{ratio:.2f} of {n} x one actor"
+                    f"{' side by side' if n != ACTORS[0] else ''} (<= "
                     f"{result['bound_on_this_machine'][n]:.2f} on {result['cores']} cores); "
                     f"{result['ratio_to_direct'][n]:.2f} of direct; "
                     f"mean batch {result['mean_batch'][n]:.1f}"))  # fmt: skip
