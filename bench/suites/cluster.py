@@ -4,15 +4,15 @@ Each count gets its own server (`cluster.backend = "ray"`, a Ray runtime started
 the server on this machine, `cluster.cpu_actors_per_node` actors of one torch thread
 each). Images/s over a burst from 16 clients; the ratio is to N times one actor's
 rate (target >= 0.9), side by side: the one-actor server stays up while each N is
-measured beside it in bursts one, N, N, one. One machine bounds it at cores / N where N exceeds its cores
-(4 one-thread actors on 2 cores: 0.5), and the server and its clients share those
-cores; on a real cluster each actor brings its own machine. Beside it, the Ray
-backend's own cost: seconds per image at one client, one Ray actor against a local
-worker process, both one thread, side by side in A B B A quads (ratio > 1: what the
-actor calls add). And the
-ceiling: N processes calling diffusers directly at once, one thread each, the same
-images in batches of 8 (`bench/parallel_direct.py`): what this machine gives N
-independent workers with no server at all. Opt-in.
+measured beside it in bursts one, N, N, one. One machine bounds it at cores / N where
+N exceeds its cores (4 one-thread actors on 2 cores: 0.5), and the server and its
+clients share those cores; on a real cluster each actor brings its own machine.
+Beside it, the Ray backend's own cost: seconds per image at one client, one Ray actor
+against a local worker process, both one thread, side by side in A B B A quads
+(ratio > 1: what the actor calls add). And the ceiling: N processes calling diffusers
+directly at once, one thread each, the same images in batches of 8
+(`bench/parallel_direct.py`): what this machine gives N independent workers with no
+server at all. Opt-in.
 """
 
 from __future__ import annotations

@@ -22,12 +22,16 @@ cover beyond the small-row case.
 
 The CPU's thread count changes results too: oneDNN's 1x1 convolutions round
 differently at every torch thread count (its 3x3 ones agree at 1, 2, 4 and 8), so
-while diffusion runs on the CPU a plain 1x1 convolution is one matrix product per
-image (`products_for_1x1_convs`), which agrees at those counts on the demo models:
-a Ray CPU worker with one thread then gives the local two-thread worker's images.
-Not a promise for every model: odd thread counts split elementwise kernels
-unaligned, and MKL splits the long sums of some products of few rows (2560 -> 1280
-over 64 positions, an SDXL-size block at 8x8) by thread.
+while diffusion runs on the CPU a plain 1x1 convolution is one matrix product over
+every position of the batch, as a `Linear` of its channels (`products_for_1x1_convs`;
+rows that many give each row the same result at any row count, like the padded
+products above). On the demo models that agrees at 1 and 2 threads at every size
+tried, so a Ray CPU worker with one thread gives the local two-thread worker's
+images; 4 and 8 threads agree in short runs (4 steps) and differ by one level in
+longer ones. Not a promise for every model: odd thread counts split elementwise
+kernels unaligned (at 3 threads a batched image differs from the solo one too), and
+MKL splits the long sums of some products of few rows (2560 -> 1280 over 64
+positions, an SDXL-size block at 8x8) by thread.
 
 The setting `scheduler.batch_invariant` (default true) turns all three off for
 throughput: the VAE then decodes and encodes the whole batch at once, small matmuls
@@ -101,17 +105,25 @@ def _measure_min_rows(device: torch.device, dtype: torch.dtype) -> int:
 
 
 def _padded_linear(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """`nn.Linear.forward` while a batch runs. Every Linear of the model comes through
-    here (an SDXL UNet: ~700 calls a step), nearly all with at least PROBE_ROWS rows,
-    which `min_rows` never exceeds: those go straight to the product, without the
-    lookup (measured: ~2 us a call before, ~0.3 us now; tens of ms an SDXL image)."""
+    """`nn.Linear.forward` while a batch runs (see `padded_product`)."""
+    return padded_product(x, self.weight, self.bias)
+
+
+def padded_product(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
+    """`F.linear`, each row the same at any row count: fewer rows than `min_rows` are
+    padded with zero rows. Every Linear of the model comes through here (an SDXL UNet:
+    ~700 calls a step), nearly all with at least PROBE_ROWS rows, which `min_rows`
+    never exceeds: those go straight to the product, without the lookup (measured:
+    ~2 us a call before, ~0.3 us now; tens of ms an SDXL image)."""
     width = x.shape[-1] if x.ndim else 0
     rows = x.numel() // width if width else 0
     least = 0 if rows == 0 or rows >= PROBE_ROWS else min_rows(x.device, x.dtype)
     if rows >= least:
-        return F.linear(x, self.weight, self.bias)
+        return F.linear(x, weight, bias)
     flat = F.pad(x.reshape(rows, width), (0, 0, 0, least - rows))
-    out = F.linear(flat, self.weight, self.bias)[:rows]
+    out = F.linear(flat, weight, bias)[:rows]
     return out.reshape(*x.shape[:-1], out.shape[-1])
 
 
@@ -140,7 +152,10 @@ def _conv_as_products(
     self: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
 ) -> torch.Tensor:
     """`nn.Conv2d._conv_forward` while diffusion runs: a plain 1x1 convolution on the CPU
-    as one product per image (the same calls at any batch size); anything else as is."""
+    as one product of all the batch's positions (rows) by its weights; anything else as
+    is. One product per image gave the same results but cost 4-16 % of a batch of 8-16
+    on the tiny demo models (thousands of small products a step); one product costs
+    what oneDNN's convolution does (docs/benchmarks.md)."""
     plain = (
         x.device.type == "cpu" and x.ndim == 4 and tuple(weight.shape[-2:]) == (1, 1)
         and self.groups == 1 and self.stride == (1, 1) and self.padding == (0, 0)
@@ -149,11 +164,9 @@ def _conv_as_products(
     if not plain:
         return _original_conv(self, x, weight, bias)
     n, channels, height, width = x.shape
-    flat = weight.reshape(weight.shape[0], channels)
-    out = torch.stack([flat @ image.reshape(channels, height * width) for image in x])
-    if bias is not None:
-        out = out + bias.reshape(1, -1, 1)
-    return out.reshape(n, -1, height, width)
+    positions = x.permute(0, 2, 3, 1).reshape(n * height * width, channels)
+    out = padded_product(positions, weight.reshape(weight.shape[0], channels), bias)
+    return out.reshape(n, height, width, -1).permute(0, 3, 1, 2).contiguous()
 
 
 @contextlib.contextmanager
