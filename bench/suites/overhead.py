@@ -5,18 +5,20 @@ Direct is the plain call a user writes, `pipe(...).images[0]` returning a PIL im
 diffusers does not have to. The server's response is a PNG, so encoding, IPC, job
 bookkeeping and HTTP are exactly what the ratio charges to the server.
 
-Server and direct repetitions alternate (ABBA order), so slow drift and bursts of
-load from other processes hit both sides alike. Only one side runs at a time.
+Server and direct calls alternate in A B B A quads (direct, server, server, direct;
+`bench.common.abba_quads`) and the ratio is the median of the quads' ratios, so slow
+drift and bursts of load from other processes hit both sides alike (the median of
+each side's calls, which this used to be, is shown beside it). Only one side runs at
+a time.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
 
-from bench.common import Row, fmt_ms, fmt_num, median, ratio, summary
+from bench.common import Row, abba_quads, fmt_ms, fmt_num, median, ratio, summary
 from bench.context import BATCHED, Context
 from bench.models import direct_generate
 from bench.servers import compare, decode, generate, job_view
@@ -46,26 +48,22 @@ def _workload_result(ctx: Context, workload: Any) -> dict[str, Any]:
     pipe = ctx.direct(workload.model)
     ctx.warm_direct(workload)
     ctx.warm_server(BATCHED, workload)
-    server_s: list[float] = []
-    direct_s: list[float] = []
-    parts: list[dict[str, float]] = []
-    check: dict[str, Any] = {}
+    calls: list[tuple[float, str]] = []  # each request's client seconds and job id
+    out: dict[str, Any] = {}
     with ctx.client(BATCHED) as client:
-        for rep in range(plan.overhead_reps):
-            order = ("server", "direct") if rep % 4 in (0, 3) else ("direct", "server")
-            for side in order:
-                if side == "server":
-                    seconds, png, job_id = generate(client, workload, SEED)
-                    server_s.append(seconds)
-                    parts.append(_breakdown(seconds, job_view(client, job_id)))
-                    server_png = png
-                else:
-                    start = time.perf_counter()
-                    image = direct_generate(pipe, workload, SEED, plan.device)
-                    direct_s.append(time.perf_counter() - start)
-                ctx.settle()
-        check = compare(decode(server_png), np.asarray(image.convert("RGB")))
-    paired = [s / d for s, d in zip(server_s, direct_s, strict=True)]
+
+        def server_call(_seed: int) -> None:  # the job record is read after the quads
+            seconds, out["png"], job_id = generate(client, workload, SEED)
+            calls.append((seconds, job_id))
+
+        def direct_call(_seed: int) -> None:
+            out["image"] = direct_generate(pipe, workload, SEED, plan.device)
+
+        # Quads of two calls a side, as many calls as `overhead_reps` (rounded up).
+        seeds = [SEED] * (2 * ((plan.overhead_reps + 1) // 2))
+        direct_s, server_s, quads = abba_quads(direct_call, server_call, seeds)
+        parts = [_breakdown(seconds, job_view(client, job_id)) for seconds, job_id in calls]
+        check = compare(decode(out["png"]), np.asarray(out["image"].convert("RGB")))
     parts_median = {k: median([p[k] for p in parts]) for k in parts[0]}
     # What the server adds outside the pipeline call, from its own timestamps: unlike
     # the ratio it does not move with the compute's run-to-run noise.
@@ -74,9 +72,10 @@ def _workload_result(ctx: Context, workload: Any) -> dict[str, Any]:
         "workload": workload.label(),
         "server_s": summary(server_s),
         "direct_s": summary(direct_s),
-        "ratio": ratio(median(server_s), median(direct_s)),
+        "ratio": median(quads),
+        "ratio_of_medians": ratio(median(server_s), median(direct_s)),
         "ratio_of_min": ratio(min(server_s), min(direct_s)),
-        "ratio_paired_median": median(paired),
+        "quad_ratios": quads,
         "server_minus_direct_ms": (median(server_s) - median(direct_s)) * 1000,
         "fixed_overhead_ms": fixed * 1000,
         "fixed_overhead_ratio": ratio(median(direct_s) + fixed, median(direct_s)),
@@ -112,7 +111,9 @@ def rows(result: dict[str, Any]) -> list[Row]:
             ("overhead", "direct pipe(...).images[0]", fmt_ms(r["direct_s"]["median"]),
              f"n={n}, min {fmt_ms(r['direct_s']['min'])}"),
             ("overhead", "ratio server / direct", fmt_num(r["ratio"]),
-             f"of mins {fmt_num(r['ratio_of_min'])}, paired {fmt_num(r['ratio_paired_median'])}"),
+             f"median of {len(r['quad_ratios'])} A B B A quads; "
+             f"{fmt_num(r['ratio_of_medians'])} of the medians, "
+             f"{fmt_num(r['ratio_of_min'])} of mins"),
             ("overhead", "server breakdown", fmt_ms(sum(b.values())),
              "run {} + queued {} + post {} + http {}".format(
                  *(fmt_ms(b[k]) for k in ("run", "queued", "post", "http")))),
