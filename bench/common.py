@@ -99,6 +99,20 @@ def abba_quads(
     return spent[0], spent[1], quads
 
 
+def abba_block(
+    a: Callable[[], dict[str, Any]], b: Callable[[], dict[str, Any]], pause: Callable[[], None]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], float]:
+    """Two runs of `a` and two of `b` in the order a b b a (`pause` after each); each
+    run returns a dict with its "images_per_s": (a's runs, b's runs, b's images/s over
+    a's, from the seconds per image of both runs of each)."""
+    runs: tuple[list[dict[str, Any]], list[dict[str, Any]]] = ([], [])
+    for side in (0, 1, 1, 0):
+        runs[side].append((a, b)[side]())
+        pause()
+    spent = [sum(1 / r["images_per_s"] for r in side) for side in runs]
+    return runs[0], runs[1], spent[0] / spent[1]
+
+
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     start = time.perf_counter()
     out = fn()

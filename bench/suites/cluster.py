@@ -22,7 +22,7 @@ import secrets
 from typing import Any
 
 from bench import parallel_direct
-from bench.common import Row, abba_quads, fmt_num, log, median
+from bench.common import Row, abba_block, abba_quads, fmt_num, log, median
 from bench.context import Context
 from bench.plan import Workload
 from bench.servers import generate, scheduler_env
@@ -111,12 +111,12 @@ def _against_one(
     one-actor runs, the N-actor runs, N actors' images/s / N x one actor's). Side by
     side: the machine's speed moved by 30 % between two phases of a run minutes apart,
     which made N actors look better than N x one (1.06 at N = 2)."""
-    runs: dict[str, list[dict[str, Any]]] = {one: [], many: []}
-    for server in (one, many, many, one):
-        runs[server].append(_burst(ctx, server, workload, seeds))
-        ctx.settle()
-    spent = {name: sum(1 / r["images_per_s"] for r in out) for name, out in runs.items()}
-    return runs[one], runs[many], spent[one] / (actors * spent[many])
+    ones, manys, gain = abba_block(
+        lambda: _burst(ctx, one, workload, seeds),
+        lambda: _burst(ctx, many, workload, seeds),
+        ctx.settle,
+    )
+    return ones, manys, gain / actors
 
 
 def run(ctx: Context) -> dict[str, Any]:

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import Row, abba_quads, fmt_num, median, ratio, steady_rate, summary
+from bench.common import Row, abba_block, abba_quads, fmt_num, median, ratio, steady_rate, summary
 from bench.context import BATCHED, UNBATCHED, Context
 from bench.models import direct_batch, direct_generate
 from bench.plan import Workload
@@ -202,14 +202,13 @@ def _workload_result(ctx: Context, workload: Workload) -> dict[str, Any]:
                 quads += more
                 runs = [(DIRECT, direct_run), (one, one_run)]
             elif mode == DIRECT_BATCH and paired:
-                runs = []
-                for name in (DIRECT_BATCH, eight, eight, DIRECT_BATCH):
-                    runs.append((name, _run_mode(ctx, workload, name, seeds)))
-                    ctx.settle()
-                spent = {name: 0.0 for name in (DIRECT_BATCH, eight)}  # seconds per image
-                for name, out in runs:
-                    spent[name] += 1 / out["images_per_s"]
-                pairs.append(spent[DIRECT_BATCH] / spent[eight])
+                ceiling, served, block = abba_block(
+                    lambda: _run_mode(ctx, workload, DIRECT_BATCH, seeds),
+                    lambda: _run_mode(ctx, workload, eight, seeds),
+                    ctx.settle,
+                )
+                pairs.append(block)
+                runs = [(DIRECT_BATCH, r) for r in ceiling] + [(eight, r) for r in served]
             else:
                 runs = [(mode, _run_mode(ctx, workload, mode, other_seeds))]
             for name, out in runs:
