@@ -75,7 +75,7 @@ class DiffusionFamily:
         if op not in OPERATIONS:
             raise ValueError(f"diffusion cannot run operation {op!r}")
         split = SPLITS.get(op)
-        with caches.collecting() as got, invariance.products_for_1x1_convs():
+        with caches.collecting() as got, invariance.thread_invariant_kernels():
             pending = split(loaded, batch, progress, cancel) if split else None
             if pending is None:
                 with latents.VAE_LOCK:
@@ -86,7 +86,7 @@ class DiffusionFamily:
         decode = pending.finish
 
         def finish() -> Iterator[Result]:
-            with invariance.products_for_1x1_convs():
+            with invariance.thread_invariant_kernels():
                 for item, result in zip(batch, decode(), strict=True):
                     caches.attach(loaded.obj, [item], [result], got)
                     yield result

@@ -20,24 +20,29 @@ real models' widths (multiples of 64) never produce. Measured on the CPU
 (MKL/oneDNN); on GPUs the BLAS chooses kernels by problem size, which this does not
 cover beyond the small-row case.
 
-The CPU's thread count changes results too: oneDNN's 1x1 convolutions round
-differently at every torch thread count (its 3x3 ones agree at 1, 2, 4 and 8), so
-while diffusion runs on the CPU a plain 1x1 convolution is one matrix product over
-every position of the batch, as a `Linear` of its channels (`products_for_1x1_convs`;
-rows that many give each row the same result at any row count, like the padded
-products above). On the demo models that agrees at 1 and 2 threads at every size
-tried, so a Ray CPU worker with one thread gives the local two-thread worker's
-images; 4 and 8 threads agree in short runs (4 steps) and differ by one level in
-longer ones. Not a promise for every model: odd thread counts split elementwise
-kernels unaligned (at 3 threads a batched image differs from the solo one too), and
-MKL splits the long sums of some products of few rows (2560 -> 1280 over 64
-positions, an SDXL-size block at 8x8) by thread.
+The CPU's thread count changes results too, in two kinds of kernel, so while
+diffusion runs on the CPU (`thread_invariant_kernels`):
 
-The setting `scheduler.batch_invariant` (default true) turns all three off for
+- oneDNN's 1x1 convolutions round differently at every torch thread count (its 3x3
+  ones agree), so a plain 1x1 convolution is one matrix product over every position
+  of the batch, as a `Linear` of its channels (rows that many give each row the same
+  result at any row count, like the padded products above);
+- SiLU, sigmoid and tanh-GELU round their chunks' scalar tails differently from
+  their vector bodies, and the chunks follow the thread count and the batch size:
+  they run in pieces whose chunks are whole vectors (`aligned_activations`).
+
+On the demo models (SD 1.x and SDXL, 10 steps) that makes a job's images equal at
+every thread count from 1 to 8 and a batched image equal to the solo one at each
+(before: one level off at 3-8 threads, and batched != solo at 3, 5 and 6), so a Ray
+CPU worker with one thread gives the images of a local worker using every core.
+Not a promise for every model: MKL splits the long sums of some products of few
+rows (2560 -> 1280 over 64 positions, an SDXL-size block at 8x8) by thread.
+
+The setting `scheduler.batch_invariant` (default true) turns all of this off for
 throughput: the VAE then decodes and encodes the whole batch at once, small matmuls
-run as they are and 1x1 convolutions go to oneDNN, so an image made in a batch
-differs from the solo image by rounding (the tests bound it at 1/255 on the tiny
-models).
+run as they are, 1x1 convolutions go to oneDNN and activations run whole, so an
+image made in a batch differs from the solo image by rounding (the tests bound it
+at 1/255 on the tiny models).
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pixelpool.pipelines import option
+from pixelpool.pipelines.diffusion import aligned_activations
 
 # Row counts tried, smallest first (1: the BLAS is invariant as it is), and the
 # (in, out) widths of the one-row-per-image products of real models: SD 1.x / SDXL
@@ -63,8 +69,8 @@ PROBE_ROWS = 64  # the reference product: the BLAS's regular path
 _min_rows: dict[tuple[str, torch.dtype], int] = {}
 _original_forward = nn.Linear.forward
 _original_conv = nn.Conv2d._conv_forward
-_conv_users = 0  # threads inside `products_for_1x1_convs` (a batch, a decode beside it)
-_conv_lock = threading.Lock()
+_users = 0  # threads inside `thread_invariant_kernels` (a batch, a decode beside it)
+_lock = threading.Lock()
 
 
 def min_rows(device: torch.device, dtype: torch.dtype) -> int:
@@ -170,24 +176,27 @@ def _conv_as_products(
 
 
 @contextlib.contextmanager
-def products_for_1x1_convs() -> Iterator[None]:
-    """Within this block (on any thread) the CPU's 1x1 convolutions give the same result
-    at 1, 2, 4 or 8 torch threads. Counted: a decode beside the next batch (another
-    thread) keeps it on until both have left; off with `batch_invariant`."""
-    global _conv_users
+def thread_invariant_kernels() -> Iterator[None]:
+    """Within this block (on any thread) the CPU's 1x1 convolutions and SiLU, sigmoid
+    and tanh-GELU give the same result at any torch thread count. Counted: a decode
+    beside the next batch (another thread) keeps it on until both have left; off with
+    `batch_invariant`."""
+    global _users
     if not enabled():
         yield
         return
-    with _conv_lock:
-        _conv_users += 1
+    with _lock:
+        _users += 1
         nn.Conv2d._conv_forward = _conv_as_products  # type: ignore[method-assign]
+        aligned_activations.install()
     try:
         yield
     finally:
-        with _conv_lock:
-            _conv_users -= 1
-            if _conv_users == 0:
+        with _lock:
+            _users -= 1
+            if _users == 0:
                 nn.Conv2d._conv_forward = _original_conv  # type: ignore[method-assign]
+                aligned_activations.uninstall()
 
 
 def enabled() -> bool:
