@@ -362,7 +362,7 @@ def test_a_killed_server_restarted_on_the_running_cluster_loses_no_job(
     """A real `pixelpool serve --cluster ray` against the running cluster is killed
     (SIGKILL) while a job runs, with others queued, and started again on the same data
     dir: every accepted job completes, with the images the local backend gives for the
-    same requests (one torch thread on the actor, two locally).
+    same requests (one torch thread on the actor, three locally).
     Its worker actors die with it (they are not detached): the cluster's CPUs are all
     free again before the second start."""
     assert harness.engine is not None
@@ -447,11 +447,12 @@ def _wait_all_cpus_free(timeout: float = 60.0) -> None:
 async def _local_images(
     models_dir: Path, data_dir: Path, jobs: list[dict[str, Any]]
 ) -> list[np.ndarray]:
-    """The same requests on the local backend, with two threads where the actor has one
-    (the same images: see tests/pipelines/test_thread_invariance.py)."""
+    """The same requests on the local backend, with three threads where the actor has
+    one (an odd count splits elementwise kernels unaligned; the same images all the
+    same: see tests/pipelines/test_thread_invariance.py)."""
     settings = Settings(
         server={"data_dir": data_dir, "models_dir": models_dir, "default_model": "demo-sd"},
-        devices={"cpu": {"threads": 2}},
+        devices={"cpu": {"threads": 3}},
     )
     app = create_app(settings)
     async with lifespan(app), _client(app) as client:
