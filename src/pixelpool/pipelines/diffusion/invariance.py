@@ -35,8 +35,11 @@ On the demo models (SD 1.x and SDXL, 10 steps) that makes a job's images equal a
 every thread count from 1 to 8 and a batched image equal to the solo one at each
 (before: one level off at 3-8 threads, and batched != solo at 3, 5 and 6), so a Ray
 CPU worker with one thread gives the images of a local worker using every core.
-Not a promise for every model: MKL splits the long sums of some products of few
-rows (2560 -> 1280 over 64 positions, an SDXL-size block at 8x8) by thread.
+Not a promise for real-size models: MKL splits the long sums of products of few
+rows and wide inputs (1280 -> 1280 over a batch's padded time embeddings, 5120 ->
+1280 at the smallest latents) by thread, unless its strict reproducible mode is on
+(`MKL_CBWR=AUTO,STRICT` in the workers' environment; not the default: it costs
+10-16 % on a real-size SD 1.5 on the CPU, docs/benchmarks.md).
 
 The setting `scheduler.batch_invariant` (default true) turns all of this off for
 throughput: the VAE then decodes and encodes the whole batch at once, small matmuls
