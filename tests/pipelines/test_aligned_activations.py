@@ -6,7 +6,7 @@ agrees on a flat tensor but not on a strided one (walked row by row).
 `aligned_activations` runs them in pieces whose chunks are whole vectors.
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -14,6 +14,8 @@ from torch import Tensor
 
 from pixelpool.pipelines.diffusion import aligned_activations as aligned
 from pixelpool.pipelines.diffusion import invariance
+
+pytestmark = pytest.mark.usefixtures("restore_threads")
 
 THREADS = range(1, 9)  # more threads than cores still splits the work that many ways
 # Lengths around both grains, the demo UNet's SiLU at batch 5 (81920), odd ones.
@@ -28,15 +30,6 @@ OPS: dict[str, tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]] = 
         lambda x: aligned._plain_gelu(x, approximate="tanh"),
     ),
 }
-
-
-@pytest.fixture(autouse=True)
-def restore_threads() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _at(threads: int, op: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:

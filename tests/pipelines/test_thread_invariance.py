@@ -8,7 +8,6 @@ worker (one thread per reserved CPU) give the images of a local worker that uses
 every core.
 """
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,15 +22,6 @@ from pixelpool.pipelines.diffusion.invariance import thread_invariant_kernels
 from .diffusion_helpers import BASE, MODELS, load, run
 
 THREADS = (1, 2, 3, 4, 8)  # more threads than cores still splits the work that many ways
-
-
-@pytest.fixture
-def restore_threads() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def test_1x1_convs_agree_at_every_thread_count_and_batch_size(restore_threads: None) -> None:
