@@ -367,6 +367,7 @@ def test_a_killed_server_restarted_on_the_running_cluster_loses_no_job(
     free again before the second start."""
     assert harness.engine is not None
     harness.run(harness.engine.stop())  # its workers' CPUs go to the server's
+    _leave_only_n2(harness)
     config = tmp_path / "pixelpool.toml"
     config.write_text(
         '[server]\ndefault_model = "demo-sd"\n'
@@ -434,6 +435,19 @@ def _noise_png(side: int) -> bytes:
     pixels = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(out, format="PNG")
     return out.getvalue()
+
+
+def _leave_only_n2(harness: Harness, timeout: float = 30) -> None:
+    """The scenarios before the restart test leave n2 the only worker node; run alone
+    (`-k restarted`), this removes the others, so the test holds either way."""
+    alive = {n["NodeID"]: n["NodeName"] for n in ray.nodes() if n["Alive"]}
+    for node in list(harness.cluster.worker_nodes):
+        if alive.get(node.node_id, "n2") != "n2":
+            harness.cluster.remove_node(node)
+    deadline = time.monotonic() + timeout
+    while sorted(n["NodeName"] for n in ray.nodes() if n["Alive"]) != ["head", "n2"]:
+        assert time.monotonic() < deadline, "a removed node is still alive"
+        time.sleep(0.2)
 
 
 def _wait_all_cpus_free(timeout: float = 60.0) -> None:
