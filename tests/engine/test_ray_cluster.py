@@ -442,7 +442,8 @@ def _leave_only_n2(harness: Harness, timeout: float = 30) -> None:
     (`-k restarted`), this removes the others, so the test holds either way."""
     alive = {n["NodeID"]: n["NodeName"] for n in ray.nodes() if n["Alive"]}
     for node in list(harness.cluster.worker_nodes):
-        if alive.get(node.node_id, "n2") != "n2":
+        name = alive.get(node.node_id)  # None: removed already
+        if name is not None and name != "n2":
             harness.cluster.remove_node(node)
     deadline = time.monotonic() + timeout
     while sorted(n["NodeName"] for n in ray.nodes() if n["Alive"]) != ["head", "n2"]:

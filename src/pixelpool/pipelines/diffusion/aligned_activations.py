@@ -35,6 +35,8 @@ GRAIN = 32768  # ATen's elementwise grain: fewer elements run in one chunk
 SERIAL = 16384  # the most elements every kernel here runs in one chunk
 ALIGN = 64  # elements: a multiple of every CPU's vector block (AVX-512: 2 x 16 floats)
 
+DENSE_LAYOUTS = (torch.contiguous_format, torch.channels_last, torch.channels_last_3d)
+
 Kernel = Callable[..., Tensor]
 
 
@@ -60,12 +62,7 @@ def head_length(n: int, threads: int, per_thread: bool = False) -> int:
 def _flat(x: Tensor) -> Tensor | None:
     """A 1-D view of a dense tensor's elements in memory order (the order ATen's
     kernels walk them), or None if it has gaps or overlaps."""
-    formats = (torch.contiguous_format, torch.channels_last, torch.channels_last_3d)
-    ranks = (None, 4, 5)
-    if not any(
-        (rank is None or x.ndim == rank) and x.is_contiguous(memory_format=fmt)
-        for fmt, rank in zip(formats, ranks, strict=True)
-    ):
+    if not any(x.is_contiguous(memory_format=layout) for layout in DENSE_LAYOUTS):
         return None
     return x.as_strided((x.numel(),), (1,), x.storage_offset())
 
@@ -115,7 +112,7 @@ def silu(input: Tensor, inplace: bool = False) -> Tensor:
 def sigmoid(input: Tensor, *, out: Tensor | None = None) -> Tensor:
     if out is not None or _as_is(input):
         return _plain_sigmoid(input, out=out)
-    return run_aligned(torch.sigmoid, input)
+    return run_aligned(_plain_sigmoid, input)
 
 
 def gelu(input: Tensor, approximate: str = "none") -> Tensor:
